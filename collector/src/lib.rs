@@ -1,1 +1,202 @@
-//! placeholder
+//! The Sobre collector: ingests envelopes over MQTT (embedded rumqttd or
+//! an external broker) and gRPC, stores them once in SQLite, acks after
+//! commit, and serves them over HTTP.
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+
+use config::CollectorConfig;
+use ingest::IngestCtx;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Broker(#[from] ingest::broker::BrokerError),
+    #[error("cannot listen on {addr} for {what}: {source}; choose a free address in the config")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot start the store writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A started collector: where it listens, and how to wait for its end.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    /// The broker agents should use over MQTT (the embedded one or the
+    /// configured external one).
+    pub mqtt_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    writer: std::thread::JoinHandle<()>,
+}
+
+/// How long shutdown waits for each stage before giving up on it.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts every part of the collector. They run until `cancel`.
+pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Running, StartError> {
+    cfg.validate().map_err(StartError::Config)?;
+    let metrics = Arc::new(Metrics::default());
+    let writer_conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
+    let reader = store::Reader::new(store::open_reader(&cfg.data_dir)?);
+    let writer = store::Writer::new(writer_conn, metrics.clone(), cfg.store.batch_max)
+        .map_err(store::StoreError::from)?;
+
+    let bind = |what, addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let http_listener = bind("the HTTP API", cfg.http.listen).await?;
+    let http_addr = local_addr(&http_listener, "the HTTP API", cfg.http.listen)?;
+
+    let (events_tx, events_rx) = mpsc::channel(cfg.store.queue);
+    let (acks_tx, acks_rx) = mpsc::channel(1024);
+    let writer = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer.run(events_rx, acks_tx))
+        .map_err(StartError::Thread)?;
+
+    let ctx = IngestCtx {
+        events: events_tx,
+        metrics: metrics.clone(),
+        limits: cfg.limits.clone(),
+    };
+    let tracker = TaskTracker::new();
+
+    // MQTT: the embedded broker, or an external one.
+    let (host, port) = if cfg.mqtt.embedded {
+        let addr = tokio::task::spawn_blocking({
+            let (listen, max) = (cfg.mqtt.listen, cfg.mqtt.max_packet_bytes);
+            move || ingest::broker::start(listen, max)
+        })
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))??;
+        (addr.ip().to_string(), addr.port())
+    } else {
+        let url = cfg.mqtt.broker.as_deref().unwrap_or_default();
+        config::parse_broker_url(url).map_err(StartError::Config)?
+    };
+    let mqtt_addr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next());
+    let (client, eventloop) = ingest::mqtt::client(&ingest::mqtt::ClientSettings {
+        host,
+        port,
+        client_id: cfg.mqtt.client_id.clone(),
+        max_packet_bytes: cfg.mqtt.max_packet_bytes,
+    });
+    tracker.spawn(ingest::mqtt::run(
+        client.clone(),
+        eventloop,
+        ctx.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(ingest::acks::run(acks_rx, Some(client), metrics.clone()));
+
+    // gRPC.
+    let grpc_addr = if cfg.grpc.enabled {
+        let listener = bind("gRPC", cfg.grpc.listen).await?;
+        let addr = local_addr(&listener, "gRPC", cfg.grpc.listen)?;
+        let svc = sobre_proto::v1::telemetry_server::TelemetryServer::new(
+            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone()),
+        )
+        .max_decoding_message_size(cfg.limits.max_envelope_bytes);
+        let shutdown = cancel.clone();
+        tracker.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        tracing::info!(%addr, "gRPC listening");
+        Some(addr)
+    } else {
+        None
+    };
+    drop(ctx);
+
+    // HTTP.
+    let app = http::router(http::AppState {
+        reader,
+        metrics: metrics.clone(),
+    });
+    let shutdown = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%http_addr, "HTTP API listening");
+    tracker.close();
+    Ok(Running {
+        http_addr,
+        mqtt_addr,
+        grpc_addr,
+        metrics,
+        cancel,
+        tracker,
+        writer,
+    })
+}
+
+fn local_addr(
+    l: &tokio::net::TcpListener,
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+impl Running {
+    /// Waits for the cancellation, then stops in order: listeners and
+    /// ingest first, then the writer commits what it holds and sends the
+    /// last acks. Each stage is bounded by [`DRAIN_TIMEOUT`].
+    pub async fn stopped(self) {
+        self.cancel.cancelled().await;
+        tracing::info!("shutting down: ingest first, then the store");
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("ingest did not stop within {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+        let writer = self.writer;
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        match tokio::time::timeout(DRAIN_TIMEOUT, joined).await {
+            Ok(_) => tracing::info!("store closed cleanly"),
+            Err(_) => tracing::warn!(
+                "store writer still busy after {DRAIN_TIMEOUT:?}; uncommitted envelopes were not acked and agents will resend them"
+            ),
+        }
+    }
+}

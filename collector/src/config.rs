@@ -1,0 +1,293 @@
+//! Collector configuration: TOML with documented defaults, unknown keys
+//! refused, validated once at start-up.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the collector can be told. Every field has a default, so an
+/// empty file (or no file) is a working single-machine collector.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where the SQLite store lives.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub grpc: GrpcConfig,
+    pub store: StoreConfig,
+    pub limits: Limits,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            data_dir: PathBuf::from("sobre-data"),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            grpc: GrpcConfig::default(),
+            store: StoreConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API (`/health`, `/metrics`, `/api/v1/...`).
+    /// Port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// How MQTT agents reach this collector.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Run the embedded broker (rumqttd). Set to false and give `broker`
+    /// to use an external one (Mosquitto, EMQX, VerneMQ).
+    pub embedded: bool,
+    /// Where the embedded broker listens (MQTT 3.1.1).
+    pub listen: SocketAddr,
+    /// External broker as `mqtt://host:port`; used when `embedded = false`.
+    pub broker: Option<String>,
+    /// MQTT client id of the collector on the broker.
+    pub client_id: String,
+    /// Largest MQTT packet the broker and the collector's client accept.
+    /// Bigger than `limits.max_envelope_bytes` on purpose, so that an
+    /// oversized envelope reaches the collector and is refused with a
+    /// reason instead of breaking the connection.
+    pub max_packet_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            embedded: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            broker: None,
+            client_id: "sobre-collector".into(),
+            max_packet_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    pub enabled: bool,
+    /// Address of the `sobre.v1.Telemetry` gRPC service.
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most envelopes committed in one SQLite transaction.
+    pub batch_max: usize,
+    /// Envelopes waiting for the writer before ingest pushes back on the
+    /// broker or the gRPC streams (bounds memory under overload).
+    pub queue: usize,
+    /// `synchronous = FULL` (the default): a commit is on disk before its
+    /// ack is sent, even across a power cut. `false` uses `NORMAL`, which
+    /// survives a crash of the collector but may lose the last commits,
+    /// already acked, on power loss.
+    pub sync_full: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            batch_max: 4096,
+            queue: 16384,
+            sync_full: true,
+        }
+    }
+}
+
+/// Input limits applied to every envelope, whatever the transport.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest encoded envelope accepted (a usage report is ~150 B).
+    pub max_envelope_bytes: usize,
+    /// Largest number of disks or batteries in one inventory.
+    pub max_repeated: usize,
+    /// Longest string field.
+    pub max_string_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_envelope_bytes: 64 * 1024,
+            max_repeated: 256,
+            max_string_bytes: 1024,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "invalid config file {path}:\n{message}\nSee collector/sobre-collector.example.toml for every key and its default."
+    )]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl CollectorConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text; the error names the key, line and column.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.mqtt.embedded && self.mqtt.broker.is_none() {
+            return Err("mqtt.embedded = false needs mqtt.broker = \"mqtt://host:port\"".into());
+        }
+        if let Some(b) = &self.mqtt.broker {
+            parse_broker_url(b)?;
+        }
+        if self.store.batch_max == 0 || self.store.queue == 0 {
+            return Err("store.batch_max and store.queue must be at least 1".into());
+        }
+        if self.limits.max_envelope_bytes < 256 {
+            return Err("limits.max_envelope_bytes must be at least 256".into());
+        }
+        if self.mqtt.max_packet_bytes < self.limits.max_envelope_bytes + 1024 {
+            return Err(format!(
+                "mqtt.max_packet_bytes ({}) must exceed limits.max_envelope_bytes ({}) by at least 1024, \
+                 so oversized envelopes are refused with a reason instead of dropping the connection",
+                self.mqtt.max_packet_bytes, self.limits.max_envelope_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, defaults filled in (`--print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// `mqtt://host:port` → (host, port). Port defaults to 1883.
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("broker URL {url:?} must start with mqtt://"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("broker URL {url:?}: port {port:?} is not a number"))?;
+            Ok((host.trim_matches(['[', ']']).to_owned(), port))
+        }
+        None if !rest.is_empty() => Ok((rest.to_owned(), 1883)),
+        None => Err(format!("broker URL {url:?} has no host")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_equals_defaults() {
+        let text = include_str!("../sobre-collector.example.toml");
+        let cfg = CollectorConfig::parse(text).expect("example parses");
+        cfg.validate().expect("example is valid");
+        assert_eq!(cfg, CollectorConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = CollectorConfig::parse("[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .expect_err("unknown key");
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err =
+            CollectorConfig::parse("[store]\nbatch_max = \"many\"\n").expect_err("wrong type");
+        assert!(err.contains("batch_max"), "{err}");
+    }
+
+    #[test]
+    fn load_error_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "bogus = 1\n").expect("write");
+        let err = CollectorConfig::load(&path).expect_err("bad").to_string();
+        assert!(err.contains("c.toml") && err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn external_broker_needs_url() {
+        let mut cfg = CollectorConfig::default();
+        cfg.mqtt.embedded = false;
+        assert!(cfg.validate().is_err());
+        cfg.mqtt.broker = Some("mqtt://127.0.0.1:1884".into());
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(parse_broker_url("mqtt://h:1"), Ok(("h".into(), 1)));
+        assert_eq!(parse_broker_url("mqtt://h"), Ok(("h".into(), 1883)));
+        assert!(parse_broker_url("http://h:1").is_err());
+        assert!(parse_broker_url("mqtt://h:x").is_err());
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let cfg = CollectorConfig::default();
+        assert_eq!(CollectorConfig::parse(&cfg.to_toml()), Ok(cfg));
+    }
+}

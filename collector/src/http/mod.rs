@@ -1,0 +1,137 @@
+//! The HTTP API: `/health`, `/metrics` and the read-only `/api/v1/...`
+//! JSON endpoints over the store.
+
+use crate::metrics::Metrics;
+use crate::store::{Reader, StoreError};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub reader: Reader,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/{id}", get(agent))
+        .route("/api/v1/agents/{id}/samples", get(samples))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An API error: a status and a JSON body `{"error": "..."}` that says
+/// what was wrong.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store read failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn agents(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let reader = s.reader.clone();
+    Ok(Json(blocking(move || reader.agents()).await?))
+}
+
+async fn agent(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let reader = s.reader.clone();
+    let key = id.clone();
+    match blocking(move || reader.agent(&key)).await? {
+        Some(a) => Ok(Json(a)),
+        None => Err(unknown_agent(&id)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplesQuery {
+    /// Milliseconds since the Unix epoch; default: one hour ago.
+    since: Option<i64>,
+    /// At most this many samples (default 1000, at most 10000).
+    limit: Option<u32>,
+}
+
+async fn samples(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}; use ?since=<milliseconds since 1970>&limit=<1..10000>",
+                e.body_text()
+            ),
+        )
+    })?;
+    let since = q
+        .since
+        .unwrap_or_else(|| crate::ingest::now_ms() - 3_600_000);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let reader = s.reader.clone();
+    let key = id.clone();
+    match blocking(move || reader.samples(&key, since, limit)).await? {
+        Some(rows) => Ok(Json(rows)),
+        None => Err(unknown_agent(&id)),
+    }
+}
+
+fn unknown_agent(id: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no agent with id {id:?}; GET /api/v1/agents lists the known ones"),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see / for the list".into(),
+    )
+}

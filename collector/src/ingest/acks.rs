@@ -1,0 +1,48 @@
+//! Delivers acks, once the store committed, back over the route each
+//! envelope came in by.
+
+use super::Reply;
+use crate::metrics::Metrics;
+use crate::store::AckBatch;
+use prost::Message;
+use rumqttc::{AsyncClient, QoS};
+use sobre_proto::topics;
+use sobre_proto::v1::{Ack, Downlink, downlink};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc;
+
+/// Runs until the writer closes its side.
+pub async fn run(
+    mut acks: mpsc::Receiver<AckBatch>,
+    mqtt: Option<AsyncClient>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(batch) = acks.recv().await {
+        let n = batch.seqs.len() as u64;
+        let dl = Downlink {
+            body: Some(downlink::Body::Ack(Ack { seqs: batch.seqs })),
+        };
+        let delivered = match batch.reply {
+            Reply::Grpc(tx) => tx.try_send(Ok(dl)).is_ok(),
+            Reply::Mqtt => match &mqtt {
+                // try_: never wait on a client whose event loop has stopped.
+                Some(client) => client
+                    .try_publish(
+                        topics::down(&batch.agent_id),
+                        QoS::AtLeastOnce,
+                        false,
+                        dl.encode_to_vec(),
+                    )
+                    .is_ok(),
+                None => false,
+            },
+        };
+        if delivered {
+            metrics.acked.fetch_add(n, Relaxed);
+        } else {
+            metrics.ack_dropped.fetch_add(n, Relaxed);
+            tracing::debug!(agent = %batch.agent_id, seqs = n, "ack not delivered; the agent will resend");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The embedded MQTT broker (rumqttd), so a single machine needs no
+//! external broker. Agents and the collector's own client both connect to
+//! it over loopback TCP, exactly as they would to Mosquitto.
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "cannot listen for MQTT on {addr}: {source}; another broker may be running there — set mqtt.listen to a free port, or mqtt.embedded = false to use it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the embedded MQTT broker did not start listening on {0} within 10 s")]
+    NotReady(SocketAddr),
+    #[error("cannot start the embedded MQTT broker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Per-topic in-memory log kept by rumqttd. It retains whole segments, so
+/// memory per topic is bounded by about `SEGMENT_BYTES * SEGMENTS`; a
+/// subscriber lagging further behind than that misses messages, which the
+/// agents' spools then resend.
+const SEGMENT_BYTES: usize = 64 * 1024;
+const SEGMENTS: usize = 4;
+
+/// Starts the broker on its own threads and returns the address it
+/// listens on once it accepts connections. Port 0 picks a free port.
+///
+/// rumqttd has no shutdown; its threads end with the process.
+pub fn start(listen: SocketAddr, max_packet_bytes: usize) -> Result<SocketAddr, BrokerError> {
+    // rumqttd binds inside its own thread and cannot report the port it
+    // got, or a bind failure, back to us: bind here first for a clear error
+    // and to resolve port 0.
+    let addr = {
+        let probe = TcpListener::bind(listen).map_err(|source| BrokerError::Bind {
+            addr: listen,
+            source,
+        })?;
+        probe.local_addr().map_err(|source| BrokerError::Bind {
+            addr: listen,
+            source,
+        })?
+    };
+    let server = ServerSettings {
+        name: "v4".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: max_packet_bytes,
+            max_inflight_count: 200,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 100_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: SEGMENT_BYTES,
+            max_segment_count: SEGMENTS,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("v4".to_owned(), server)])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded MQTT broker stopped");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(BrokerError::NotReady(addr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::info!(%addr, "embedded MQTT broker listening");
+    Ok(addr)
+}

@@ -1,0 +1,122 @@
+//! gRPC ingest: `sobre.v1.Telemetry/Connect`, one bidirectional stream per
+//! agent carrying Envelopes up and Downlinks (acks) down.
+
+use super::{Event, IngestCtx, Reply, now_ms, rejected};
+use sobre_proto::v1::telemetry_server::Telemetry;
+use sobre_proto::v1::{Downlink, Envelope};
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Downlinks waiting to be written to one agent's stream. An ack that does
+/// not fit is dropped and counted: the agent resends, the store dedups.
+pub const DOWNLINK_QUEUE: usize = 256;
+
+pub struct TelemetryService {
+    ctx: IngestCtx,
+    cancel: CancellationToken,
+}
+
+impl TelemetryService {
+    pub fn new(ctx: IngestCtx, cancel: CancellationToken) -> Self {
+        TelemetryService { ctx, cancel }
+    }
+}
+
+#[tonic::async_trait]
+impl Telemetry for TelemetryService {
+    type ConnectStream = ReceiverStream<Result<Downlink, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(DOWNLINK_QUEUE);
+        tokio::spawn(serve_stream(
+            inbound,
+            tx,
+            self.ctx.clone(),
+            self.cancel.clone(),
+            peer,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Reads one agent's stream until it ends, the collector stops, or the
+/// agent breaks the rules of the stream (another agent_id mid-stream).
+async fn serve_stream(
+    mut inbound: Streaming<Envelope>,
+    tx: mpsc::Sender<Result<Downlink, Status>>,
+    ctx: IngestCtx,
+    cancel: CancellationToken,
+    peer: String,
+) {
+    let mut agent: Option<String> = None;
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = inbound.message() => m,
+        };
+        let env = match msg {
+            Ok(Some(env)) => env,
+            Ok(None) => break,
+            Err(status) => {
+                if status.code() == tonic::Code::OutOfRange
+                    || status.message().contains("message length too large")
+                {
+                    ctx.metrics.received.fetch_add(1, Relaxed);
+                    ctx.metrics.rejected("oversized");
+                }
+                tracing::warn!(%peer, agent = agent.as_deref().unwrap_or("?"), error = %status.message(), "gRPC stream ended with an error");
+                break;
+            }
+        };
+        ctx.metrics.received.fetch_add(1, Relaxed);
+        let env = match super::check(env, agent.as_deref(), &ctx.limits) {
+            Ok(env) => env,
+            Err(why) => {
+                rejected(&ctx.metrics, "grpc", &peer, &why);
+                continue;
+            }
+        };
+        if agent.is_none() {
+            agent = Some(env.agent_id.clone());
+            let ev = Event::Presence {
+                agent_id: env.agent_id.clone(),
+                online: true,
+                transport: "grpc",
+                at_ms: now_ms(),
+            };
+            if ctx.events.send(ev).await.is_err() {
+                break;
+            }
+        }
+        let ev = Event::Envelope {
+            env,
+            reply: Reply::Grpc(tx.clone()),
+            received_ms: now_ms(),
+        };
+        if ctx.events.send(ev).await.is_err() {
+            break;
+        }
+    }
+    if let Some(agent_id) = agent {
+        let _ = ctx
+            .events
+            .send(Event::Presence {
+                agent_id,
+                online: false,
+                transport: "grpc",
+                at_ms: now_ms(),
+            })
+            .await;
+    }
+}

@@ -1,0 +1,240 @@
+//! Ingest: turns raw uplink bytes from any transport into checked
+//! envelopes for the store, and routes acks back the way they came.
+
+pub mod acks;
+pub mod broker;
+pub mod grpc;
+pub mod mqtt;
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use prost::Message;
+use sobre_proto::v1::{Downlink, Envelope, envelope::Body};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// How an ack reaches the agent that sent an envelope.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Publish a Downlink on `sobre/v1/agents/{id}/down`.
+    Mqtt,
+    /// Send on the agent's open gRPC stream.
+    Grpc(mpsc::Sender<Result<Downlink, tonic::Status>>),
+}
+
+/// What ingest hands to the store writer.
+#[derive(Debug)]
+pub enum Event {
+    Envelope {
+        env: Envelope,
+        reply: Reply,
+        received_ms: i64,
+    },
+    Presence {
+        agent_id: String,
+        online: bool,
+        transport: &'static str,
+        at_ms: i64,
+    },
+}
+
+/// Why an uplink message was refused. The label is the `reason` of the
+/// `sobre_envelopes_rejected_total` counter.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Reject {
+    #[error("payload of {size} bytes exceeds limits.max_envelope_bytes = {max}")]
+    Oversized { size: usize, max: usize },
+    #[error("payload is not a sobre.v1 Envelope: {0}")]
+    Malformed(String),
+    #[error(
+        "envelope version {0} is not supported by this collector (it speaks 1); upgrade the collector or downgrade the agent"
+    )]
+    UnsupportedVersion(u32),
+    #[error("envelope agent_id {found:?} does not match the sender {expected:?}")]
+    AgentMismatch { expected: String, found: String },
+    #[error("agent_id {0:?} is not 1-64 characters of [A-Za-z0-9._-]")]
+    InvalidAgentId(String),
+    #[error("envelope has no body (usage or inventory)")]
+    EmptyBody,
+    #[error("envelope field {field} is too long ({len}, limit {max})")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+impl Reject {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reject::Oversized { .. } => "oversized",
+            Reject::Malformed(_) => "malformed",
+            Reject::UnsupportedVersion(_) => "unsupported_version",
+            Reject::AgentMismatch { .. } => "agent_mismatch",
+            Reject::InvalidAgentId(_) => "invalid_agent_id",
+            Reject::EmptyBody => "empty_body",
+            Reject::FieldTooLong { .. } => "field_too_long",
+        }
+    }
+}
+
+/// Decodes and checks one uplink payload. `sender` is the agent id the
+/// transport vouches for (the MQTT topic, or the gRPC stream's first
+/// envelope), if any.
+pub fn decode(payload: &[u8], sender: Option<&str>, limits: &Limits) -> Result<Envelope, Reject> {
+    if payload.len() > limits.max_envelope_bytes {
+        return Err(Reject::Oversized {
+            size: payload.len(),
+            max: limits.max_envelope_bytes,
+        });
+    }
+    let env = Envelope::decode(payload).map_err(|e| Reject::Malformed(e.to_string()))?;
+    check(env, sender, limits)
+}
+
+/// The checks that apply to an envelope however it was decoded.
+pub fn check(env: Envelope, sender: Option<&str>, limits: &Limits) -> Result<Envelope, Reject> {
+    if env.version != sobre_proto::v1::VERSION {
+        return Err(Reject::UnsupportedVersion(env.version));
+    }
+    if !sobre_proto::topics::valid_agent_id(&env.agent_id) {
+        return Err(Reject::InvalidAgentId(truncate(&env.agent_id, 80)));
+    }
+    if let Some(expected) = sender
+        && expected != env.agent_id
+    {
+        return Err(Reject::AgentMismatch {
+            expected: expected.to_owned(),
+            found: env.agent_id,
+        });
+    }
+    match &env.body {
+        None => return Err(Reject::EmptyBody),
+        Some(Body::Inventory(inv)) => check_inventory(inv, limits)?,
+        Some(Body::Usage(_)) => {}
+    }
+    Ok(env)
+}
+
+fn check_inventory(inv: &sobre_proto::v1::Inventory, limits: &Limits) -> Result<(), Reject> {
+    let long = |field: &'static str, len: usize, max: usize| {
+        if len > max {
+            Err(Reject::FieldTooLong { field, len, max })
+        } else {
+            Ok(())
+        }
+    };
+    let s = limits.max_string_bytes;
+    for (field, v) in [
+        ("hostname", &inv.hostname),
+        ("os_name", &inv.os_name),
+        ("os_version", &inv.os_version),
+        ("kernel", &inv.kernel),
+        ("cpu_model", &inv.cpu_model),
+        ("vendor", &inv.vendor),
+        ("model", &inv.model),
+        ("bios_date", &inv.bios_date),
+    ] {
+        long(field, v.len(), s)?;
+    }
+    long("disks", inv.disks.len(), limits.max_repeated)?;
+    long("batteries", inv.batteries.len(), limits.max_repeated)?;
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Records a refusal: one warn line with the reason, one counter.
+pub fn rejected(metrics: &Metrics, transport: &'static str, source: &str, why: &Reject) {
+    metrics.rejected(why.label());
+    tracing::warn!(
+        transport,
+        source,
+        reason = why.label(),
+        "envelope refused: {why}"
+    );
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Shared by every ingest path.
+#[derive(Clone)]
+pub struct IngestCtx {
+    pub events: mpsc::Sender<Event>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sobre_proto::v1::{Inventory, UsageReport};
+
+    fn env(id: &str) -> Envelope {
+        Envelope {
+            agent_id: id.into(),
+            seq: 7,
+            version: 1,
+            body: Some(Body::Usage(UsageReport::default())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_envelope() {
+        let bytes = env("a1").encode_to_vec();
+        let got = decode(&bytes, Some("a1"), &Limits::default()).expect("ok");
+        assert_eq!(got.seq, 7);
+    }
+
+    #[test]
+    fn refusals_carry_their_reason() {
+        let l = Limits::default();
+        assert_eq!(
+            decode(&[0xff, 0xff, 0xff], None, &l).map_err(|e| e.label()),
+            Err("malformed")
+        );
+        let big = vec![0u8; l.max_envelope_bytes + 1];
+        assert_eq!(
+            decode(&big, None, &l).map_err(|e| e.label()),
+            Err("oversized")
+        );
+        let mut v2 = env("a1");
+        v2.version = 2;
+        assert_eq!(
+            decode(&v2.encode_to_vec(), None, &l).map_err(|e| e.label()),
+            Err("unsupported_version")
+        );
+        assert_eq!(
+            decode(&env("a1").encode_to_vec(), Some("b2"), &l).map_err(|e| e.label()),
+            Err("agent_mismatch")
+        );
+        assert_eq!(
+            decode(&env("a/1").encode_to_vec(), None, &l).map_err(|e| e.label()),
+            Err("invalid_agent_id")
+        );
+        let mut empty = env("a1");
+        empty.body = None;
+        assert_eq!(
+            decode(&empty.encode_to_vec(), None, &l).map_err(|e| e.label()),
+            Err("empty_body")
+        );
+        let mut inv = env("a1");
+        inv.body = Some(Body::Inventory(Inventory {
+            hostname: "h".repeat(l.max_string_bytes + 1),
+            ..Default::default()
+        }));
+        assert_eq!(
+            decode(&inv.encode_to_vec(), None, &l).map_err(|e| e.label()),
+            Err("field_too_long")
+        );
+    }
+}

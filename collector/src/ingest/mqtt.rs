@@ -1,0 +1,118 @@
+//! MQTT ingest: the collector's client on the (embedded or external)
+//! broker. Subscribes to every agent's uplink and presence, and publishes
+//! acks on each agent's downlink.
+
+use super::{Event, IngestCtx, Reply, now_ms, rejected};
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Packet, Publish, QoS};
+use sobre_proto::topics::{self, Kind};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Connection settings of the collector's MQTT client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub max_packet_bytes: usize,
+}
+
+/// Creates the client; nothing is sent until the event loop is polled.
+pub fn client(s: &ClientSettings) -> (AsyncClient, EventLoop) {
+    let mut opts = MqttOptions::new(&s.client_id, &s.host, s.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    // A persistent session: the broker queues uplinks while we restart.
+    opts.set_clean_session(false);
+    opts.set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
+    opts.set_inflight(200);
+    AsyncClient::new(opts, 1024)
+}
+
+/// Polls the MQTT connection until `cancel`, feeding uplinks to the store.
+/// rumqttc reconnects by itself on the next poll after an error; we back
+/// off between attempts so a dead broker costs nothing.
+pub async fn run(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    ctx: IngestCtx,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!("connected to MQTT broker");
+                for filter in [topics::ALL_UP, topics::ALL_STATUS] {
+                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                        tracing::error!(error = %e, filter, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                // Waiting here when the store is behind stops reading from
+                // the broker: backpressure instead of unbounded memory.
+                if let Some(ev) = on_publish(&ctx, &p)
+                    && ctx.events.send(ev).await.is_err()
+                {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    tracing::info!("MQTT ingest stopped");
+}
+
+fn on_publish(ctx: &IngestCtx, p: &Publish) -> Option<Event> {
+    let topic = p.topic.as_str();
+    let Some((agent_id, kind)) = topics::parse(topic) else {
+        tracing::debug!(%topic, "ignoring message on a foreign topic");
+        return None;
+    };
+    match kind {
+        Kind::Up => {
+            ctx.metrics.received.fetch_add(1, Relaxed);
+            match super::decode(&p.payload, Some(agent_id), &ctx.limits) {
+                Ok(env) => Some(Event::Envelope {
+                    env,
+                    reply: Reply::Mqtt,
+                    received_ms: now_ms(),
+                }),
+                Err(why) => {
+                    rejected(&ctx.metrics, "mqtt", topic, &why);
+                    None
+                }
+            }
+        }
+        Kind::Status => {
+            let online = match &p.payload[..] {
+                b if b == topics::ONLINE => true,
+                b if b == topics::OFFLINE => false,
+                // A retained status is cleared with an empty payload.
+                _ => return None,
+            };
+            Some(Event::Presence {
+                agent_id: agent_id.to_owned(),
+                online,
+                transport: "mqtt",
+                at_ms: now_ms(),
+            })
+        }
+        Kind::Down => None,
+    }
+}

@@ -1,0 +1,118 @@
+//! The collector's own counters, served on `/metrics` in the Prometheus
+//! text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Uplink messages that reached ingest, valid or not.
+    pub received: AtomicU64,
+    /// Envelopes newly committed to the store.
+    pub stored: AtomicU64,
+    /// Envelopes already stored (redelivered), acked again, not stored.
+    pub duplicates: AtomicU64,
+    /// Envelope seqs acked to agents.
+    pub acked: AtomicU64,
+    /// Acks that could not be delivered (agent gone; it will resend).
+    pub ack_dropped: AtomicU64,
+    /// Store transactions committed.
+    pub commits: AtomicU64,
+    /// Store transactions that failed (the batch is retried).
+    pub commit_errors: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn rejected(&self, reason: &'static str) {
+        if let Ok(mut m) = self.rejected.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    pub fn rejected_count(&self, reason: &str) -> u64 {
+        self.rejected
+            .lock()
+            .map(|m| m.get(reason).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        };
+        counter(
+            "sobre_envelopes_received_total",
+            "Uplink messages that reached ingest.",
+            &self.received,
+        );
+        counter(
+            "sobre_envelopes_stored_total",
+            "Envelopes newly committed to the store.",
+            &self.stored,
+        );
+        counter(
+            "sobre_envelopes_duplicate_total",
+            "Envelopes received again after being stored; acked, not stored.",
+            &self.duplicates,
+        );
+        counter(
+            "sobre_acks_sent_total",
+            "Envelope seqs acknowledged to agents after commit.",
+            &self.acked,
+        );
+        counter(
+            "sobre_acks_dropped_total",
+            "Acks that could not be delivered; the agent resends.",
+            &self.ack_dropped,
+        );
+        counter(
+            "sobre_store_commits_total",
+            "Store transactions committed.",
+            &self.commits,
+        );
+        counter(
+            "sobre_store_commit_errors_total",
+            "Store transactions that failed and were retried.",
+            &self.commit_errors,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sobre_envelopes_rejected_total Uplink messages refused, by reason.\n# TYPE sobre_envelopes_rejected_total counter"
+        );
+        if let Ok(m) = self.rejected.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "sobre_envelopes_rejected_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_reasons() {
+        let m = Metrics::default();
+        m.stored.fetch_add(3, Relaxed);
+        m.rejected("malformed");
+        m.rejected("malformed");
+        let text = m.render();
+        assert!(text.contains("sobre_envelopes_stored_total 3\n"), "{text}");
+        assert!(
+            text.contains("sobre_envelopes_rejected_total{reason=\"malformed\"} 2\n"),
+            "{text}"
+        );
+        assert_eq!(m.rejected_count("malformed"), 2);
+    }
+}

@@ -1,0 +1,185 @@
+//! Read side of the store, for the HTTP API. Runs queries on a separate
+//! read-only connection so reads never wait for the writer.
+
+use super::StoreError;
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+
+/// One line of `GET /api/v1/agents`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct AgentSummary {
+    pub id: String,
+    pub hostname: Option<String>,
+    pub online: bool,
+    pub transport: Option<String>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// `GET /api/v1/agents/{id}`: the summary, the inventory and what the
+/// agent itself costs.
+#[derive(Debug, Serialize)]
+pub struct AgentDetail {
+    #[serde(flatten)]
+    pub summary: AgentSummary,
+    pub inventory: Option<serde_json::Value>,
+    pub footprint: Option<serde_json::Value>,
+}
+
+/// One usage sample as served by `GET /api/v1/agents/{id}/samples`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Sample {
+    pub seq: u64,
+    pub sent_at_ms: i64,
+    pub received_at_ms: i64,
+    pub interval_ms: Option<i64>,
+    pub cpu_percent: Option<f64>,
+    pub mem_total_bytes: Option<i64>,
+    pub mem_available_bytes: Option<i64>,
+    pub swap_total_bytes: Option<i64>,
+    pub swap_used_bytes: Option<i64>,
+    pub disk_read_bytes: Option<i64>,
+    pub disk_written_bytes: Option<i64>,
+    pub net_rx_bytes: Option<i64>,
+    pub net_tx_bytes: Option<i64>,
+    pub load1: Option<f64>,
+    pub load5: Option<f64>,
+    pub load15: Option<f64>,
+    pub uptime_s: Option<i64>,
+    pub user_sessions: Option<i64>,
+    pub input_idle_s: Option<i64>,
+    pub user_active: Option<bool>,
+    pub agent_cpu_seconds: Option<f64>,
+    pub agent_rss_bytes: Option<i64>,
+    pub agent_bytes_sent: Option<i64>,
+}
+
+/// Clocks of agents and collector may disagree; a sample sent at `t` is
+/// looked for among those received from `t - SKEW_MS` on, which keeps the
+/// query on the arrival-time index.
+const SKEW_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Clone)]
+pub struct Reader {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Reader {
+    pub fn new(conn: Connection) -> Reader {
+        Reader {
+            conn: Arc::new(Mutex::new(conn)),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        // A panic while holding the lock leaves the connection usable.
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentSummary>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT agent_id, hostname, online, transport, first_seen_ms, last_seen_ms
+                 FROM agents ORDER BY agent_id",
+            )?;
+            let rows = stmt.query_map([], summary)?;
+            rows.collect()
+        })
+    }
+
+    pub fn agent(&self, id: &str) -> Result<Option<AgentDetail>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT agent_id, hostname, online, transport, first_seen_ms, last_seen_ms,
+                        inventory, footprint
+                 FROM agents WHERE agent_id = ?1",
+                [id],
+                |r| {
+                    let json = |i| -> rusqlite::Result<Option<serde_json::Value>> {
+                        Ok(r.get::<_, Option<String>>(i)?
+                            .and_then(|s| serde_json::from_str(&s).ok()))
+                    };
+                    Ok(AgentDetail {
+                        summary: summary(r)?,
+                        inventory: json(6)?,
+                        footprint: json(7)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Samples of one agent sent at or after `since_ms`, oldest first, at
+    /// most `limit`. `None` when the agent is unknown.
+    pub fn samples(
+        &self,
+        id: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<Sample>>, StoreError> {
+        self.with(|c| {
+            let Some(rowid) = c
+                .query_row("SELECT id FROM agents WHERE agent_id = ?1", [id], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, sent_ms, received_ms, interval_ms, cpu_percent, mem_total,
+                        mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
+                        net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
+                        user_active, agent_cpu_s, agent_rss, agent_sent
+                 FROM samples
+                 WHERE received_ms >= ?1 AND agent = ?2 AND sent_ms >= ?3
+                 ORDER BY sent_ms, seq LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                rusqlite::params![since_ms.saturating_sub(SKEW_MS), rowid, since_ms, limit],
+                |r| {
+                    Ok(Sample {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        sent_at_ms: r.get(1)?,
+                        received_at_ms: r.get(2)?,
+                        interval_ms: r.get(3)?,
+                        cpu_percent: r.get(4)?,
+                        mem_total_bytes: r.get(5)?,
+                        mem_available_bytes: r.get(6)?,
+                        swap_total_bytes: r.get(7)?,
+                        swap_used_bytes: r.get(8)?,
+                        disk_read_bytes: r.get(9)?,
+                        disk_written_bytes: r.get(10)?,
+                        net_rx_bytes: r.get(11)?,
+                        net_tx_bytes: r.get(12)?,
+                        load1: r.get(13)?,
+                        load5: r.get(14)?,
+                        load15: r.get(15)?,
+                        uptime_s: r.get(16)?,
+                        user_sessions: r.get(17)?,
+                        input_idle_s: r.get(18)?,
+                        user_active: r.get(19)?,
+                        agent_cpu_seconds: r.get(20)?,
+                        agent_rss_bytes: r.get(21)?,
+                        agent_bytes_sent: r.get(22)?,
+                    })
+                },
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+        })
+    }
+}
+
+fn summary(r: &Row) -> rusqlite::Result<AgentSummary> {
+    Ok(AgentSummary {
+        id: r.get(0)?,
+        hostname: r.get(1)?,
+        online: r.get(2)?,
+        transport: r.get(3)?,
+        first_seen_ms: r.get(4)?,
+        last_seen_ms: r.get(5)?,
+    })
+}

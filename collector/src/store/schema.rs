@@ -1,0 +1,107 @@
+//! SQLite schema and its versioned migrations (`PRAGMA user_version`).
+//!
+//! Layout for sobriety (see DESIGN.md): samples are appended in arrival
+//! order (rowid) and indexed only by arrival time, which also grows in
+//! arrival order, so every insert touches the right edge of both b-trees.
+//! Deduplication is not an index on (agent, seq) — that index is written
+//! at random places when many agents interleave — but a small per-agent
+//! window kept on the agent's row (see `dedup.rs`).
+
+use rusqlite::Connection;
+
+/// Each entry brings the schema from version i to i + 1.
+const MIGRATIONS: &[&str] = &[
+    // 1: agents and samples.
+    "CREATE TABLE agents (
+        id            INTEGER PRIMARY KEY,
+        agent_id      TEXT NOT NULL UNIQUE,
+        hostname      TEXT,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        online        INTEGER NOT NULL DEFAULT 0,
+        transport     TEXT,
+        inventory     TEXT,
+        footprint     TEXT,
+        seq_window    BLOB
+    );
+    CREATE TABLE samples (
+        agent          INTEGER NOT NULL,
+        seq            INTEGER NOT NULL,
+        sent_ms        INTEGER NOT NULL,
+        received_ms    INTEGER NOT NULL,
+        interval_ms    INTEGER,
+        cpu_percent    REAL,
+        mem_total      INTEGER,
+        mem_available  INTEGER,
+        swap_total     INTEGER,
+        swap_used      INTEGER,
+        disk_read      INTEGER,
+        disk_written   INTEGER,
+        net_rx         INTEGER,
+        net_tx         INTEGER,
+        load1          REAL,
+        load5          REAL,
+        load15         REAL,
+        uptime_s       INTEGER,
+        user_sessions  INTEGER,
+        input_idle_s   INTEGER,
+        user_active    INTEGER,
+        agent_cpu_s    REAL,
+        agent_rss      INTEGER,
+        agent_sent     INTEGER
+    );
+    CREATE INDEX samples_by_arrival ON samples(received_ms);",
+];
+
+/// Schema version this build writes.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the store was written by a newer Sobre (schema {found}, this build knows {VERSION}); upgrade the collector or point data_dir elsewhere"
+    )]
+    TooNew { found: u32 },
+    #[error("migrating the store to schema {to}: {source}")]
+    Migrate { to: u32, source: rusqlite::Error },
+}
+
+/// Applies the migrations this database has not seen, each in its own
+/// transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    let found: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| SchemaError::Migrate { to: 0, source })?;
+    if found > VERSION {
+        return Err(SchemaError::TooNew { found });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let to = i as u32 + 1;
+        let err = |source| SchemaError::Migrate { to, source };
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", to).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let mut c = Connection::open_in_memory().expect("open");
+        migrate(&mut c).expect("first");
+        migrate(&mut c).expect("idempotent");
+        let v: u32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, VERSION);
+        c.pragma_update(None, "user_version", VERSION + 1)
+            .expect("bump");
+        assert!(matches!(migrate(&mut c), Err(SchemaError::TooNew { .. })));
+    }
+}

@@ -1,0 +1,304 @@
+//! The single writer: takes ingest events in batches, commits each batch
+//! in one transaction, and only then hands out the acks.
+
+use super::dedup::SeqWindow;
+use crate::ingest::{Event, Reply};
+use crate::metrics::Metrics;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sobre_proto::v1::{Envelope, envelope::Body};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Seqs of one agent committed in one batch, to ack the way they came.
+#[derive(Debug)]
+pub struct AckBatch {
+    pub agent_id: String,
+    pub reply: Reply,
+    pub seqs: Vec<u64>,
+}
+
+/// What the writer knows of one agent between batches.
+#[derive(Debug, Clone)]
+struct AgentState {
+    rowid: i64,
+    window: SeqWindow,
+}
+
+pub struct Writer {
+    conn: Connection,
+    agents: HashMap<String, AgentState>,
+    metrics: Arc<Metrics>,
+    batch_max: usize,
+}
+
+impl Writer {
+    /// Loads every agent's dedup window from the store.
+    pub fn new(
+        conn: Connection,
+        metrics: Arc<Metrics>,
+        batch_max: usize,
+    ) -> Result<Writer, rusqlite::Error> {
+        let mut agents = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT id, agent_id, seq_window FROM agents")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (rowid, id, blob) = row?;
+                let window = match blob.as_deref().map(SeqWindow::decode) {
+                    Some(Some(w)) => w,
+                    Some(None) => {
+                        tracing::warn!(agent = %id, "corrupt dedup window in store; starting empty");
+                        SeqWindow::default()
+                    }
+                    None => SeqWindow::default(),
+                };
+                agents.insert(id, AgentState { rowid, window });
+            }
+        }
+        Ok(Writer {
+            conn,
+            agents,
+            metrics,
+            batch_max,
+        })
+    }
+
+    /// Runs until `events` is closed and drained, sending acks after each
+    /// commit. Blocking: call it on its own thread.
+    pub fn run(mut self, mut events: mpsc::Receiver<Event>, acks: mpsc::Sender<AckBatch>) {
+        let mut batch = Vec::with_capacity(self.batch_max);
+        while let Some(first) = events.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.batch_max {
+                match events.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
+                }
+            }
+            let out = self.commit_with_retry(&batch);
+            batch.clear();
+            for ack in out {
+                if acks.blocking_send(ack).is_err() {
+                    tracing::debug!("ack router gone; agents will resend");
+                }
+            }
+        }
+        tracing::info!("store writer drained and stopped");
+    }
+
+    /// A failed commit (disk full, I/O error) is retried with backoff: the
+    /// batch is neither lost nor acked, and ingest pushes back meanwhile.
+    fn commit_with_retry(&mut self, batch: &[Event]) -> Vec<AckBatch> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.commit(batch) {
+                Ok(acks) => return acks,
+                Err(e) => {
+                    self.metrics.commit_errors.fetch_add(1, Relaxed);
+                    tracing::error!(
+                        error = %e,
+                        events = batch.len(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "store commit failed; nothing acked, retrying (free disk space or fix the store)"
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. The in-memory dedup state only
+    /// changes once the commit succeeded.
+    pub fn commit(&mut self, batch: &[Event]) -> Result<Vec<AckBatch>, rusqlite::Error> {
+        let mut staged: HashMap<String, AgentState> = HashMap::new();
+        // agent -> (last seen, latest footprint as JSON)
+        let mut touched: HashMap<String, (i64, Option<String>)> = HashMap::new();
+        let mut acks: HashMap<String, Vec<AckBatch>> = HashMap::new();
+        let (mut stored, mut dups) = (0u64, 0u64);
+        let tx = self.conn.transaction()?;
+        for ev in batch {
+            match ev {
+                Event::Envelope {
+                    env,
+                    reply,
+                    received_ms,
+                } => {
+                    let state = match staged.get_mut(&env.agent_id) {
+                        Some(s) => s,
+                        None => {
+                            let s = match self.agents.get(&env.agent_id) {
+                                Some(s) => s.clone(),
+                                None => AgentState {
+                                    rowid: insert_agent(&tx, &env.agent_id, *received_ms)?,
+                                    window: SeqWindow::default(),
+                                },
+                            };
+                            staged.entry(env.agent_id.clone()).or_insert(s)
+                        }
+                    };
+                    let t = touched.entry(env.agent_id.clone()).or_default();
+                    t.0 = t.0.max(*received_ms);
+                    if state.window.is_new(env.seq) {
+                        store_envelope(&tx, state.rowid, env, *received_ms)?;
+                        state.window.insert(env.seq, env.spool_floor);
+                        if let Some(fp) = &env.footprint {
+                            t.1 = serde_json::to_string(fp).ok();
+                        }
+                        stored += 1;
+                    } else {
+                        dups += 1;
+                    }
+                    push_ack(
+                        acks.entry(env.agent_id.clone()).or_default(),
+                        &env.agent_id,
+                        reply,
+                        env.seq,
+                    );
+                }
+                Event::Presence {
+                    agent_id,
+                    online,
+                    transport,
+                    at_ms,
+                } => {
+                    let n = tx.execute(
+                        "UPDATE agents SET online = ?1, transport = ?2, last_seen_ms = max(last_seen_ms, ?3) WHERE agent_id = ?4",
+                        params![*online, *transport, *at_ms, agent_id],
+                    )?;
+                    if n == 0 && *online {
+                        let rowid = insert_agent(&tx, agent_id, *at_ms)?;
+                        tx.execute(
+                            "UPDATE agents SET online = 1, transport = ?1 WHERE id = ?2",
+                            params![*transport, rowid],
+                        )?;
+                        staged.entry(agent_id.clone()).or_insert(AgentState {
+                            rowid,
+                            window: SeqWindow::default(),
+                        });
+                    }
+                }
+            }
+        }
+        for (id, (seen, footprint)) in &touched {
+            if let Some(s) = staged.get(id) {
+                tx.execute(
+                    "UPDATE agents SET last_seen_ms = max(last_seen_ms, ?1), seq_window = ?2,
+                        footprint = coalesce(?3, footprint) WHERE id = ?4",
+                    params![seen, s.window.encode(), footprint, s.rowid],
+                )?;
+            }
+        }
+        tx.commit()?;
+        self.agents.extend(staged);
+        self.metrics.stored.fetch_add(stored, Relaxed);
+        self.metrics.duplicates.fetch_add(dups, Relaxed);
+        self.metrics.commits.fetch_add(1, Relaxed);
+        Ok(acks.into_values().flatten().collect())
+    }
+}
+
+fn insert_agent(tx: &Transaction, agent_id: &str, at_ms: i64) -> Result<i64, rusqlite::Error> {
+    // An agent row may exist without dedup state in memory only if the
+    // store was edited by hand; reuse it.
+    if let Some(id) = tx
+        .query_row(
+            "SELECT id FROM agents WHERE agent_id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .optional()?
+    {
+        return Ok(id);
+    }
+    tx.execute(
+        "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
+        params![agent_id, at_ms],
+    )?;
+    tracing::info!(agent = agent_id, "new agent registered");
+    Ok(tx.last_insert_rowid())
+}
+
+fn store_envelope(
+    tx: &Transaction,
+    rowid: i64,
+    env: &Envelope,
+    received_ms: i64,
+) -> Result<(), rusqlite::Error> {
+    let fp = env.footprint.unwrap_or_default();
+    match &env.body {
+        Some(Body::Usage(u)) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
+                    mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
+                    net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
+                    user_active, agent_cpu_s, agent_rss, agent_sent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            )?;
+            stmt.execute(params![
+                rowid,
+                env.seq as i64,
+                env.sent_at_ms,
+                received_ms,
+                u.interval_ms,
+                f64::from(u.cpu_percent),
+                u.mem_total_bytes as i64,
+                u.mem_available_bytes as i64,
+                u.swap_total_bytes as i64,
+                u.swap_used_bytes as i64,
+                u.disk_read_bytes as i64,
+                u.disk_written_bytes as i64,
+                u.net_rx_bytes as i64,
+                u.net_tx_bytes as i64,
+                f64::from(u.load1),
+                f64::from(u.load5),
+                f64::from(u.load15),
+                u.uptime_s as i64,
+                u.user_sessions,
+                u.input_idle_s,
+                u.user_active,
+                fp.cpu_seconds,
+                fp.rss_bytes as i64,
+                fp.bytes_sent as i64,
+            ])?;
+        }
+        Some(Body::Inventory(inv)) => {
+            let json = serde_json::to_string(inv).unwrap_or_default();
+            tx.execute(
+                "UPDATE agents SET hostname = ?1, inventory = ?2 WHERE id = ?3",
+                params![inv.hostname, json, rowid],
+            )?;
+        }
+        // decode() refuses envelopes without a body.
+        None => {}
+    }
+    Ok(())
+}
+
+/// Appends `seq` to this agent's ack for the same route (an agent may
+/// have reached us over two routes in one batch, e.g. while reconnecting).
+fn push_ack(acks: &mut Vec<AckBatch>, agent_id: &str, reply: &Reply, seq: u64) {
+    let same_route = |a: &AckBatch| match (&a.reply, reply) {
+        (Reply::Mqtt, Reply::Mqtt) => true,
+        (Reply::Grpc(x), Reply::Grpc(y)) => x.same_channel(y),
+        _ => false,
+    };
+    match acks.iter_mut().find(|a| same_route(a)) {
+        Some(a) => a.seqs.push(seq),
+        None => acks.push(AckBatch {
+            agent_id: agent_id.to_owned(),
+            reply: reply.clone(),
+            seqs: vec![seq],
+        }),
+    }
+}
