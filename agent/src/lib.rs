@@ -1,1 +1,10 @@
-//! placeholder
+//! The Sobre agent: probes the machine, spools every envelope to disk and
+//! sends it over MQTT or gRPC until the collector acknowledges its commit.
+
+pub mod config;
+pub mod probe;
+pub mod runtime;
+pub mod spool;
+pub mod transport;
+
+pub use runtime::{AgentError, run, run_configured};

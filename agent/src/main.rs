@@ -1,1 +1,122 @@
-fn main() {}
+//! `sobre-agent`: command line, logging and signals around the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sobre_agent::config::AgentConfig;
+use sobre_agent::probe::{InventoryProbe, Probe, Roots, UsageProbe};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Sobre agent: reports this machine's usage, inventory and its own cost
+/// to a Sobre collector over MQTT or gRPC. Every report is written to an
+/// on-disk spool first and deleted only once the collector has committed
+/// it, so nothing is lost while the collector is away.
+///
+/// Examples:
+///   sobre-agent --config /etc/sobre/agent.toml
+///   sobre-agent once              # what would be sent, as JSON, and exit
+///   sobre-agent --print-config    # every setting with its default
+#[derive(Debug, Parser)]
+#[command(name = "sobre-agent", version, verbatim_doc_comment)]
+struct Cli {
+    /// Configuration file (TOML). Unknown keys are refused.
+    #[arg(short, long, global = true, env = "SOBRE_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration, defaults filled in, and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Take an inventory and one usage sample over 1 s, print them as
+    /// JSON, send nothing.
+    Once,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = match &cli.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
+    };
+    if cli.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    init_logging();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Once => once(&cfg),
+        Command::Run => {
+            // One thread: the agent is idle nearly all the time.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let cancel = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(cancel.clone()));
+                sobre_agent::run_configured(cfg, cancel).await
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn once(cfg: &AgentConfig) -> anyhow::Result<()> {
+    let roots = Roots::under(&cfg.root);
+    let inventory = InventoryProbe::new(roots.clone()).sample(Duration::ZERO)?;
+    let mut usage = UsageProbe::new(roots);
+    usage.sample(Duration::ZERO)?;
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let usage = usage.sample(start.elapsed())?;
+    let out = serde_json::json!({
+        "agent_id": sobre_agent::config::resolve_agent_id(cfg),
+        "inventory": inventory,
+        "usage": usage,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// SIGINT or SIGTERM: stop sampling, drain the spool for a few seconds,
+/// exit. A second signal exits at once (the spool is always consistent).
+async fn cancel_on_signal(cancel: CancellationToken) {
+    wait_signal().await;
+    tracing::info!("signal received; draining (send it again to exit at once)");
+    cancel.cancel();
+    wait_signal().await;
+    std::process::exit(130);
+}
+
+async fn wait_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SOBRE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,305 @@
+//! Agent configuration: TOML with documented defaults, unknown keys
+//! refused, validated once at start-up.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Stable id of this agent, 1-64 of [A-Za-z0-9._-]. Default: the
+    /// hostname and the first 8 characters of /etc/machine-id.
+    pub agent_id: Option<String>,
+    /// Time between two usage reports.
+    pub interval_ms: u64,
+    /// Time between two inventories (one is always sent at start).
+    pub inventory_interval_ms: u64,
+    /// Root under which /proc, /sys, /etc, /run and /dev are read; tests
+    /// point it at fixture trees.
+    pub root: PathBuf,
+    pub transport: TransportConfig,
+    pub spool: SpoolSettings,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            agent_id: None,
+            interval_ms: 10_000,
+            inventory_interval_ms: 24 * 3_600_000,
+            root: PathBuf::from("/"),
+            transport: TransportConfig::default(),
+            spool: SpoolSettings::default(),
+        }
+    }
+}
+
+/// How envelopes reach the collector.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// "mqtt" or "grpc".
+    pub kind: TransportKind,
+    /// MQTT broker, `mqtt://host:port`.
+    pub mqtt_broker: String,
+    /// gRPC endpoint of the collector, `http://host:port`.
+    pub grpc_endpoint: String,
+    /// Resend an envelope not acknowledged after this long.
+    pub ack_timeout_ms: u64,
+    /// Most envelopes sent and not yet acknowledged.
+    pub max_inflight: usize,
+    /// Reconnection backoff: doubles from min to max, with ±50 % jitter so
+    /// a fleet does not reconnect in step after a collector restart.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// On shutdown, wait at most this long for pending envelopes to be
+    /// acknowledged; what is left stays in the spool for the next start.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kind: TransportKind::Mqtt,
+            mqtt_broker: "mqtt://127.0.0.1:1883".into(),
+            grpc_endpoint: "http://127.0.0.1:50051".into(),
+            ack_timeout_ms: 30_000,
+            max_inflight: 64,
+            backoff_min_ms: 500,
+            backoff_max_ms: 60_000,
+            drain_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Mqtt,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSettings {
+    /// Where envelopes wait for their ack.
+    pub dir: PathBuf,
+    /// Disk budget; when full the oldest envelopes are dropped and counted.
+    /// 4 MiB holds about a week of 10 s reports.
+    pub max_bytes: u64,
+    /// fsync every append: survives power loss, costs one flush per report.
+    pub fsync: bool,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            dir: PathBuf::from("/var/lib/sobre-agent/spool"),
+            max_bytes: 4 * 1024 * 1024,
+            fsync: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "invalid config file {path}:\n{message}\nSee agent/sobre-agent.example.toml for every key and its default."
+    )]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.agent_id
+            && !sobre_proto::topics::valid_agent_id(id)
+        {
+            return Err(format!(
+                "agent_id {id:?} must be 1-64 characters of [A-Za-z0-9._-]"
+            ));
+        }
+        if self.interval_ms < 10 {
+            return Err("interval_ms must be at least 10".into());
+        }
+        let t = &self.transport;
+        if t.max_inflight == 0 {
+            return Err("transport.max_inflight must be at least 1".into());
+        }
+        if t.backoff_min_ms == 0 || t.backoff_min_ms > t.backoff_max_ms {
+            return Err("transport.backoff_min_ms must be > 0 and <= backoff_max_ms".into());
+        }
+        match t.kind {
+            TransportKind::Mqtt => {
+                parse_mqtt_url(&t.mqtt_broker)?;
+            }
+            TransportKind::Grpc => {
+                if !(t.grpc_endpoint.starts_with("http://")
+                    || t.grpc_endpoint.starts_with("https://"))
+                {
+                    return Err(format!(
+                        "transport.grpc_endpoint {:?} must start with http://",
+                        t.grpc_endpoint
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// `mqtt://host:port` → (host, port). Port defaults to 1883.
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("MQTT broker {url:?} must start with mqtt://"))?
+        .trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("MQTT broker {url:?}: port {port:?} is not a number"))?;
+            Ok((host.trim_matches(['[', ']']).to_owned(), port))
+        }
+        None if !rest.is_empty() => Ok((rest.to_owned(), 1883)),
+        None => Err(format!("MQTT broker {url:?} has no host")),
+    }
+}
+
+/// The agent id to use: the configured one, or `hostname-machineid8`
+/// made topic-safe.
+pub fn resolve_agent_id(cfg: &AgentConfig) -> String {
+    if let Some(id) = &cfg.agent_id {
+        return id.clone();
+    }
+    let read = |p: &str| {
+        std::fs::read_to_string(cfg.root.join(p))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let host = read("proc/sys/kernel/hostname");
+    let machine = read("etc/machine-id");
+    let mut id: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let suffix: String = machine
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    if !suffix.is_empty() {
+        if !id.is_empty() {
+            id.push('-');
+        }
+        id.push_str(&suffix);
+    }
+    if id.is_empty() {
+        id = "sobre-agent".into();
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses() {
+        let cfg = AgentConfig::parse(include_str!("../sobre-agent.example.toml")).expect("parses");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg, AgentConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_are_named() {
+        let err = AgentConfig::parse("[transport]\nkind = \"mqtt\"\nbrokr = \"x\"\n")
+            .expect_err("unknown");
+        assert!(err.contains("brokr") && err.contains("line 3"), "{err}");
+        let err = AgentConfig::parse("interval_ms = \"ten\"\n").expect_err("type");
+        assert!(err.contains("interval_ms"), "{err}");
+        let err =
+            AgentConfig::parse("[transport]\nkind = \"carrier-pigeon\"\n").expect_err("variant");
+        assert!(err.contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "agent_id = \"bad id\"\n").expect("write");
+        let err = AgentConfig::load(&p).expect_err("invalid").to_string();
+        assert!(
+            err.contains("agent.toml") && err.contains("agent_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_id_from_hostname_and_machine_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("etc")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("proc/sys/kernel/hostname"),
+            "mairie pc#12\n",
+        )
+        .expect("w");
+        std::fs::write(
+            dir.path().join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .expect("w");
+        let cfg = AgentConfig {
+            root: dir.path().to_owned(),
+            ..Default::default()
+        };
+        let id = resolve_agent_id(&cfg);
+        assert_eq!(id, "mairie-pc-12-01234567");
+        assert!(sobre_proto::topics::valid_agent_id(&id));
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(parse_mqtt_url("mqtt://h:1"), Ok(("h".into(), 1)));
+        assert!(parse_mqtt_url("http://h").is_err());
+    }
+}

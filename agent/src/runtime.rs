@@ -1,0 +1,442 @@
+//! The agent's life: sample on a timer, spool every envelope before it is
+//! sent, send over a transport, and delete from the spool only what the
+//! collector acknowledged after its commit.
+
+use crate::config::{AgentConfig, resolve_agent_id};
+use crate::probe::{FootprintProbe, InventoryProbe, Probe, ProbeError, Roots, UsageProbe};
+use crate::spool::{Spool, SpoolConfig, SpoolError};
+use crate::transport::{Link, Transport};
+use prost::Message;
+use sobre_proto::v1::{self, Downlink, Envelope, command, downlink, envelope::Body};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+}
+
+/// State shared by the sampler and the sender.
+struct Shared {
+    agent_id: String,
+    spool: Mutex<Spool>,
+    bytes_sent: AtomicU64,
+    /// Something new is in the spool.
+    wake: Notify,
+    /// The collector asked for an inventory.
+    inventory_wanted: Notify,
+}
+
+impl Shared {
+    fn spool(&self) -> MutexGuard<'_, Spool> {
+        // The spool's own state stays consistent if a holder panicked.
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the agent until `cancel`, then drains what it can within
+/// `transport.drain_timeout_ms`; the rest stays spooled.
+pub async fn run<T: Transport>(
+    cfg: AgentConfig,
+    transport: T,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    let spool = Spool::open(SpoolConfig {
+        dir: cfg.spool.dir.clone(),
+        max_bytes: cfg.spool.max_bytes,
+        fsync: cfg.spool.fsync,
+    })?;
+    let stats = spool.stats();
+    let agent_id = resolve_agent_id(&cfg);
+    tracing::info!(
+        agent_id,
+        pending = stats.pending,
+        dropped_total = stats.dropped_total,
+        spool = %cfg.spool.dir.display(),
+        "agent starting"
+    );
+    let roots = Roots::under(&cfg.root);
+    let mut sampler = Sampler {
+        usage: UsageProbe::new(roots.clone()),
+        inventory: InventoryProbe::new(roots.clone()),
+        footprint: FootprintProbe::new(roots),
+    };
+    // Fail early and clearly if the machine cannot be read at all.
+    sampler.usage.sample(Duration::ZERO)?;
+    let shared = Arc::new(Shared {
+        agent_id,
+        spool: Mutex::new(spool),
+        bytes_sent: AtomicU64::new(0),
+        wake: Notify::new(),
+        inventory_wanted: Notify::new(),
+    });
+    let stop_sampling = cancel.child_token();
+    let sampling = tokio::spawn(sample_loop(
+        sampler,
+        shared.clone(),
+        cfg.clone(),
+        stop_sampling.clone(),
+    ));
+    send_loop(&transport, &shared, &cfg, &cancel).await;
+    stop_sampling.cancel();
+    let _ = sampling.await;
+    let pending = shared.spool().stats().pending;
+    if pending > 0 {
+        tracing::info!(
+            pending,
+            "agent stopped; envelopes stay spooled and are sent at next start"
+        );
+    } else {
+        tracing::info!("agent stopped; spool empty");
+    }
+    Ok(())
+}
+
+struct Sampler {
+    usage: UsageProbe,
+    inventory: InventoryProbe,
+    footprint: FootprintProbe,
+}
+
+impl Sampler {
+    fn envelope(&mut self, shared: &Shared, body: Body) {
+        let mut footprint = match self.footprint.sample(Duration::ZERO) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read own footprint");
+                v1::AgentFootprint::default()
+            }
+        };
+        footprint.bytes_sent = shared.bytes_sent.load(Relaxed);
+        let mut spool = shared.spool();
+        let stats = spool.stats();
+        footprint.spool_dropped = stats.dropped_total;
+        footprint.spool_pending = stats.pending;
+        let res = spool.append(|seq, floor| {
+            Envelope {
+                agent_id: shared.agent_id.clone(),
+                seq,
+                sent_at_ms: now_ms(),
+                version: v1::VERSION,
+                spool_floor: floor,
+                footprint: Some(footprint),
+                body: Some(body),
+            }
+            .encode_to_vec()
+        });
+        drop(spool);
+        match res {
+            Ok(_) => shared.wake.notify_one(),
+            Err(e) => tracing::error!(error = %e, "cannot spool a report; it is lost"),
+        }
+    }
+
+    fn inventory(&mut self, shared: &Shared) {
+        match self.inventory.sample(Duration::ZERO) {
+            Ok(inv) => self.envelope(shared, Body::Inventory(inv)),
+            Err(e) => tracing::warn!(error = %e, "cannot take the inventory"),
+        }
+    }
+}
+
+async fn sample_loop(
+    mut s: Sampler,
+    shared: Arc<Shared>,
+    cfg: AgentConfig,
+    cancel: CancellationToken,
+) {
+    let every = Duration::from_millis(cfg.interval_ms);
+    let inventory_every = Duration::from_millis(cfg.inventory_interval_ms.max(1));
+    s.inventory(&shared);
+    let mut last_inventory = Instant::now();
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = shared.inventory_wanted.notified() => {
+                s.inventory(&shared);
+                last_inventory = Instant::now();
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                match s.usage.sample(now - last) {
+                    Ok(u) => s.envelope(&shared, Body::Usage(u)),
+                    Err(e) => tracing::warn!(error = %e, "cannot sample usage"),
+                }
+                last = now;
+                if last_inventory.elapsed() >= inventory_every {
+                    s.inventory(&shared);
+                    last_inventory = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with ±50 % jitter.
+struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+    fn step(&mut self) -> Duration {
+        let d = self.next.mul_f64(0.5 + fastrand::f64());
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+}
+
+async fn send_loop<T: Transport>(
+    transport: &T,
+    shared: &Shared,
+    cfg: &AgentConfig,
+    cancel: &CancellationToken,
+) {
+    let t = &cfg.transport;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(t.backoff_min_ms),
+        Duration::from_millis(t.backoff_max_ms),
+    );
+    loop {
+        let link = tokio::select! {
+            _ = cancel.cancelled() => return,
+            l = transport.connect() => l,
+        };
+        let mut link = match link {
+            Ok(l) => {
+                tracing::info!("connected to the collector");
+                backoff.reset();
+                l
+            }
+            Err(e) => {
+                let wait = backoff.step();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot connect; reports stay spooled");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let mut session = Session::new(cfg);
+        match session.drive(&mut link, shared, cancel).await {
+            Outcome::Lost => {
+                let wait = backoff.step();
+                tracing::warn!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "connection lost; reconnecting"
+                );
+                link.close(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Outcome::Cancelled => {
+                let drain = Duration::from_millis(t.drain_timeout_ms);
+                let drained = tokio::time::timeout(drain, session.drain(&mut link, shared)).await;
+                if let Ok(true) = drained {
+                    tracing::info!("spool drained before exit");
+                }
+                link.close(Duration::from_secs(2)).await;
+                return;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Lost,
+    Cancelled,
+}
+
+/// What is in flight on one connection.
+struct Session {
+    inflight: HashMap<u64, Instant>,
+    max_inflight: usize,
+    ack_timeout: Duration,
+}
+
+impl Session {
+    fn new(cfg: &AgentConfig) -> Self {
+        Session {
+            inflight: HashMap::new(),
+            max_inflight: cfg.transport.max_inflight,
+            ack_timeout: Duration::from_millis(cfg.transport.ack_timeout_ms),
+        }
+    }
+
+    async fn drive(
+        &mut self,
+        link: &mut Link,
+        shared: &Shared,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let mut check = self.check_interval();
+        loop {
+            if !self.fill(link, shared).await {
+                return Outcome::Lost;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Outcome::Cancelled,
+                _ = shared.wake.notified() => {}
+                _ = check.tick() => self.expire(),
+                dl = link.down.recv() => match dl {
+                    Some(dl) => self.on_downlink(dl, shared),
+                    None => return Outcome::Lost,
+                },
+            }
+        }
+    }
+
+    /// Sends what is pending until the spool is empty, resending what is
+    /// not acked in time; false if the link broke first.
+    async fn drain(&mut self, link: &mut Link, shared: &Shared) -> bool {
+        let mut check = self.check_interval();
+        loop {
+            if shared.spool().stats().pending == 0 {
+                return true;
+            }
+            if !self.fill(link, shared).await {
+                return false;
+            }
+            tokio::select! {
+                _ = check.tick() => self.expire(),
+                dl = link.down.recv() => match dl {
+                    Some(dl) => self.on_downlink(dl, shared),
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    fn check_interval(&self) -> tokio::time::Interval {
+        let mut check =
+            tokio::time::interval((self.ack_timeout / 4).max(Duration::from_millis(50)));
+        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        check
+    }
+
+    /// Forgets sends that were not acked in time, so `fill` resends them.
+    fn expire(&mut self) {
+        let timeout = self.ack_timeout;
+        let before = self.inflight.len();
+        self.inflight.retain(|_, sent| sent.elapsed() < timeout);
+        let n = before - self.inflight.len();
+        if n > 0 {
+            tracing::debug!(resend = n, "no ack in time; resending");
+        }
+    }
+
+    /// Sends pending envelopes, oldest first, up to the in-flight window.
+    async fn fill(&mut self, link: &Link, shared: &Shared) -> bool {
+        let room = self.max_inflight.saturating_sub(self.inflight.len());
+        if room == 0 {
+            return true;
+        }
+        let batch: Vec<(u64, Vec<u8>)> = {
+            let spool = shared.spool();
+            spool
+                .pending_iter()
+                .filter(|s| !self.inflight.contains_key(s))
+                .take(room)
+                .filter_map(|seq| match spool.read(seq) {
+                    Ok(Some(b)) => Some((seq, b)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(seq, error = %e, "cannot read a spooled envelope");
+                        None
+                    }
+                })
+                .collect()
+        };
+        for (seq, bytes) in batch {
+            let len = bytes.len() as u64;
+            if link.up.send(bytes).await.is_err() {
+                return false;
+            }
+            shared.bytes_sent.fetch_add(len, Relaxed);
+            self.inflight.insert(seq, Instant::now());
+        }
+        true
+    }
+
+    fn on_downlink(&mut self, dl: Downlink, shared: &Shared) {
+        match dl.body {
+            Some(downlink::Body::Ack(ack)) => {
+                for s in &ack.seqs {
+                    self.inflight.remove(s);
+                }
+                if let Err(e) = shared.spool().ack(&ack.seqs) {
+                    tracing::error!(error = %e, "cannot record acks in the spool; envelopes will be sent again");
+                }
+            }
+            Some(downlink::Body::Command(c)) => match c.kind {
+                Some(command::Kind::SendInventory(_)) => shared.inventory_wanted.notify_one(),
+                None => tracing::warn!("ignoring an unknown command"),
+            },
+            Some(downlink::Body::Nudge(n)) => {
+                tracing::info!(kind = %n.kind, title = %n.title, "nudge received");
+            }
+            None => tracing::debug!("empty downlink"),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the agent over the transport its config names.
+pub async fn run_configured(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    use crate::config::{TransportKind, parse_mqtt_url};
+    use crate::transport::{grpc::GrpcTransport, mqtt::MqttTransport};
+    // A downlink is small; 256 KiB leaves room for long nudges.
+    const MAX_DOWNLINK: usize = 256 * 1024;
+    match cfg.transport.kind {
+        TransportKind::Mqtt => {
+            let broker = cfg.transport.mqtt_broker.clone();
+            // validate() checked the URL.
+            let (host, port) = parse_mqtt_url(&broker).unwrap_or(("127.0.0.1".into(), 1883));
+            let t = MqttTransport {
+                agent_id: resolve_agent_id(&cfg),
+                broker,
+                host,
+                port,
+                max_packet_bytes: MAX_DOWNLINK,
+            };
+            run(cfg, t, cancel).await
+        }
+        TransportKind::Grpc => {
+            let t = GrpcTransport {
+                endpoint: cfg.transport.grpc_endpoint.clone(),
+                max_message_bytes: MAX_DOWNLINK,
+            };
+            run(cfg, t, cancel).await
+        }
+    }
+}
