@@ -22,8 +22,11 @@ pub enum Reply {
     Grpc(mpsc::Sender<Result<Downlink, tonic::Status>>),
 }
 
-/// What ingest hands to the store writer.
+/// What ingest hands to the store writer. Envelopes are nearly all of the
+/// traffic, so boxing them would add an allocation per message and save
+/// nothing.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     Envelope {
         env: Envelope,

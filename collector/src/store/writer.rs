@@ -302,3 +302,120 @@ fn push_ack(acks: &mut Vec<AckBatch>, agent_id: &str, reply: &Reply, seq: u64) {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sobre_proto::v1::{Inventory, UsageReport};
+
+    fn usage(agent: &str, seq: u64, floor: u64) -> Event {
+        Event::Envelope {
+            env: Envelope {
+                agent_id: agent.into(),
+                seq,
+                version: 1,
+                spool_floor: floor,
+                sent_at_ms: seq as i64,
+                body: Some(Body::Usage(UsageReport {
+                    cpu_percent: 12.5,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            reply: Reply::Mqtt,
+            received_ms: 1_000 + seq as i64,
+        }
+    }
+
+    fn writer(dir: &std::path::Path) -> Writer {
+        let conn = crate::store::open(dir, false).expect("open");
+        Writer::new(conn, Arc::new(Metrics::default()), 100).expect("writer")
+    }
+
+    fn stored(dir: &std::path::Path, agent: &str) -> Vec<u64> {
+        let r = crate::store::Reader::new(crate::store::open_reader(dir).expect("reader"));
+        r.samples(agent, 0, 10_000)
+            .expect("query")
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.seq)
+            .collect()
+    }
+
+    #[test]
+    fn redelivered_envelopes_are_acked_but_stored_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(dir.path());
+        let acks = w
+            .commit(&[usage("a", 1, 1), usage("a", 2, 1), usage("b", 1, 1)])
+            .expect("commit");
+        let mut acked: Vec<(String, Vec<u64>)> =
+            acks.into_iter().map(|a| (a.agent_id, a.seqs)).collect();
+        acked.sort();
+        assert_eq!(acked, vec![("a".into(), vec![1, 2]), ("b".into(), vec![1])]);
+        // The same envelopes again, in another batch, plus a new one.
+        let acks = w
+            .commit(&[usage("a", 2, 1), usage("a", 1, 1), usage("a", 3, 1)])
+            .expect("commit");
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].seqs, vec![2, 1, 3], "duplicates are acked again");
+        assert_eq!(stored(dir.path(), "a"), vec![1, 2, 3]);
+        assert_eq!(w.metrics.duplicates.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn dedup_survives_a_restart_of_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        writer(dir.path())
+            .commit(&[usage("a", 10, 10), usage("a", 11, 10)])
+            .expect("commit");
+        // A new process: the window is reloaded from the agents table.
+        let mut w = writer(dir.path());
+        w.commit(&[usage("a", 11, 10), usage("a", 12, 10)])
+            .expect("commit");
+        assert_eq!(stored(dir.path(), "a"), vec![10, 11, 12]);
+    }
+
+    #[test]
+    fn inventory_updates_the_agent_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(dir.path());
+        let inv = Event::Envelope {
+            env: Envelope {
+                agent_id: "a".into(),
+                seq: 1,
+                version: 1,
+                body: Some(Body::Inventory(Inventory {
+                    hostname: "mairie-01".into(),
+                    cpu_threads: 8,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            reply: Reply::Mqtt,
+            received_ms: 5,
+        };
+        w.commit(&[inv]).expect("commit");
+        let r = crate::store::Reader::new(crate::store::open_reader(dir.path()).expect("reader"));
+        let a = r.agent("a").expect("query").expect("known");
+        assert_eq!(a.summary.hostname.as_deref(), Some("mairie-01"));
+        assert_eq!(a.inventory.expect("inventory")["cpu_threads"], 8);
+    }
+
+    #[test]
+    fn presence_marks_online_and_offline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(dir.path());
+        let presence = |online| Event::Presence {
+            agent_id: "a".into(),
+            online,
+            transport: "grpc",
+            at_ms: 7,
+        };
+        w.commit(&[presence(true)]).expect("commit");
+        let r = crate::store::Reader::new(crate::store::open_reader(dir.path()).expect("reader"));
+        assert!(r.agents().expect("agents")[0].online);
+        w.commit(&[presence(false)]).expect("commit");
+        assert!(!r.agents().expect("agents")[0].online);
+    }
+}
