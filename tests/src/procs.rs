@@ -1,0 +1,342 @@
+//! The processes under test: collector, agent and Mosquitto, each in its
+//! own temp directory with its log kept for assertions and post-mortems.
+
+use crate::{bin, free_port, sigterm, wait_for};
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let err = out.try_clone().expect("log file");
+    cmd.stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .stdin(Stdio::null())
+        .env(
+            "SOBRE_LOG",
+            "info,sobre_collector=debug,sobre_agent=debug,rumqttd=warn,rumqttc=warn",
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// Waits for a process to exit within `timeout`.
+pub async fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    wait_for("process exit", timeout, || {
+        let r = child.try_wait().expect("try_wait");
+        async move { r }
+    })
+    .await
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CollectorOpts {
+    /// `None`: embedded broker; `Some(port)`: external broker on that port.
+    pub external_broker: Option<u16>,
+    pub extra_toml: String,
+}
+
+/// A `sobre-collector` process. Ports are chosen once, so a restart comes
+/// back where the agents expect it.
+pub struct Collector {
+    pub dir: PathBuf,
+    pub http: u16,
+    pub mqtt: u16,
+    pub grpc: u16,
+    child: Option<Child>,
+    http_client: reqwest::Client,
+}
+
+impl Collector {
+    pub async fn start(dir: &Path, opts: CollectorOpts) -> Collector {
+        let (http, grpc) = (free_port(), free_port());
+        let mqtt = opts.external_broker.unwrap_or_else(free_port);
+        let broker = match opts.external_broker {
+            None => format!("embedded = true\nlisten = \"127.0.0.1:{mqtt}\""),
+            Some(p) => format!("embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\""),
+        };
+        let cfg = format!(
+            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
+            dir.join("data").display(),
+            opts.extra_toml,
+        );
+        std::fs::create_dir_all(dir).expect("collector dir");
+        std::fs::write(dir.join("collector.toml"), cfg).expect("write config");
+        let mut c = Collector {
+            dir: dir.to_owned(),
+            http,
+            mqtt,
+            grpc,
+            child: None,
+            http_client: reqwest::Client::new(),
+        };
+        c.restart().await;
+        c
+    }
+
+    /// (Re)starts the process and waits for `/health`.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "collector already running");
+        let mut cmd = Command::new(bin("sobre-collector"));
+        cmd.arg("--config").arg(self.dir.join("collector.toml"));
+        self.child = Some(spawn_logged(&mut cmd, &self.dir.join("collector.log")));
+        let url = format!("http://127.0.0.1:{}/health", self.http);
+        let client = self.http_client.clone();
+        wait_for("collector /health", Duration::from_secs(30), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL collector");
+            c.wait().expect("reap collector");
+        }
+    }
+
+    /// SIGTERM, and the exit status of the orderly shutdown.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("collector running");
+        sigterm(c.id());
+        wait_exit(&mut c, Duration::from_secs(30)).await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let url = format!("http://127.0.0.1:{}{path}", self.http);
+        let r = self.http_client.get(&url).send().await.expect("GET");
+        r.json().await.expect("JSON body")
+    }
+
+    pub async fn get_status(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.http);
+        let r = self.http_client.get(&url).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// Seqs of the stored usage samples of one agent, in sample order.
+    pub async fn sample_seqs(&self, agent: &str) -> Vec<u64> {
+        let (status, body) = self
+            .get_status(&format!(
+                "/api/v1/agents/{agent}/samples?since=0&limit=10000"
+            ))
+            .await;
+        if status == 404 {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_str(&body).expect("samples JSON");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["seq"].as_u64().expect("seq"))
+            .collect()
+    }
+
+    /// Waits until `agent` has at least `n` stored samples.
+    pub async fn wait_samples(&self, agent: &str, n: usize, timeout: Duration) -> Vec<u64> {
+        wait_for(
+            &format!("{n} samples from {agent}"),
+            timeout,
+            || async move {
+                let s = self.sample_seqs(agent).await;
+                (s.len() >= n).then_some(s)
+            },
+        )
+        .await
+    }
+
+    /// A counter from `/metrics`, by its full name with labels.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http);
+        let text = self
+            .http_client
+            .get(&url)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Mqtt,
+    Grpc,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    pub id: String,
+    pub transport: Transport,
+    pub interval_ms: u64,
+    pub ack_timeout_ms: u64,
+    pub extra_toml: String,
+}
+
+impl AgentOpts {
+    pub fn new(id: &str, transport: Transport) -> Self {
+        AgentOpts {
+            id: id.into(),
+            transport,
+            interval_ms: 50,
+            ack_timeout_ms: 2_000,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// A `sobre-agent` process reading the real host.
+pub struct Agent {
+    pub dir: PathBuf,
+    pub id: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent pointed at `mqtt_port` or `grpc_port`.
+    pub fn start(dir: &Path, opts: &AgentOpts, mqtt_port: u16, grpc_port: u16) -> Agent {
+        let kind = match opts.transport {
+            Transport::Mqtt => "mqtt",
+            Transport::Grpc => "grpc",
+        };
+        let cfg = format!(
+            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"http://127.0.0.1:{grpc_port}\"\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n",
+            id = opts.id,
+            iv = opts.interval_ms,
+            extra = opts.extra_toml,
+            ack = opts.ack_timeout_ms,
+            spool = dir.join("spool").display(),
+        );
+        std::fs::create_dir_all(dir).expect("agent dir");
+        std::fs::write(dir.join("agent.toml"), cfg).expect("write agent config");
+        let mut a = Agent {
+            dir: dir.to_owned(),
+            id: opts.id.clone(),
+            child: None,
+        };
+        a.restart();
+        a
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let mut cmd = Command::new(bin("sobre-agent"));
+        cmd.arg("--config").arg(self.dir.join("agent.toml"));
+        self.child = Some(spawn_logged(&mut cmd, &self.dir.join("agent.log")));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL agent");
+            c.wait().expect("reap agent");
+        }
+    }
+
+    /// SIGTERM and the exit status; the agent drains for up to 10 s.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("agent running");
+        sigterm(c.id());
+        wait_exit(&mut c, Duration::from_secs(30)).await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real Mosquitto broker on a free loopback port.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub async fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        std::fs::create_dir_all(dir).expect("mosquitto dir");
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlog_dest stdout\n"
+            ),
+        )
+        .expect("mosquitto.conf");
+        let mut m = Mosquitto {
+            port,
+            dir: dir.to_owned(),
+            child: None,
+        };
+        m.restart().await;
+        m
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "mosquitto already running");
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: apt-get install mosquitto (tests/run does it)");
+        let mut cmd = Command::new(exe);
+        cmd.arg("-c").arg(self.dir.join("mosquitto.conf"));
+        self.child = Some(spawn_logged(&mut cmd, &self.dir.join("mosquitto.log")));
+        let port = self.port;
+        wait_for(
+            "mosquitto to listen",
+            Duration::from_secs(10),
+            || async move {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL mosquitto");
+            c.wait().expect("reap mosquitto");
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
