@@ -5,6 +5,8 @@ mod bad_input;
 mod config;
 mod crash;
 mod delivery;
+mod full_disk;
+mod quickstart;
 
 use std::time::Duration;
 
@@ -24,4 +26,9 @@ pub fn assert_once_in_order(seqs: &[u64]) {
             seqs.len()
         );
     }
+}
+
+/// Waits for a child process to exit (bounded by [`PATIENCE`]).
+pub async fn wait_child(child: &mut std::process::Child) -> std::process::ExitStatus {
+    sobre_tests::procs::wait_exit(child, PATIENCE).await
 }

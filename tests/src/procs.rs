@@ -39,6 +39,8 @@ pub async fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
 pub struct CollectorOpts {
     /// `None`: embedded broker; `Some(port)`: external broker on that port.
     pub external_broker: Option<u16>,
+    /// Where the store lives; default: `data` in the collector's folder.
+    pub data_dir: Option<PathBuf>,
     pub extra_toml: String,
 }
 
@@ -63,7 +65,10 @@ impl Collector {
         };
         let cfg = format!(
             "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
-            dir.join("data").display(),
+            opts.data_dir
+                .clone()
+                .unwrap_or_else(|| dir.join("data"))
+                .display(),
             opts.extra_toml,
         );
         std::fs::create_dir_all(dir).expect("collector dir");

@@ -1,0 +1,90 @@
+//! The README's first command: `sobre-collector quickstart` runs Sobre on
+//! this machine with no setup, and the API soon lists this machine with
+//! its inventory and live samples.
+
+use crate::PATIENCE;
+use sobre_tests::{bin, sigterm, wait_for};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_lists_this_machine_with_inventory_and_samples() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(bin("sobre-collector"))
+        .args([
+            "quickstart",
+            "--http",
+            "127.0.0.1:0",
+            "--interval",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quickstart");
+    // The banner says where to go.
+    let stdout = child.stdout.take().expect("stdout");
+    let url = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.trim().strip_prefix("Open").map(|u| u.trim().to_owned()))
+        .expect("the banner prints the address to open");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let id = wait_for("this machine in /api/v1/agents", PATIENCE, || {
+        let (client, url, hostname) = (client.clone(), url.clone(), hostname.clone());
+        async move {
+            let v: serde_json::Value = client
+                .get(format!("{url}/api/v1/agents"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let a = v
+                .as_array()?
+                .iter()
+                .find(|a| a["hostname"] == hostname.as_str())?;
+            (a["online"] == true).then(|| a["id"].as_str().map(str::to_owned))?
+        }
+    })
+    .await;
+    let detail: serde_json::Value = client
+        .get(format!("{url}/api/v1/agents/{id}"))
+        .send()
+        .await
+        .expect("GET agent")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        detail["inventory"]["mem_total_bytes"].as_u64().unwrap_or(0) > 0,
+        "{detail}"
+    );
+    wait_for("live samples", PATIENCE, || {
+        let (client, url, id) = (client.clone(), url.clone(), id.clone());
+        async move {
+            let v: serde_json::Value = client
+                .get(format!("{url}/api/v1/agents/{id}/samples"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v.as_array()?.len() >= 2).then_some(())
+        }
+    })
+    .await;
+    sigterm(child.id());
+    let status = crate::wait_child(&mut child).await;
+    assert!(status.success(), "quickstart exit {status:?}");
+}
