@@ -89,6 +89,9 @@ impl Probe for InventoryProbe {
             batteries,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             virtual_machine,
+            // Filled by the runtime (labels) and the power and display
+            // probes.
+            ..Inventory::default()
         })
     }
 }
@@ -250,6 +253,7 @@ mod tests {
             }],
             agent_version: env!("CARGO_PKG_VERSION").into(),
             virtual_machine: false,
+            ..Inventory::default()
         };
         assert_eq!(inv, expected);
     }
