@@ -17,6 +17,7 @@ pub struct CollectorConfig {
     pub grpc: GrpcConfig,
     pub store: StoreConfig,
     pub limits: Limits,
+    pub footprint: crate::footprint::FootprintConfig,
 }
 
 impl Default for CollectorConfig {
@@ -28,6 +29,7 @@ impl Default for CollectorConfig {
             grpc: GrpcConfig::default(),
             store: StoreConfig::default(),
             limits: Limits::default(),
+            footprint: crate::footprint::FootprintConfig::default(),
         }
     }
 }
@@ -193,6 +195,11 @@ impl CollectorConfig {
         }
         if self.store.batch_max == 0 || self.store.queue == 0 {
             return Err("store.batch_max and store.queue must be at least 1".into());
+        }
+        self.footprint.validate()?;
+        if let Some(path) = &self.footprint.grid_hourly_file {
+            crate::footprint::GridIntensity::load(self.footprint.grid_g_per_kwh, path)
+                .map_err(|e| e.to_string())?;
         }
         if self.limits.max_envelope_bytes < 256 {
             return Err("limits.max_envelope_bytes must be at least 256".into());

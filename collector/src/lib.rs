@@ -3,6 +3,7 @@
 //! commit, and serves them over HTTP.
 
 pub mod config;
+pub mod footprint;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -56,6 +57,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts every part of the collector. They run until `cancel`.
 pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
+    let grid = match &cfg.footprint.grid_hourly_file {
+        Some(path) => footprint::GridIntensity::load(cfg.footprint.grid_g_per_kwh, path)
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        None => footprint::GridIntensity::flat(cfg.footprint.grid_g_per_kwh),
+    };
+    let footprint_settings = http::footprint_api::Settings {
+        cfg: cfg.footprint.clone(),
+        grid,
+    };
     let metrics = Arc::new(Metrics::default());
     let writer_conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
     let reader = store::Reader::new(store::open_reader(&cfg.data_dir)?);
@@ -145,6 +155,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let app = http::router(http::AppState {
         reader,
         metrics: metrics.clone(),
+        footprint: Arc::new(footprint_settings),
     });
     let shutdown = cancel.clone();
     tracker.spawn(async move {

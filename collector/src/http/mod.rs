@@ -1,6 +1,8 @@
 //! The HTTP API: `/health`, `/metrics` and the read-only `/api/v1/...`
 //! JSON endpoints over the store.
 
+pub mod footprint_api;
+
 use crate::metrics::Metrics;
 use crate::store::{Reader, StoreError};
 use axum::extract::{Path, Query, State};
@@ -15,6 +17,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub reader: Reader,
     pub metrics: Arc<Metrics>,
+    pub footprint: Arc<footprint_api::Settings>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -25,13 +28,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/agents/{id}", get(agent))
         .route("/api/v1/agents/{id}/samples", get(samples))
+        .route("/api/v1/footprint", get(footprint_api::footprint))
         .fallback(not_found)
         .with_state(state)
 }
 
 /// An API error: a status and a JSON body `{"error": "..."}` that says
 /// what was wrong.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -46,7 +50,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -2,6 +2,7 @@
 //! read-only connection so reads never wait for the writer.
 
 use super::StoreError;
+use crate::footprint::compute::{HOUR_MS, HostInput, HourRow};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,11 @@ pub struct Sample {
     pub agent_cpu_seconds: Option<f64>,
     pub agent_rss_bytes: Option<i64>,
     pub agent_bytes_sent: Option<i64>,
+    /// Mean power over the sample's interval, the energy over it, and
+    /// where they come from: "rapl", "battery" or "model".
+    pub power_w: Option<f64>,
+    pub energy_j: Option<f64>,
+    pub power_source: Option<String>,
 }
 
 /// Clocks of agents and collector may disagree; a sample sent at `t` is
@@ -133,7 +139,8 @@ impl Reader {
                 "SELECT seq, sent_ms, received_ms, interval_ms, cpu_percent, mem_total,
                         mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
                         net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
-                        user_active, agent_cpu_s, agent_rss, agent_sent
+                        user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
+                        power_source
                  FROM samples
                  WHERE received_ms >= ?1 AND agent = ?2 AND sent_ms >= ?3
                  ORDER BY sent_ms, seq LIMIT ?4",
@@ -165,10 +172,68 @@ impl Reader {
                         agent_cpu_seconds: r.get(20)?,
                         agent_rss_bytes: r.get(21)?,
                         agent_bytes_sent: r.get(22)?,
+                        power_w: r.get(23)?,
+                        energy_j: r.get(24)?,
+                        power_source: r.get(25)?,
                     })
                 },
             )?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+        })
+    }
+}
+
+impl Reader {
+    /// Hosts and their hourly energy over `[from_ms, to_ms)`, for the
+    /// footprint. `host` and `group` narrow the hosts.
+    pub fn footprint_inputs(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        host: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<(Vec<HostInput>, Vec<HourRow>), StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT agent_id, hostname, first_seen_ms, inventory FROM agents ORDER BY agent_id",
+            )?;
+            let hosts: Vec<HostInput> = stmt
+                .query_map([], |r| {
+                    let inv: Option<String> = r.get(3)?;
+                    Ok(HostInput {
+                        id: r.get(0)?,
+                        hostname: r.get(1)?,
+                        first_seen_ms: r.get(2)?,
+                        inventory: inv.and_then(|s| serde_json::from_str(&s).ok()),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let hosts: Vec<HostInput> = hosts
+                .into_iter()
+                .filter(|h| host.is_none_or(|id| h.id == id))
+                .filter(|h| {
+                    group.is_none_or(|g| {
+                        h.inventory.as_ref().map(|i| i.group.as_str()).unwrap_or("") == g
+                    })
+                })
+                .collect();
+            let mut stmt = c.prepare_cached(
+                "SELECT a.agent_id, e.hour_ms, e.energy_j, e.measured_j, e.covered_ms
+                 FROM energy_hourly e JOIN agents a ON a.id = e.agent
+                 WHERE e.hour_ms >= ?1 AND e.hour_ms < ?2",
+            )?;
+            let hours: Vec<HourRow> = stmt
+                .query_map(rusqlite::params![from_ms - HOUR_MS, to_ms], |r| {
+                    Ok(HourRow {
+                        agent_id: r.get(0)?,
+                        hour_ms: r.get(1)?,
+                        energy_j: r.get(2)?,
+                        measured_j: r.get(3)?,
+                        covered_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((hosts, hours))
         })
     }
 }

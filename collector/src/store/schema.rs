@@ -51,6 +51,21 @@ const MIGRATIONS: &[&str] = &[
         agent_sent     INTEGER
     );
     CREATE INDEX samples_by_arrival ON samples(received_ms);",
+    // 2: power on every sample, and the hourly energy roll-up. The roll-up
+    // is keyed (hour, agent) so that the current hour, where nearly all
+    // writes go, is the right edge of the b-tree.
+    "ALTER TABLE samples ADD COLUMN power_w REAL;
+    ALTER TABLE samples ADD COLUMN energy_j REAL;
+    ALTER TABLE samples ADD COLUMN power_source TEXT;
+    CREATE TABLE energy_hourly (
+        hour_ms     INTEGER NOT NULL,
+        agent       INTEGER NOT NULL,
+        energy_j    REAL NOT NULL,
+        measured_j  REAL NOT NULL,
+        covered_ms  INTEGER NOT NULL,
+        samples     INTEGER NOT NULL,
+        PRIMARY KEY (hour_ms, agent)
+    ) WITHOUT ROWID;",
 ];
 
 /// Schema version this build writes.

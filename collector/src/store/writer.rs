@@ -5,7 +5,7 @@ use super::dedup::SeqWindow;
 use crate::ingest::{Event, Reply};
 use crate::metrics::Metrics;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sobre_proto::v1::{Envelope, envelope::Body};
+use sobre_proto::v1::{Envelope, PowerSource, envelope::Body};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -125,6 +125,7 @@ impl Writer {
         let mut touched: HashMap<String, (i64, Option<String>)> = HashMap::new();
         let mut acks: HashMap<String, Vec<AckBatch>> = HashMap::new();
         let (mut stored, mut dups) = (0u64, 0u64);
+        let mut rollup = Rollup::default();
         let tx = self.conn.transaction()?;
         for ev in batch {
             match ev {
@@ -149,7 +150,7 @@ impl Writer {
                     let t = touched.entry(env.agent_id.clone()).or_default();
                     t.0 = t.0.max(*received_ms);
                     if state.window.is_new(env.seq) {
-                        store_envelope(&tx, state.rowid, env, *received_ms)?;
+                        store_envelope(&tx, state.rowid, env, *received_ms, &mut rollup)?;
                         state.window.insert(env.seq, env.spool_floor);
                         if let Some(fp) = &env.footprint {
                             t.1 = serde_json::to_string(fp).ok();
@@ -198,6 +199,7 @@ impl Writer {
                 )?;
             }
         }
+        rollup.write(&tx)?;
         tx.commit()?;
         self.agents.extend(staged);
         self.metrics.stored.fetch_add(stored, Relaxed);
@@ -233,6 +235,7 @@ fn store_envelope(
     rowid: i64,
     env: &Envelope,
     received_ms: i64,
+    rollup: &mut Rollup,
 ) -> Result<(), rusqlite::Error> {
     let fp = env.footprint.unwrap_or_default();
     match &env.body {
@@ -241,9 +244,10 @@ fn store_envelope(
                 "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
                     mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
                     net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
-                    user_active, agent_cpu_s, agent_rss, agent_sent)
+                    user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
+                    power_source)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
             )?;
             stmt.execute(params![
                 rowid,
@@ -270,7 +274,11 @@ fn store_envelope(
                 fp.cpu_seconds,
                 fp.rss_bytes as i64,
                 fp.bytes_sent as i64,
+                f64::from(u.power_w),
+                u.energy_j,
+                power_source_name(u.power_source()),
             ])?;
+            rollup.add(rowid, env.sent_at_ms, u);
         }
         Some(Body::Inventory(inv)) => {
             let json = serde_json::to_string(inv).unwrap_or_default();
@@ -283,6 +291,93 @@ fn store_envelope(
         None => {}
     }
     Ok(())
+}
+
+/// The name stored for a power source; `None` for agents that do not
+/// report power.
+pub fn power_source_name(s: PowerSource) -> Option<&'static str> {
+    match s {
+        PowerSource::Rapl => Some("rapl"),
+        PowerSource::Battery => Some("battery"),
+        PowerSource::Model => Some("model"),
+        PowerSource::Unspecified => None,
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Energy of one agent in one hour, accumulated over a batch and added to
+/// `energy_hourly` with one upsert per (hour, agent).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct HourTotals {
+    energy_j: f64,
+    measured_j: f64,
+    covered_ms: i64,
+    samples: i64,
+}
+
+#[derive(Debug, Default)]
+struct Rollup(HashMap<(i64, i64), HourTotals>);
+
+impl Rollup {
+    /// Spreads a sample's energy over the hours its interval
+    /// `[sent − interval, sent]` covers, in proportion to the time in each.
+    fn add(&mut self, agent: i64, sent_ms: i64, u: &sobre_proto::v1::UsageReport) {
+        if u.power_source() == PowerSource::Unspecified {
+            return;
+        }
+        let measured = matches!(u.power_source(), PowerSource::Rapl | PowerSource::Battery);
+        let len = i64::from(u.interval_ms);
+        let start = sent_ms - len;
+        let mut t = start;
+        loop {
+            let hour = t.div_euclid(HOUR_MS) * HOUR_MS;
+            let end = (hour + HOUR_MS).min(sent_ms);
+            let share = if len > 0 {
+                (end - t) as f64 / len as f64
+            } else {
+                1.0
+            };
+            let e = u.energy_j * share;
+            let h = self.0.entry((hour, agent)).or_default();
+            h.energy_j += e;
+            if measured {
+                h.measured_j += e;
+            }
+            h.covered_ms += end - t;
+            // A sample counts in the hour where it ends.
+            if end == sent_ms {
+                h.samples += 1;
+            }
+            if end >= sent_ms || len == 0 {
+                break;
+            }
+            t = end;
+        }
+    }
+
+    fn write(&self, tx: &Transaction) -> Result<(), rusqlite::Error> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO energy_hourly (hour_ms, agent, energy_j, measured_j, covered_ms, samples)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (hour_ms, agent) DO UPDATE SET
+                energy_j = energy_j + excluded.energy_j,
+                measured_j = measured_j + excluded.measured_j,
+                covered_ms = covered_ms + excluded.covered_ms,
+                samples = samples + excluded.samples",
+        )?;
+        for ((hour, agent), h) in &self.0 {
+            stmt.execute(params![
+                hour,
+                agent,
+                h.energy_j,
+                h.measured_j,
+                h.covered_ms,
+                h.samples
+            ])?;
+        }
+        Ok(())
+    }
 }
 
 /// Appends `seq` to this agent's ack for the same route (an agent may
@@ -400,6 +495,68 @@ mod tests {
         let a = r.agent("a").expect("query").expect("known");
         assert_eq!(a.summary.hostname.as_deref(), Some("mairie-01"));
         assert_eq!(a.inventory.expect("inventory")["cpu_threads"], 8);
+    }
+
+    #[test]
+    fn energy_rolls_up_by_hour_split_at_the_boundary() {
+        let mut r = Rollup::default();
+        let report = |source: PowerSource, interval_ms: u32, energy_j: f64| UsageReport {
+            interval_ms,
+            energy_j,
+            power_source: source as i32,
+            ..Default::default()
+        };
+        // 10 s of model energy ending 4 s into hour 1: 6 s in hour 0, 4 s in hour 1.
+        r.add(
+            7,
+            HOUR_MS + 4_000,
+            &report(PowerSource::Model, 10_000, 100.0),
+        );
+        // 10 s measured, all in hour 1.
+        r.add(
+            7,
+            HOUR_MS + 20_000,
+            &report(PowerSource::Rapl, 10_000, 50.0),
+        );
+        // No power reported: not rolled up.
+        r.add(
+            7,
+            HOUR_MS + 30_000,
+            &report(PowerSource::Unspecified, 10_000, 0.0),
+        );
+        let h0 = r.0[&(0, 7)];
+        let h1 = r.0[&(HOUR_MS, 7)];
+        assert!((h0.energy_j - 60.0).abs() < 1e-9 && h0.covered_ms == 6_000 && h0.samples == 0);
+        assert!((h1.energy_j - 90.0).abs() < 1e-9, "{h1:?}");
+        assert!((h1.measured_j - 50.0).abs() < 1e-9);
+        assert_eq!((h1.covered_ms, h1.samples), (14_000, 2));
+    }
+
+    #[test]
+    fn rollup_accumulates_across_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(dir.path());
+        let with_power = |seq: u64| {
+            let mut ev = usage("a", seq, 1);
+            if let Event::Envelope { env, .. } = &mut ev {
+                env.sent_at_ms = 10_000 * seq as i64;
+                if let Some(Body::Usage(u)) = &mut env.body {
+                    u.interval_ms = 10_000;
+                    u.energy_j = 200.0;
+                    u.power_w = 20.0;
+                    u.power_source = PowerSource::Model as i32;
+                }
+            }
+            ev
+        };
+        w.commit(&[with_power(1), with_power(2)]).expect("commit");
+        w.commit(&[with_power(3), with_power(3)])
+            .expect("commit with a duplicate");
+        let total: f64 = w
+            .conn
+            .query_row("SELECT sum(energy_j) FROM energy_hourly", [], |r| r.get(0))
+            .expect("sum");
+        assert_eq!(total, 600.0, "the duplicate is not counted twice");
     }
 
     #[test]

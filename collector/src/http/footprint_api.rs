@@ -1,0 +1,124 @@
+//! `GET /api/v1/footprint`: energy, use and manufacture emissions for the
+//! fleet, by group, by host and over time, with the coefficients used.
+
+use super::{ApiError, AppState, blocking};
+use crate::footprint::compute::{DAY_MS, HOUR_MS};
+use crate::footprint::{FootprintConfig, GridIntensity, Window, compute};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+/// The coefficients, loaded and checked once at start-up.
+#[derive(Debug)]
+pub struct Settings {
+    pub cfg: FootprintConfig,
+    pub grid: GridIntensity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FootprintQuery {
+    /// Milliseconds since 1970; default: 24 h before `to`.
+    from: Option<i64>,
+    /// Milliseconds since 1970; default: now.
+    to: Option<i64>,
+    /// Time series step: "hour", "day" or "none"; default: hour for up to
+    /// two days, day beyond.
+    step: Option<String>,
+    /// Only this agent id.
+    host: Option<String>,
+    /// Only hosts of this group label.
+    group: Option<String>,
+}
+
+const MAX_SPAN_MS: i64 = 400 * DAY_MS;
+
+pub(crate) async fn footprint(
+    State(s): State<AppState>,
+    q: Result<Query<FootprintQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let Query(q) = q.map_err(|e| {
+        bad(format!(
+            "{}; use ?from=<ms>&to=<ms>&step=hour|day|none&group=<label>&host=<agent id>",
+            e.body_text()
+        ))
+    })?;
+    let now = crate::ingest::now_ms();
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to - DAY_MS);
+    if from >= to {
+        return Err(bad(format!("from ({from}) must be before to ({to})")));
+    }
+    if to - from > MAX_SPAN_MS {
+        return Err(bad(
+            "the period is limited to 400 days; ask in pieces".into()
+        ));
+    }
+    let step_ms = match q.step.as_deref() {
+        Some("hour") if to - from > 62 * DAY_MS => {
+            return Err(bad("step=hour is limited to 62 days; use step=day".into()));
+        }
+        Some("hour") => Some(HOUR_MS),
+        Some("day") => Some(DAY_MS),
+        Some("none") => None,
+        None if to - from <= 2 * DAY_MS => Some(HOUR_MS),
+        None => Some(DAY_MS),
+        Some(other) => return Err(bad(format!("step={other:?}: use hour, day or none"))),
+    };
+    let reader = s.reader.clone();
+    let (host, group) = (q.host.clone(), q.group.clone());
+    let (hosts, hours) =
+        blocking(move || reader.footprint_inputs(from, to, host.as_deref(), group.as_deref()))
+            .await?;
+    if let Some(h) = &q.host
+        && hosts.is_empty()
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no agent with id {h:?}; GET /api/v1/agents lists the known ones"),
+        ));
+    }
+    let settings = &s.footprint;
+    let report = compute(
+        &settings.cfg,
+        &settings.grid,
+        &hosts,
+        &hours,
+        Window {
+            from_ms: from,
+            to_ms: to,
+            step_ms,
+            now_ms: now,
+        },
+    );
+    let mut body = serde_json::to_value(&report)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    body["coefficients"] = coefficients(settings);
+    body["notes"] = json!([
+        "use_kg counts electricity only (location-based, grid average or the configured hourly table); embodied_kg spreads manufacture evenly over each device's lifetime",
+        "measured_share is the part of the energy measured by RAPL or a battery; the rest is modelled (METHODOLOGY.md), typically within ±30 % of a wall meter",
+        "coverage below 1 means hosts were off or not reporting part of the period: their energy then is not counted",
+        "network equipment, printers, shared storage and cloud services are not included"
+    ]);
+    Ok(Json(body))
+}
+
+fn coefficients(s: &Settings) -> serde_json::Value {
+    json!({
+        "grid_g_per_kwh": s.cfg.grid_g_per_kwh,
+        "grid_source": if s.cfg.grid_g_per_kwh == 56.0 {
+            "France, yearly average (RTE éCO2mix, as used by CodeCarbon); Boavizta uses 98 (life-cycle)"
+        } else {
+            "configured"
+        },
+        "grid_hourly": s.grid.is_hourly(),
+        "pue_by_group": s.cfg.pue,
+        "pue_server": s.cfg.pue_server,
+        "pue_default": s.cfg.pue_default,
+        "embodied": s.cfg.embodied,
+        "embodied_source": "ADEME Base Impacts via Boavizta (laptop, desktop, monitor); server: generic server, 5-year life assumed",
+    })
+}
