@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod cpuinfo;
+pub mod display;
 mod footprint;
 mod hardware;
 mod inventory;
+pub mod power;
 mod procfs;
 mod sessions;
 mod usage;
@@ -18,8 +20,10 @@ mod usage;
 #[cfg(test)]
 pub(crate) mod fixture;
 
+pub use display::monitors;
 pub use footprint::FootprintProbe;
 pub use inventory::InventoryProbe;
+pub use power::{ModelCoefficients, PowerProbe, PowerSample};
 pub use usage::UsageProbe;
 
 /// Where the probes find the kernel's and the OS's files.
