@@ -10,6 +10,11 @@ pub struct AgentConfig {
     /// Stable id of this agent, 1-64 of [A-Za-z0-9._-]. Default: the
     /// hostname and the first 8 characters of /etc/machine-id.
     pub agent_id: Option<String>,
+    /// Labels sent with the inventory, to group hosts in the collector: a
+    /// PUE per group, a department in campaign reports. Free text, at
+    /// most 64 characters each.
+    pub group: String,
+    pub site: String,
     /// Time between two usage reports.
     pub interval_ms: u64,
     /// Time between two inventories (one is always sent at start).
@@ -25,6 +30,8 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             agent_id: None,
+            group: String::new(),
+            site: String::new(),
             interval_ms: 10_000,
             inventory_interval_ms: 24 * 3_600_000,
             root: PathBuf::from("/"),
@@ -144,6 +151,11 @@ impl AgentConfig {
             return Err(format!(
                 "agent_id {id:?} must be 1-64 characters of [A-Za-z0-9._-]"
             ));
+        }
+        for (key, v) in [("group", &self.group), ("site", &self.site)] {
+            if v.len() > 64 {
+                return Err(format!("{key} is {} bytes long; 64 at most", v.len()));
+            }
         }
         if self.interval_ms < 10 {
             return Err("interval_ms must be at least 10".into());

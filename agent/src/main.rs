@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sobre_agent::config::AgentConfig;
-use sobre_agent::probe::{InventoryProbe, Probe, Roots, UsageProbe};
+use sobre_agent::probe::{InventoryProbe, PowerProbe, Probe, Roots, UsageProbe, monitors};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -70,12 +70,22 @@ fn main() -> anyhow::Result<()> {
 
 fn once(cfg: &AgentConfig) -> anyhow::Result<()> {
     let roots = Roots::under(&cfg.root);
-    let inventory = InventoryProbe::new(roots.clone()).sample(Duration::ZERO)?;
+    let mut inventory = InventoryProbe::new(roots.clone()).sample(Duration::ZERO)?;
+    let mut power = PowerProbe::new(roots.clone(), &inventory);
+    (inventory.cpu_tdp_w, inventory.cpu_tdp_source) = {
+        let (w, s) = power.cpu_tdp();
+        (w, s.to_owned())
+    };
+    inventory.monitors = monitors(&roots);
+    (inventory.group, inventory.site) = (cfg.group.clone(), cfg.site.clone());
     let mut usage = UsageProbe::new(roots);
     usage.sample(Duration::ZERO)?;
+    power.sample(Duration::ZERO, 0.0);
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    let usage = usage.sample(start.elapsed())?;
+    let elapsed = start.elapsed();
+    let mut usage = usage.sample(elapsed)?;
+    power.sample(elapsed, usage.cpu_percent).fill(&mut usage);
     let out = serde_json::json!({
         "agent_id": sobre_agent::config::resolve_agent_id(cfg),
         "inventory": inventory,

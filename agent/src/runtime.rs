@@ -3,7 +3,9 @@
 //! collector acknowledged after its commit.
 
 use crate::config::{AgentConfig, resolve_agent_id};
-use crate::probe::{FootprintProbe, InventoryProbe, Probe, ProbeError, Roots, UsageProbe};
+use crate::probe::{
+    FootprintProbe, InventoryProbe, PowerProbe, Probe, ProbeError, Roots, UsageProbe, monitors,
+};
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::transport::{Link, Transport};
 use prost::Message;
@@ -64,10 +66,19 @@ pub async fn run<T: Transport>(
         "agent starting"
     );
     let roots = Roots::under(&cfg.root);
+    let mut inventory = InventoryProbe::new(roots.clone());
+    // The power model needs to know the hardware.
+    let hw = inventory.sample(Duration::ZERO).unwrap_or_default();
+    let power = PowerProbe::new(roots.clone(), &hw);
+    let (tdp_w, tdp_source) = power.cpu_tdp();
+    tracing::info!(tdp_w, tdp_source, chassis = %hw.chassis, "power model ready");
     let mut sampler = Sampler {
         usage: UsageProbe::new(roots.clone()),
-        inventory: InventoryProbe::new(roots.clone()),
-        footprint: FootprintProbe::new(roots),
+        inventory,
+        footprint: FootprintProbe::new(roots.clone()),
+        power,
+        roots,
+        labels: (cfg.group.clone(), cfg.site.clone()),
     };
     // Fail early and clearly if the machine cannot be read at all.
     sampler.usage.sample(Duration::ZERO)?;
@@ -104,6 +115,10 @@ struct Sampler {
     usage: UsageProbe,
     inventory: InventoryProbe,
     footprint: FootprintProbe,
+    power: PowerProbe,
+    roots: Roots,
+    /// (group, site) from the config.
+    labels: (String, String),
 }
 
 impl Sampler {
@@ -141,9 +156,23 @@ impl Sampler {
 
     fn inventory(&mut self, shared: &Shared) {
         match self.inventory.sample(Duration::ZERO) {
-            Ok(inv) => self.envelope(shared, Body::Inventory(inv)),
+            Ok(mut inv) => {
+                (inv.group, inv.site) = self.labels.clone();
+                inv.monitors = monitors(&self.roots);
+                let (tdp_w, tdp_source) = self.power.cpu_tdp();
+                inv.cpu_tdp_w = tdp_w;
+                inv.cpu_tdp_source = tdp_source.to_owned();
+                self.envelope(shared, Body::Inventory(inv));
+            }
             Err(e) => tracing::warn!(error = %e, "cannot take the inventory"),
         }
+    }
+
+    /// Usage over `interval`, with the machine's power over the same time.
+    fn usage(&mut self, interval: Duration) -> Result<v1::UsageReport, ProbeError> {
+        let mut u = self.usage.sample(interval)?;
+        self.power.sample(interval, u.cpu_percent).fill(&mut u);
+        Ok(u)
     }
 }
 
@@ -169,7 +198,7 @@ async fn sample_loop(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                match s.usage.sample(now - last) {
+                match s.usage(now - last) {
                     Ok(u) => s.envelope(&shared, Body::Usage(u)),
                     Err(e) => tracing::warn!(error = %e, "cannot sample usage"),
                 }

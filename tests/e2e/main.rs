@@ -5,6 +5,7 @@ mod bad_input;
 mod config;
 mod crash;
 mod delivery;
+mod footprint;
 mod full_disk;
 mod quickstart;
 

@@ -72,3 +72,11 @@ pub fn sigterm(pid: u32) {
         .unwrap_or(false);
     assert!(ok, "kill -TERM {pid} failed");
 }
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
