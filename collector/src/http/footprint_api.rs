@@ -20,9 +20,10 @@ pub struct Settings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FootprintQuery {
-    /// Milliseconds since 1970; default: 24 h before `to`.
+    /// Milliseconds since 1970; default: 24 h before `to`. Rounded down to
+    /// the hour.
     from: Option<i64>,
-    /// Milliseconds since 1970; default: now.
+    /// Milliseconds since 1970; default: now. Rounded up to the hour.
     to: Option<i64>,
     /// Time series step: "hour", "day" or "none"; default: hour for up to
     /// two days, day beyond.
@@ -52,6 +53,11 @@ pub(crate) async fn footprint(
     if from >= to {
         return Err(bad(format!("from ({from}) must be before to ({to})")));
     }
+    // Energy is rolled up by hour: the period is widened to whole hours
+    // (and says so in from_ms/to_ms) rather than guessing where within an
+    // hour the energy was drawn.
+    let from = from.div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     if to - from > MAX_SPAN_MS {
         return Err(bad(
             "the period is limited to 400 days; ask in pieces".into()
