@@ -37,6 +37,14 @@ enum Command {
     /// Take an inventory and one usage sample over 1 s, print them as
     /// JSON, send nothing.
     Once,
+    /// Measure what the probes cost: run each one N times back to back,
+    /// print the CPU time per sample and the share of one core it comes to
+    /// at the configured interval. Sends nothing.
+    Cost {
+        /// Samples per probe.
+        #[arg(long, default_value_t = 2000)]
+        samples: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::Once => once(&cfg),
+        Command::Cost { samples } => cost(&cfg, samples.max(1)),
         Command::Run => {
             // One thread: the agent is idle nearly all the time.
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -92,6 +101,46 @@ fn once(cfg: &AgentConfig) -> anyhow::Result<()> {
         "usage": usage,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn cost(cfg: &AgentConfig, n: u32) -> anyhow::Result<()> {
+    use sobre_agent::probe::FootprintProbe;
+    let roots = Roots::under(&cfg.root);
+    let mut me = FootprintProbe::new(Roots::host());
+    let mut cpu = || -> anyhow::Result<f64> { Ok(me.sample(Duration::ZERO)?.cpu_seconds) };
+    let inventory = InventoryProbe::new(roots.clone()).sample(Duration::ZERO)?;
+    let mut usage = UsageProbe::new(roots.clone());
+    let mut power = PowerProbe::new(roots.clone(), &inventory);
+    let interval = Duration::from_millis(cfg.interval_ms);
+    let mut rows = Vec::new();
+    // The power probe alone, as the runtime calls it (with a CPU load).
+    let t0 = cpu()?;
+    let w0 = Instant::now();
+    for i in 0..n {
+        power.sample(interval, (i % 100) as f32);
+    }
+    rows.push(("power", cpu()? - t0, w0.elapsed()));
+    let t0 = cpu()?;
+    let w0 = Instant::now();
+    for _ in 0..n {
+        usage.sample(interval)?;
+    }
+    rows.push(("usage", cpu()? - t0, w0.elapsed()));
+    let per_core = |cpu_s: f64| cpu_s / f64::from(n) / interval.as_secs_f64() * 100.0;
+    println!(
+        "probe    samples  CPU µs/sample  wall µs/sample  share of one core at {} ms",
+        cfg.interval_ms
+    );
+    for (name, cpu_s, wall) in rows {
+        println!(
+            "{name:<8} {n:>7}  {:>13.1}  {:>14.1}  {:.5} %",
+            cpu_s / f64::from(n) * 1e6,
+            wall.as_secs_f64() / f64::from(n) * 1e6,
+            per_core(cpu_s)
+        );
+    }
+    println!("(CPU time from /proc/self/stat at 10 ms resolution: use enough samples.)");
     Ok(())
 }
 
