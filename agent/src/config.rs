@@ -24,6 +24,9 @@ pub struct AgentConfig {
     pub root: PathBuf,
     pub transport: TransportConfig,
     pub spool: SpoolSettings,
+    /// Coefficients of the power model, used when nothing is measured
+    /// (sources in METHODOLOGY.md).
+    pub power: crate::probe::ModelCoefficients,
 }
 
 impl Default for AgentConfig {
@@ -37,6 +40,7 @@ impl Default for AgentConfig {
             root: PathBuf::from("/"),
             transport: TransportConfig::default(),
             spool: SpoolSettings::default(),
+            power: crate::probe::ModelCoefficients::default(),
         }
     }
 }
@@ -156,6 +160,15 @@ impl AgentConfig {
             if v.len() > 64 {
                 return Err(format!("{key} is {} bytes long; 64 at most", v.len()));
             }
+        }
+        let curve = &self.power.cpu_curve;
+        if curve.len() < 2
+            || curve
+                .iter()
+                .any(|(l, f)| !l.is_finite() || !f.is_finite() || *f < 0.0)
+            || curve.windows(2).any(|w| w[0].0 >= w[1].0)
+        {
+            return Err("power.cpu_curve needs at least two [load %, fraction of TDP] points, loads increasing, fractions >= 0".into());
         }
         if self.interval_ms < 10 {
             return Err("interval_ms must be at least 10".into());
@@ -307,6 +320,17 @@ mod tests {
         let id = resolve_agent_id(&cfg);
         assert_eq!(id, "mairie-pc-12-01234567");
         assert!(sobre_proto::topics::valid_agent_id(&id));
+    }
+
+    #[test]
+    fn power_curve_is_checked() {
+        let mut cfg = AgentConfig::default();
+        cfg.power.cpu_curve = vec![(50.0, 0.5), (10.0, 0.3)];
+        assert!(cfg.validate().expect_err("unsorted").contains("cpu_curve"));
+        let cfg =
+            AgentConfig::parse("[power]\nmemory_w_per_gb = 0.284\n").expect("partial override");
+        assert_eq!(cfg.power.memory_w_per_gb, 0.284);
+        assert_eq!(cfg.power.ssd_w_per_tb, 1.2, "the rest keeps its defaults");
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
 fn once(cfg: &AgentConfig) -> anyhow::Result<()> {
     let roots = Roots::under(&cfg.root);
     let mut inventory = InventoryProbe::new(roots.clone()).sample(Duration::ZERO)?;
-    let mut power = PowerProbe::new(roots.clone(), &inventory);
+    let mut power = PowerProbe::with_coefficients(roots.clone(), &inventory, cfg.power.clone());
     (inventory.cpu_tdp_w, inventory.cpu_tdp_source) = {
         let (w, s) = power.cpu_tdp();
         (w, s.to_owned())
@@ -111,7 +111,7 @@ fn cost(cfg: &AgentConfig, n: u32) -> anyhow::Result<()> {
     let mut cpu = || -> anyhow::Result<f64> { Ok(me.sample(Duration::ZERO)?.cpu_seconds) };
     let inventory = InventoryProbe::new(roots.clone()).sample(Duration::ZERO)?;
     let mut usage = UsageProbe::new(roots.clone());
-    let mut power = PowerProbe::new(roots.clone(), &inventory);
+    let mut power = PowerProbe::with_coefficients(roots.clone(), &inventory, cfg.power.clone());
     let interval = Duration::from_millis(cfg.interval_ms);
     let mut rows = Vec::new();
     // The power probe alone, as the runtime calls it (with a CPU load).

@@ -69,7 +69,7 @@ pub async fn run<T: Transport>(
     let mut inventory = InventoryProbe::new(roots.clone());
     // The power model needs to know the hardware.
     let hw = inventory.sample(Duration::ZERO).unwrap_or_default();
-    let power = PowerProbe::new(roots.clone(), &hw);
+    let power = PowerProbe::with_coefficients(roots.clone(), &hw, cfg.power.clone());
     let (tdp_w, tdp_source) = power.cpu_tdp();
     tracing::info!(tdp_w, tdp_source, chassis = %hw.chassis, "power model ready");
     let mut sampler = Sampler {

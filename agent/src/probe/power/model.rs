@@ -17,7 +17,8 @@ pub const TEADS_CURVE: [(f32, f32); 4] = [(0.0, 0.12), (10.0, 0.32), (50.0, 0.75
 
 /// Watts per chassis type (`Inventory.chassis`); "other", "unknown" and any
 /// name not listed use `other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChassisWatts {
     pub laptop: f32,
     pub desktop: f32,
@@ -44,7 +45,8 @@ impl ChassisWatts {
 /// Every coefficient of the power model, so a configuration can override
 /// them. `Default` is the documented set (sources on each field; all listed
 /// in METHODOLOGY.md).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModelCoefficients {
     /// CPU power as a fraction of TDP by load %, interpolated linearly:
     /// [`TEADS_CURVE`].
