@@ -134,6 +134,9 @@ pub struct Limits {
     pub max_repeated: usize,
     /// Longest string field.
     pub max_string_bytes: usize,
+    /// Most large-file fingerprints (or opted-in paths) in one storage
+    /// summary.
+    pub max_fingerprints: usize,
 }
 
 impl Default for Limits {
@@ -142,6 +145,7 @@ impl Default for Limits {
             max_envelope_bytes: 64 * 1024,
             max_repeated: 256,
             max_string_bytes: 1024,
+            max_fingerprints: 2000,
         }
     }
 }

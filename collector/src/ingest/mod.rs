@@ -115,6 +115,7 @@ pub fn check(env: Envelope, sender: Option<&str>, limits: &Limits) -> Result<Env
         None => return Err(Reject::EmptyBody),
         Some(Body::Inventory(inv)) => check_inventory(inv, limits)?,
         Some(Body::Usage(_)) => {}
+        Some(Body::Storage(st)) => check_storage(st, limits)?,
     }
     Ok(env)
 }
@@ -142,6 +143,33 @@ fn check_inventory(inv: &sobre_proto::v1::Inventory, limits: &Limits) -> Result<
     }
     long("disks", inv.disks.len(), limits.max_repeated)?;
     long("batteries", inv.batteries.len(), limits.max_repeated)?;
+    Ok(())
+}
+
+fn check_storage(st: &sobre_proto::v1::StorageSummary, limits: &Limits) -> Result<(), Reject> {
+    let long = |field: &'static str, len: usize, max: usize| {
+        if len > max {
+            Err(Reject::FieldTooLong { field, len, max })
+        } else {
+            Ok(())
+        }
+    };
+    long("categories", st.categories.len(), limits.max_repeated)?;
+    long("large_files", st.large_files.len(), limits.max_fingerprints)?;
+    long(
+        "opted_in_paths",
+        st.opted_in_paths.len(),
+        limits.max_fingerprints,
+    )?;
+    for c in &st.categories {
+        long("category", c.category.len() + c.age.len(), 64)?;
+    }
+    for f in &st.large_files {
+        long("keyed_hash", f.keyed_hash.len(), 32)?;
+    }
+    for p in &st.opted_in_paths {
+        long("path", p.path.len(), limits.max_string_bytes * 4)?;
+    }
     Ok(())
 }
 

@@ -66,6 +66,15 @@ const MIGRATIONS: &[&str] = &[
         samples     INTEGER NOT NULL,
         PRIMARY KEY (hour_ms, agent)
     ) WITHOUT ROWID;",
+    // 3: storage scan summaries: the latest on the agent's row, every one
+    // in arrival order for history (one per scan, a few per day).
+    "ALTER TABLE agents ADD COLUMN storage TEXT;
+    CREATE TABLE storage_summaries (
+        agent        INTEGER NOT NULL,
+        finished_ms  INTEGER NOT NULL,
+        received_ms  INTEGER NOT NULL,
+        summary      TEXT NOT NULL
+    );",
 ];
 
 /// Schema version this build writes.

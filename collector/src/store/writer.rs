@@ -287,6 +287,20 @@ fn store_envelope(
                 params![inv.hostname, json, rowid],
             )?;
         }
+        Some(Body::Storage(st)) => {
+            let json = serde_json::to_string(st).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO storage_summaries (agent, finished_ms, received_ms, summary)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![rowid, st.finished_at_ms, received_ms, json],
+            )?;
+            // Keep the latest by scan time, whatever the arrival order.
+            tx.execute(
+                "UPDATE agents SET storage = ?1 WHERE id = ?2 AND (storage IS NULL
+                    OR coalesce(json_extract(storage, '$.finished_at_ms'), 0) <= ?3)",
+                params![json, rowid, st.finished_at_ms],
+            )?;
+        }
         // decode() refuses envelopes without a body.
         None => {}
     }
