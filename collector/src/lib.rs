@@ -7,6 +7,7 @@ pub mod footprint;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod storage;
 pub mod store;
 
 use config::CollectorConfig;

@@ -29,6 +29,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/{id}", get(agent))
         .route("/api/v1/agents/{id}/samples", get(samples))
         .route("/api/v1/footprint", get(footprint_api::footprint))
+        .route("/api/v1/agents/{id}/storage", get(agent_storage))
+        .route("/api/v1/storage", get(fleet_storage))
         .fallback(not_found)
         .with_state(state)
 }
@@ -124,6 +126,54 @@ async fn samples(
         Some(rows) => Ok(Json(rows)),
         None => Err(unknown_agent(&id)),
     }
+}
+
+/// The latest storage scan summary of one agent.
+async fn agent_storage(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reader = s.reader.clone();
+    let key = id.clone();
+    match blocking(move || reader.storage(&key)).await? {
+        Some(Some(v)) => Ok(Json(v)),
+        Some(None) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "agent {id:?} has not sent a storage summary yet; its scans are set in the agent's [storage] config"
+            ),
+        )),
+        None => Err(unknown_agent(&id)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageQuery {
+    /// Only hosts of this group label.
+    group: Option<String>,
+    /// How many redundant contents to list (default 50, at most 1000).
+    top: Option<usize>,
+}
+
+/// The fleet's storage: categories, age, groups, content on several hosts.
+async fn fleet_storage(
+    State(s): State<AppState>,
+    q: Result<Query<StorageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::storage::FleetStorage>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{}; use ?group=<label>&top=<1..1000>", e.body_text()),
+        )
+    })?;
+    let reader = s.reader.clone();
+    let group = q.group.clone();
+    let hosts = blocking(move || reader.storage_fleet(group.as_deref())).await?;
+    Ok(Json(crate::storage::fleet(
+        &hosts,
+        q.top.unwrap_or(50).clamp(1, 1000),
+    )))
 }
 
 fn unknown_agent(id: &str) -> ApiError {

@@ -184,6 +184,57 @@ impl Reader {
 }
 
 impl Reader {
+    /// The latest storage summary of one agent: `None` if the agent is
+    /// unknown, `Some(None)` if it has not sent one yet.
+    pub fn storage(&self, id: &str) -> Result<Option<Option<serde_json::Value>>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT storage FROM agents WHERE agent_id = ?1",
+                [id],
+                |r| {
+                    let s: Option<String> = r.get(0)?;
+                    Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Every agent's latest storage summary, with its group.
+    pub fn storage_fleet(
+        &self,
+        group: Option<&str>,
+    ) -> Result<Vec<crate::storage::HostStorage>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT agent_id, coalesce(json_extract(inventory, '$.group'), ''), storage
+                 FROM agents WHERE storage IS NOT NULL ORDER BY agent_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (agent_id, g, json) = row?;
+                if group.is_some_and(|want| want != g) {
+                    continue;
+                }
+                if let Ok(summary) = serde_json::from_str(&json) {
+                    out.push(crate::storage::HostStorage {
+                        agent_id,
+                        group: g,
+                        summary,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Hosts and their hourly energy over `[from_ms, to_ms)`, for the
     /// footprint. `host` and `group` narrow the hosts.
     pub fn footprint_inputs(

@@ -574,6 +574,43 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_storage_summary_wins_whatever_the_arrival_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(dir.path());
+        let summary = |seq: u64, finished: i64, files: u64| Event::Envelope {
+            env: Envelope {
+                agent_id: "a".into(),
+                seq,
+                version: 1,
+                body: Some(Body::Storage(sobre_proto::v1::StorageSummary {
+                    finished_at_ms: finished,
+                    files,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            reply: Reply::Mqtt,
+            received_ms: 1,
+        };
+        // The newer scan arrives first (e.g. replayed from a spool).
+        w.commit(&[summary(2, 2_000, 20)]).expect("commit");
+        w.commit(&[summary(1, 1_000, 10)]).expect("commit");
+        let r = crate::store::Reader::new(crate::store::open_reader(dir.path()).expect("reader"));
+        let latest = r
+            .storage("a")
+            .expect("query")
+            .expect("agent")
+            .expect("summary");
+        assert_eq!(latest["files"], 20);
+        let n: i64 = w
+            .conn
+            .query_row("SELECT count(*) FROM storage_summaries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 2, "every summary is kept");
+        assert_eq!(r.storage_fleet(None).expect("fleet").len(), 1);
+    }
+
+    #[test]
     fn presence_marks_online_and_offline() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = writer(dir.path());
