@@ -116,6 +116,15 @@ pub fn check(env: Envelope, sender: Option<&str>, limits: &Limits) -> Result<Env
         Some(Body::Inventory(inv)) => check_inventory(inv, limits)?,
         Some(Body::Usage(_)) => {}
         Some(Body::Storage(st)) => check_storage(st, limits)?,
+        Some(Body::NudgeReceipt(r)) => {
+            if r.nudge_id.len() > 64 || r.how.len() > 16 {
+                return Err(Reject::FieldTooLong {
+                    field: "nudge_receipt",
+                    len: r.nudge_id.len().max(r.how.len()),
+                    max: 64,
+                });
+            }
+        }
     }
     Ok(env)
 }

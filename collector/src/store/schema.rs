@@ -75,6 +75,50 @@ const MIGRATIONS: &[&str] = &[
         received_ms  INTEGER NOT NULL,
         summary      TEXT NOT NULL
     );",
+    // 4: the hourly roll-up also keeps what detectors need (CPU, network,
+    // activity, memory); findings with their lifecycle; nudges with their
+    // delivery state; per-host opt-outs.
+    "ALTER TABLE energy_hourly ADD COLUMN cpu_weighted REAL NOT NULL DEFAULT 0;
+    ALTER TABLE energy_hourly ADD COLUMN cpu_max REAL NOT NULL DEFAULT 0;
+    ALTER TABLE energy_hourly ADD COLUMN net_bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE energy_hourly ADD COLUMN active_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE energy_hourly ADD COLUMN mem_used_max INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE energy_hourly ADD COLUMN usage_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE findings (
+        id               TEXT PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        agent_id         TEXT,
+        subject          TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        first_seen_ms    INTEGER NOT NULL,
+        last_seen_ms     INTEGER NOT NULL,
+        resolved_ms      INTEGER,
+        snoozed_until_ms INTEGER,
+        saving_kwh_year  REAL,
+        saving_kg_year   REAL,
+        saving_bytes     INTEGER,
+        evidence         TEXT NOT NULL
+    );
+    CREATE TABLE nudges (
+        id           TEXT PRIMARY KEY,
+        agent_id     TEXT NOT NULL,
+        finding_id   TEXT,
+        kind         TEXT NOT NULL,
+        lang         TEXT NOT NULL,
+        title        TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        sent_ms      INTEGER,
+        delivered_ms INTEGER,
+        how          TEXT
+    );
+    CREATE INDEX nudges_by_agent ON nudges(agent_id, created_ms);
+    CREATE TABLE nudge_optout (
+        agent_id TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        PRIMARY KEY (agent_id, kind)
+    ) WITHOUT ROWID;",
 ];
 
 /// Schema version this build writes.

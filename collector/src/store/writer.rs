@@ -301,6 +301,14 @@ fn store_envelope(
                 params![json, rowid, st.finished_at_ms],
             )?;
         }
+        Some(Body::NudgeReceipt(r)) => {
+            // Only the agent a nudge was for can mark it delivered.
+            tx.execute(
+                "UPDATE nudges SET delivered_ms = coalesce(delivered_ms, ?1), how = coalesce(how, ?2)
+                 WHERE id = ?3 AND agent_id = ?4",
+                params![r.at_ms, r.how, r.nudge_id, env.agent_id],
+            )?;
+        }
         // decode() refuses envelopes without a body.
         None => {}
     }
@@ -326,8 +334,18 @@ const HOUR_MS: i64 = 3_600_000;
 struct HourTotals {
     energy_j: f64,
     measured_j: f64,
+    /// Time covered by samples with power.
     covered_ms: i64,
     samples: i64,
+    /// Σ cpu_percent × ms: the hour's mean CPU is cpu_weighted ÷ usage_ms.
+    cpu_weighted: f64,
+    cpu_max: f64,
+    net_bytes: i64,
+    /// Time a person was active.
+    active_ms: i64,
+    mem_used_max: i64,
+    /// Time covered by usage samples.
+    usage_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -337,10 +355,10 @@ impl Rollup {
     /// Spreads a sample's energy over the hours its interval
     /// `[sent − interval, sent]` covers, in proportion to the time in each.
     fn add(&mut self, agent: i64, sent_ms: i64, u: &sobre_proto::v1::UsageReport) {
-        if u.power_source() == PowerSource::Unspecified {
-            return;
-        }
+        let has_power = u.power_source() != PowerSource::Unspecified;
         let measured = matches!(u.power_source(), PowerSource::Rapl | PowerSource::Battery);
+        let mem_used = u.mem_total_bytes.saturating_sub(u.mem_available_bytes) as i64;
+        let net = (u.net_rx_bytes + u.net_tx_bytes) as f64;
         let len = i64::from(u.interval_ms);
         let start = sent_ms - len;
         let mut t = start;
@@ -352,13 +370,24 @@ impl Rollup {
             } else {
                 1.0
             };
-            let e = u.energy_j * share;
+            let ms = end - t;
             let h = self.0.entry((hour, agent)).or_default();
-            h.energy_j += e;
-            if measured {
-                h.measured_j += e;
+            if has_power {
+                let e = u.energy_j * share;
+                h.energy_j += e;
+                if measured {
+                    h.measured_j += e;
+                }
+                h.covered_ms += ms;
             }
-            h.covered_ms += end - t;
+            h.usage_ms += ms;
+            h.cpu_weighted += f64::from(u.cpu_percent) * ms as f64;
+            h.cpu_max = h.cpu_max.max(f64::from(u.cpu_percent));
+            h.net_bytes += (net * share).round() as i64;
+            if u.user_active {
+                h.active_ms += ms;
+            }
+            h.mem_used_max = h.mem_used_max.max(mem_used);
             // A sample counts in the hour where it ends.
             if end == sent_ms {
                 h.samples += 1;
@@ -372,13 +401,20 @@ impl Rollup {
 
     fn write(&self, tx: &Transaction) -> Result<(), rusqlite::Error> {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO energy_hourly (hour_ms, agent, energy_j, measured_j, covered_ms, samples)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO energy_hourly (hour_ms, agent, energy_j, measured_j, covered_ms, samples,
+                cpu_weighted, cpu_max, net_bytes, active_ms, mem_used_max, usage_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (hour_ms, agent) DO UPDATE SET
                 energy_j = energy_j + excluded.energy_j,
                 measured_j = measured_j + excluded.measured_j,
                 covered_ms = covered_ms + excluded.covered_ms,
-                samples = samples + excluded.samples",
+                samples = samples + excluded.samples,
+                cpu_weighted = cpu_weighted + excluded.cpu_weighted,
+                cpu_max = max(cpu_max, excluded.cpu_max),
+                net_bytes = net_bytes + excluded.net_bytes,
+                active_ms = active_ms + excluded.active_ms,
+                mem_used_max = max(mem_used_max, excluded.mem_used_max),
+                usage_ms = usage_ms + excluded.usage_ms",
         )?;
         for ((hour, agent), h) in &self.0 {
             stmt.execute(params![
@@ -387,7 +423,13 @@ impl Rollup {
                 h.energy_j,
                 h.measured_j,
                 h.covered_ms,
-                h.samples
+                h.samples,
+                h.cpu_weighted,
+                h.cpu_max,
+                h.net_bytes,
+                h.active_ms,
+                h.mem_used_max,
+                h.usage_ms
             ])?;
         }
         Ok(())
@@ -543,7 +585,10 @@ mod tests {
         assert!((h0.energy_j - 60.0).abs() < 1e-9 && h0.covered_ms == 6_000 && h0.samples == 0);
         assert!((h1.energy_j - 90.0).abs() < 1e-9, "{h1:?}");
         assert!((h1.measured_j - 50.0).abs() < 1e-9);
-        assert_eq!((h1.covered_ms, h1.samples), (14_000, 2));
+        assert_eq!(
+            (h1.covered_ms, h1.samples, h1.usage_ms),
+            (14_000, 3, 24_000)
+        );
     }
 
     #[test]
