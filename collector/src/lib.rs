@@ -3,6 +3,7 @@
 //! commit, and serves them over HTTP.
 
 pub mod config;
+pub mod detect;
 pub mod footprint;
 pub mod http;
 pub mod ingest;
