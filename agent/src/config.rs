@@ -27,6 +27,8 @@ pub struct AgentConfig {
     /// Coefficients of the power model, used when nothing is measured
     /// (sources in METHODOLOGY.md).
     pub power: crate::probe::ModelCoefficients,
+    /// The storage scan (duplicates and bloat): see [`StorageConfig`].
+    pub storage: StorageConfig,
 }
 
 impl Default for AgentConfig {
@@ -41,6 +43,7 @@ impl Default for AgentConfig {
             transport: TransportConfig::default(),
             spool: SpoolSettings::default(),
             power: crate::probe::ModelCoefficients::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -112,6 +115,150 @@ impl Default for SpoolSettings {
     }
 }
 
+// ---- [storage]: the storage scan (agent/src/scan) ----
+
+/// What the storage scan looks at, how hard it works and what leaves the
+/// machine. Only aggregates are sent unless `send_paths` opts in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Scan on the agent's schedule (`sobre-agent scan` works either way).
+    pub enabled: bool,
+    /// Time between two scheduled scans: 24 h.
+    pub interval_ms: u64,
+    /// Folders to scan. Empty: the users' home folders (as root, those of
+    /// /etc/passwd's users with uid 1000-59999; otherwise $HOME).
+    pub roots: Vec<PathBuf>,
+    /// Left out: a name pattern (`*` and `?`, e.g. "node_modules") or an
+    /// absolute path (starting with /).
+    pub exclude: Vec<String>,
+    /// Follow symbolic links (loops are detected). Off: links are counted,
+    /// broken ones reported, never followed.
+    pub follow_symlinks: bool,
+    /// Stay on each root's filesystem (no network mounts under a home).
+    pub one_file_system: bool,
+    /// Readers per device, and walkers. 4 was fastest on the benchmark VM
+    /// (virtio disk, 2 cores): see BENCHMARKS.md.
+    pub threads: usize,
+    /// The local index (paths, sizes, hashes), kept on this machine only.
+    pub index_dir: PathBuf,
+    /// Scheduled scans run gently: one reader per device, paced to
+    /// `cpu_budget_percent` of one core.
+    pub background: bool,
+    pub cpu_budget_percent: f64,
+    /// "cold": not modified for this many years.
+    pub cold_years: u32,
+    /// "old_downloads": in a downloads folder, not modified for this many
+    /// days.
+    pub old_download_days: u32,
+    pub download_dirs: Vec<String>,
+    /// "large": at least this many bytes (100 MiB).
+    pub large_min_bytes: u64,
+    /// "temp": file names matching one of these, or anything below a
+    /// folder named like one of `cache_dirs`.
+    pub temp_patterns: Vec<String>,
+    pub cache_dirs: Vec<String>,
+    /// 64 hex characters shared by the fleet: with it, large files are
+    /// sent as keyed BLAKE3 fingerprints (to find the same content on
+    /// several hosts). Without it, no fingerprint is sent.
+    pub fingerprint_key: Option<String>,
+    /// Files fingerprinted: at least this large (100 MiB), at most
+    /// `max_fingerprints` of them, largest first.
+    pub fingerprint_min_bytes: u64,
+    pub max_fingerprints: usize,
+    /// Send the paths of the largest files of each category (e.g. for
+    /// shared drives), at most `max_paths`. Off: no name leaves the host.
+    pub send_paths: bool,
+    pub max_paths: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            enabled: true,
+            interval_ms: 24 * 3_600_000,
+            roots: Vec::new(),
+            exclude: Vec::new(),
+            follow_symlinks: false,
+            one_file_system: true,
+            threads: 4,
+            index_dir: PathBuf::from("/var/lib/sobre-agent/index"),
+            background: true,
+            cpu_budget_percent: 5.0,
+            cold_years: 3,
+            old_download_days: 90,
+            download_dirs: vec!["Downloads".into(), "Téléchargements".into()],
+            large_min_bytes: 100 * 1024 * 1024,
+            temp_patterns: [
+                "~$*",
+                "*.tmp",
+                "*.temp",
+                "*.bak",
+                "*~",
+                ".~lock.*#",
+                "Thumbs.db",
+                ".DS_Store",
+            ]
+            .map(String::from)
+            .to_vec(),
+            cache_dirs: [".cache", ".thumbnails", "__pycache__"]
+                .map(String::from)
+                .to_vec(),
+            fingerprint_key: None,
+            fingerprint_min_bytes: 100 * 1024 * 1024,
+            max_fingerprints: 1000,
+            send_paths: false,
+            max_paths: 200,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The collector accepts at most 2,000 fingerprints or paths per
+    /// summary, in a 64 KiB envelope.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.cpu_budget_percent > 0.0 && self.cpu_budget_percent <= 100.0) {
+            return Err("storage.cpu_budget_percent must be in (0, 100]".into());
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err("storage.threads must be 1 to 64".into());
+        }
+        if let Some(k) = &self.fingerprint_key
+            && (k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err("storage.fingerprint_key must be 64 hexadecimal characters".into());
+        }
+        if self.max_fingerprints > 2000 {
+            return Err("storage.max_fingerprints must be at most 2000".into());
+        }
+        if self.max_paths > 500 {
+            return Err("storage.max_paths must be at most 500 (the envelope is 64 KiB)".into());
+        }
+        if let Some(r) = self.roots.iter().find(|r| !r.is_absolute()) {
+            return Err(format!(
+                "storage.roots: {} is not an absolute path",
+                r.display()
+            ));
+        }
+        if self
+            .exclude
+            .iter()
+            .chain(&self.temp_patterns)
+            .any(String::is_empty)
+        {
+            return Err(
+                "storage.exclude and storage.temp_patterns may not hold empty patterns".into(),
+            );
+        }
+        if self.interval_ms < 60_000 {
+            return Err("storage.interval_ms must be at least 60000".into());
+        }
+        Ok(())
+    }
+}
+
+// ---- end [storage] ----
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -173,6 +320,7 @@ impl AgentConfig {
         if self.interval_ms < 10 {
             return Err("interval_ms must be at least 10".into());
         }
+        self.storage.validate()?;
         let t = &self.transport;
         if t.max_inflight == 0 {
             return Err("transport.max_inflight must be at least 1".into());
@@ -331,6 +479,33 @@ mod tests {
             AgentConfig::parse("[power]\nmemory_w_per_gb = 0.284\n").expect("partial override");
         assert_eq!(cfg.power.memory_w_per_gb, 0.284);
         assert_eq!(cfg.power.ssd_w_per_tb, 1.2, "the rest keeps its defaults");
+    }
+
+    #[test]
+    fn storage_section_is_checked() {
+        let cfg = AgentConfig::parse("[storage]\nroots = [\"/srv/partage\"]\nsend_paths = true\n")
+            .expect("partial override");
+        assert_eq!(cfg.storage.roots, [PathBuf::from("/srv/partage")]);
+        assert_eq!(cfg.storage.cold_years, 3, "the rest keeps its defaults");
+        let err = AgentConfig::parse("[storage]\nfollow_links = true\n").expect_err("unknown");
+        assert!(err.contains("follow_links"), "{err}");
+        for (text, needle) in [
+            ("[storage]\nfingerprint_key = \"abc\"\n", "fingerprint_key"),
+            (
+                "[storage]\ncpu_budget_percent = 0.0\n",
+                "cpu_budget_percent",
+            ),
+            ("[storage]\nthreads = 0\n", "threads"),
+            ("[storage]\nroots = [\"relative\"]\n", "absolute"),
+            ("[storage]\nmax_fingerprints = 5000\n", "max_fingerprints"),
+        ] {
+            let cfg = AgentConfig::parse(text).expect(text);
+            assert!(cfg.validate().expect_err(text).contains(needle), "{text}");
+        }
+        let key = "0f".repeat(32);
+        let cfg =
+            AgentConfig::parse(&format!("[storage]\nfingerprint_key = \"{key}\"\n")).expect("key");
+        cfg.validate().expect("a valid key");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod probe;
 pub mod runtime;
+pub mod scan;
 pub mod spool;
 pub mod transport;
 

@@ -34,6 +34,9 @@ struct Cli {
 enum Command {
     /// Run the agent (the default).
     Run,
+    /// Find duplicates and bloat: a summary, biggest wins first (nothing
+    /// is sent). The index it keeps lets `cleanup` act and rescans go fast.
+    Scan(sobre_agent::scan::cli::ScanArgs),
     /// Take an inventory and one usage sample over 1 s, print them as
     /// JSON, send nothing.
     Once,
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::Once => once(&cfg),
+        Command::Scan(args) => sobre_agent::scan::cli::run(&cfg, args, cli.config.is_some()),
         Command::Cost { samples } => cost(&cfg, samples.max(1)),
         Command::Run => {
             // One thread: the agent is idle nearly all the time.

@@ -1,0 +1,505 @@
+//! Parallel, iterative walk of the roots: one record per regular file (hard
+//! links by (dev, inode) kept once), empty directories and broken links;
+//! errors counted, never fatal; names kept as raw bytes.
+
+use super::pace::Pacer;
+use super::rules::Rules;
+use super::{Counters, Issue, IssueKind, run_workers};
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, Metadata};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Most issues kept with their path (all are counted).
+pub const MAX_ISSUES: usize = 200;
+
+/// A regular file as found by the walk.
+#[derive(Debug, Clone)]
+pub(crate) struct FileRec {
+    /// Index into [`Walked::dirs`].
+    pub dir: u32,
+    pub name: Box<OsStr>,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// More than one name (hard links): checked against the others.
+    pub multi_link: bool,
+    /// Flags inherited from the directories above it.
+    pub dir_flags: u8,
+}
+
+/// An empty directory (`name` None: the directory `dir` itself) or a
+/// broken link (`name` in `dir`).
+#[derive(Debug, Clone)]
+pub(crate) struct OtherRec {
+    pub dir: u32,
+    pub name: Option<Box<OsStr>>,
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+}
+
+/// Counts of what the walk saw besides regular files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WalkStats {
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// FIFOs, sockets, devices: skipped.
+    pub special: u64,
+    /// Directories on another filesystem, skipped (`one_file_system`).
+    pub other_fs: u64,
+    pub excluded: u64,
+    /// Extra names of files already counted (hard links).
+    pub hard_link_names: u64,
+    /// Entries that could not be read (permissions, I/O errors).
+    pub unreadable: u64,
+    /// Entries gone between being listed and being read.
+    pub vanished: u64,
+}
+
+impl WalkStats {
+    fn add(&mut self, o: &WalkStats) {
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.special += o.special;
+        self.other_fs += o.other_fs;
+        self.excluded += o.excluded;
+        self.hard_link_names += o.hard_link_names;
+        self.unreadable += o.unreadable;
+        self.vanished += o.vanished;
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    pub dirs: Vec<PathBuf>,
+    pub files: Vec<FileRec>,
+    pub empty_dirs: Vec<OtherRec>,
+    pub broken_links: Vec<OtherRec>,
+    pub stats: WalkStats,
+    pub issues: Vec<Issue>,
+}
+
+impl Walked {
+    pub fn path(&self, f: &FileRec) -> PathBuf {
+        self.dirs[f.dir as usize].join(&*f.name)
+    }
+
+    pub fn other_path(&self, o: &OtherRec) -> PathBuf {
+        let d = &self.dirs[o.dir as usize];
+        match &o.name {
+            Some(n) => d.join(&**n),
+            None => d.clone(),
+        }
+    }
+}
+
+pub(crate) struct WalkOptions<'a> {
+    pub rules: &'a Rules,
+    pub follow_symlinks: bool,
+    pub one_file_system: bool,
+    pub threads: usize,
+    /// CPU budget per worker (fraction of a core), background mode only.
+    pub budget: Option<f64>,
+    pub poll: Duration,
+}
+
+struct Job {
+    id: u32,
+    path: PathBuf,
+    dev: u64,
+    mtime_ns: i64,
+    ino: u64,
+    flags: u8,
+}
+
+#[derive(Default)]
+struct QState {
+    jobs: Vec<Job>,
+    busy: usize,
+    done: bool,
+}
+
+struct Shared<'a> {
+    q: Mutex<QState>,
+    cv: Condvar,
+    next_id: AtomicU32,
+    visited: Mutex<HashSet<(u64, u64)>>,
+    opts: &'a WalkOptions<'a>,
+    counters: &'a Counters,
+    cancel: &'a AtomicBool,
+}
+
+/// What one worker found.
+#[derive(Default)]
+struct Local {
+    dirs: Vec<(u32, PathBuf)>,
+    out: Walked,
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> MutexGuard<'_, QState> {
+        self.q.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next directory to read, or None when there is none and no
+    /// worker can add one (or the scan is cancelled).
+    fn next(&self) -> Option<Job> {
+        let mut q = self.lock();
+        loop {
+            if q.done || self.cancel.load(Relaxed) {
+                q.done = true;
+                self.cv.notify_all();
+                return None;
+            }
+            if let Some(j) = q.jobs.pop() {
+                q.busy += 1;
+                return Some(j);
+            }
+            if q.busy == 0 {
+                q.done = true;
+                self.cv.notify_all();
+                return None;
+            }
+            q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn finish(&self, new: Vec<Job>) {
+        let mut q = self.lock();
+        q.busy -= 1;
+        let n = new.len();
+        q.jobs.extend(new);
+        if n > 1 || q.busy == 0 {
+            self.cv.notify_all();
+        } else if n == 1 {
+            self.cv.notify_one();
+        }
+    }
+}
+
+/// Walks `roots`. Never fails: what cannot be read is counted in
+/// [`WalkStats`] and listed (up to [`MAX_ISSUES`]) in `issues`.
+pub(crate) fn walk(
+    roots: &[PathBuf],
+    opts: &WalkOptions<'_>,
+    counters: &Counters,
+    cancel: &AtomicBool,
+    poll: &mut dyn FnMut(),
+) -> io::Result<Walked> {
+    let shared = Shared {
+        q: Mutex::new(QState::default()),
+        cv: Condvar::new(),
+        next_id: AtomicU32::new(0),
+        visited: Mutex::new(HashSet::new()),
+        opts,
+        counters,
+        cancel,
+    };
+    let mut seed = Local::default();
+    for root in roots {
+        seed_root(&shared, root, &mut seed);
+    }
+    let threads = opts.threads.max(1);
+    let budget = opts.budget.map(|b| b / threads as f64);
+    let locals = run_workers(
+        threads,
+        |_| {
+            let mut local = Local::default();
+            let mut pacer = Pacer::new(budget);
+            while let Some(job) = shared.next() {
+                let new = read_dir(&shared, &job, &mut local, &mut pacer);
+                shared.finish(new);
+            }
+            local
+        },
+        opts.poll,
+        poll,
+    )?;
+    let n_dirs = shared.next_id.load(Relaxed) as usize;
+    Ok(merge(seed, locals, n_dirs, opts.follow_symlinks))
+}
+
+fn seed_root(shared: &Shared<'_>, root: &Path, local: &mut Local) {
+    let md = match fs::metadata(root) {
+        Ok(md) => md,
+        Err(e) => return issue(&mut local.out, root, &e),
+    };
+    let flags = root
+        .ancestors()
+        .filter_map(|a| a.file_name().map(|n| shared.opts.rules.dir_flags(n, a)))
+        .fold(0, |acc, f| acc | f);
+    if md.is_dir() {
+        if shared.opts.follow_symlinks && !mark_visited(shared, &md) {
+            return;
+        }
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        local.dirs.push((id, root.to_owned()));
+        local.out.stats.dirs += 1;
+        let mut q = shared.lock();
+        q.jobs.push(Job {
+            id,
+            path: root.to_owned(),
+            dev: md.dev(),
+            ino: md.ino(),
+            mtime_ns: mtime_ns(&md),
+            flags,
+        });
+    } else if md.is_file() {
+        // A file given as a root: its directory becomes a record of its own.
+        let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+            return;
+        };
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        local.dirs.push((id, parent.to_owned()));
+        add_file(shared, &mut local.out, id, name, &md, flags);
+    } else {
+        local.out.stats.special += 1;
+    }
+}
+
+fn mark_visited(shared: &Shared<'_>, md: &Metadata) -> bool {
+    let mut v = shared.visited.lock().unwrap_or_else(|p| p.into_inner());
+    v.insert((md.dev(), md.ino()))
+}
+
+pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
+fn add_file(
+    shared: &Shared<'_>,
+    out: &mut Walked,
+    dir: u32,
+    name: &OsStr,
+    md: &Metadata,
+    flags: u8,
+) {
+    shared.counters.files.fetch_add(1, Relaxed);
+    shared.counters.bytes.fetch_add(md.len(), Relaxed);
+    out.files.push(FileRec {
+        dir,
+        name: name.into(),
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.len(),
+        mtime_ns: mtime_ns(md),
+        multi_link: md.nlink() > 1,
+        dir_flags: flags,
+    });
+}
+
+pub(crate) fn issue(out: &mut Walked, path: &Path, e: &io::Error) {
+    let kind = if e.kind() == ErrorKind::NotFound {
+        out.stats.vanished += 1;
+        IssueKind::Vanished
+    } else {
+        out.stats.unreadable += 1;
+        IssueKind::Unreadable
+    };
+    tracing::debug!(path = %path.display(), error = %e, "scan: cannot read entry");
+    if out.issues.len() < MAX_ISSUES {
+        out.issues.push(Issue {
+            path: path.to_owned(),
+            kind,
+            error: e.to_string(),
+        });
+    }
+}
+
+/// Reads one directory; returns the subdirectories to read next.
+fn read_dir(shared: &Shared<'_>, job: &Job, local: &mut Local, pacer: &mut Pacer) -> Vec<Job> {
+    let opts = shared.opts;
+    let mut new = Vec::new();
+    let rd = match fs::read_dir(&job.path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            issue(&mut local.out, &job.path, &e);
+            return new;
+        }
+    };
+    shared.counters.dirs.fetch_add(1, Relaxed);
+    let mut entries = 0u64;
+    for ent in rd {
+        pacer.tick(shared.cancel);
+        let ent = match ent {
+            Ok(ent) => ent,
+            Err(e) => {
+                issue(&mut local.out, &job.path, &e);
+                continue;
+            }
+        };
+        entries += 1;
+        let name = ent.file_name();
+        // Paths are built only where needed: exclusion by path, subdirs,
+        // symlinks and errors.
+        let needs_path = !opts.rules.exclude_paths.is_empty();
+        let path_now = needs_path.then(|| job.path.join(&name));
+        if opts
+            .rules
+            .excluded(&name, path_now.as_deref().unwrap_or(Path::new("")))
+        {
+            local.out.stats.excluded += 1;
+            continue;
+        }
+        let ft = match ent.file_type() {
+            Ok(ft) => ft,
+            Err(e) => {
+                issue(&mut local.out, &job.path.join(&name), &e);
+                continue;
+            }
+        };
+        if ft.is_file() {
+            match ent.metadata() {
+                Ok(md) => add_file(shared, &mut local.out, job.id, &name, &md, job.flags),
+                Err(e) => issue(&mut local.out, &job.path.join(&name), &e),
+            }
+        } else if ft.is_dir() {
+            let path = path_now.unwrap_or_else(|| job.path.join(&name));
+            match ent.metadata() {
+                Ok(md) => push_dir(shared, local, &mut new, job, path, &name, &md),
+                Err(e) => issue(&mut local.out, &path, &e),
+            }
+        } else if ft.is_symlink() {
+            local.out.stats.symlinks += 1;
+            let path = path_now.unwrap_or_else(|| job.path.join(&name));
+            symlink(shared, local, &mut new, job, path, &name);
+        } else {
+            local.out.stats.special += 1;
+        }
+    }
+    if entries == 0 {
+        local.out.empty_dirs.push(OtherRec {
+            dir: job.id,
+            name: None,
+            dev: job.dev,
+            ino: job.ino,
+            mtime_ns: job.mtime_ns,
+        });
+    }
+    new
+}
+
+fn push_dir(
+    shared: &Shared<'_>,
+    local: &mut Local,
+    new: &mut Vec<Job>,
+    parent: &Job,
+    path: PathBuf,
+    name: &OsStr,
+    md: &Metadata,
+) {
+    let opts = shared.opts;
+    if opts.one_file_system && md.dev() != parent.dev {
+        local.out.stats.other_fs += 1;
+        return;
+    }
+    if opts.follow_symlinks && !mark_visited(shared, md) {
+        return;
+    }
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let flags = parent.flags | opts.rules.dir_flags(name, &path);
+    local.dirs.push((id, path.clone()));
+    local.out.stats.dirs += 1;
+    new.push(Job {
+        id,
+        path,
+        dev: md.dev(),
+        ino: md.ino(),
+        mtime_ns: mtime_ns(md),
+        flags,
+    });
+}
+
+fn symlink(
+    shared: &Shared<'_>,
+    local: &mut Local,
+    new: &mut Vec<Job>,
+    job: &Job,
+    path: PathBuf,
+    name: &OsStr,
+) {
+    match fs::metadata(&path) {
+        Ok(md) if shared.opts.follow_symlinks => {
+            if md.is_dir() {
+                push_dir(shared, local, new, job, path, name, &md);
+            } else if md.is_file() {
+                add_file(shared, &mut local.out, job.id, name, &md, job.flags);
+            }
+        }
+        Ok(_) => {}
+        // Dangling, a loop, or a component that is not a directory.
+        Err(e)
+            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+                || e.raw_os_error() == Some(40) =>
+        {
+            match fs::symlink_metadata(&path) {
+                Ok(md) => local.out.broken_links.push(OtherRec {
+                    dir: job.id,
+                    name: Some(name.into()),
+                    dev: md.dev(),
+                    ino: md.ino(),
+                    mtime_ns: mtime_ns(&md),
+                }),
+                Err(e) => issue(&mut local.out, &path, &e),
+            }
+        }
+        Err(e) => issue(&mut local.out, &path, &e),
+    }
+}
+
+/// Puts the workers' finds together in a deterministic order (directories
+/// by path, files by directory then name) and keeps one name per inode.
+fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked {
+    let mut dirs_by_id: Vec<PathBuf> = vec![PathBuf::new(); n_dirs];
+    let mut out = Walked::default();
+    for mut l in std::iter::once(seed).chain(locals) {
+        for (id, p) in l.dirs.drain(..) {
+            dirs_by_id[id as usize] = p;
+        }
+        out.files.append(&mut l.out.files);
+        out.empty_dirs.append(&mut l.out.empty_dirs);
+        out.broken_links.append(&mut l.out.broken_links);
+        out.stats.add(&l.out.stats);
+        let room = MAX_ISSUES.saturating_sub(out.issues.len());
+        out.issues.extend(l.out.issues.into_iter().take(room));
+    }
+    // Directories sorted by path; ids remapped.
+    let mut order: Vec<u32> = (0..n_dirs as u32).collect();
+    order.sort_unstable_by(|&a, &b| dirs_by_id[a as usize].cmp(&dirs_by_id[b as usize]));
+    let mut remap = vec![0u32; n_dirs];
+    for (new_id, &old) in order.iter().enumerate() {
+        remap[old as usize] = new_id as u32;
+    }
+    out.dirs = order
+        .iter()
+        .map(|&old| std::mem::take(&mut dirs_by_id[old as usize]))
+        .collect();
+    for f in &mut out.files {
+        f.dir = remap[f.dir as usize];
+    }
+    for o in out.empty_dirs.iter_mut().chain(out.broken_links.iter_mut()) {
+        o.dir = remap[o.dir as usize];
+    }
+    out.files
+        .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));
+    out.empty_dirs.sort_unstable_by_key(|o| o.dir);
+    out.broken_links
+        .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));
+    // One record per physical file: the first name in path order wins.
+    // Without following links only files with several names can repeat.
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let before = out.files.len();
+    out.files
+        .retain(|f| !(f.multi_link || follow) || seen.insert((f.dev, f.ino)));
+    out.stats.hard_link_names += (before - out.files.len()) as u64;
+    out
+}
