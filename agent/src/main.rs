@@ -37,6 +37,9 @@ enum Command {
     /// Find duplicates and bloat: a summary, biggest wins first (nothing
     /// is sent). The index it keeps lets `cleanup` act and rescans go fast.
     Scan(sobre_agent::scan::cli::ScanArgs),
+    /// Review what the last scan found and move the chosen duplicates and
+    /// bloat to the trash (never a hard delete); --undo puts them back.
+    Cleanup(sobre_agent::cleanup::cli::CleanupArgs),
     /// Take an inventory and one usage sample over 1 s, print them as
     /// JSON, send nothing.
     Once,
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::Once => once(&cfg),
+        Command::Cleanup(args) => sobre_agent::cleanup::cli::run(&cfg, args, cli.config.is_some()),
         Command::Scan(args) => sobre_agent::scan::cli::run(&cfg, args, cli.config.is_some()),
         Command::Cost { samples } => cost(&cfg, samples.max(1)),
         Command::Run => {

@@ -30,7 +30,7 @@ pub mod rules;
 mod walk;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use hash::{BLOCK, Hash, fingerprint};
 pub use index::{EntryKind, Index, IndexEntry, IndexError};
@@ -406,11 +406,11 @@ pub fn scan(
         .cloned()
         .collect();
     let t2 = Instant::now();
-    if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
-        if let Err(e) = save_index(dir, &roots, &walked, &dedup, &cats, r.complete) {
-            tracing::warn!(error = %e, "cannot save the storage index");
-            r.index_error = Some(e.to_string());
-        }
+    if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only)
+        && let Err(e) = save_index(dir, &roots, &walked, &dedup, &cats, r.complete)
+    {
+        tracing::warn!(error = %e, "cannot save the storage index");
+        r.index_error = Some(e.to_string());
     }
     r.index_ms = t2.elapsed().as_millis() as u64;
     r.finished_at_ms = ms(SystemTime::now());

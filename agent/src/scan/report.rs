@@ -297,7 +297,7 @@ fn fingerprints(
             copies,
         })
         .collect();
-    rows.sort_by(|a, b| (b.size, b.keyed_hash).cmp(&(a.size, a.keyed_hash)));
+    rows.sort_by_key(|r| Reverse((r.size, r.keyed_hash)));
     rows.truncate(max);
     rows
 }
