@@ -325,12 +325,12 @@ pub fn scan(
     let counters = Counters::default();
     let every = Duration::from_millis(if cfg.cpu_budget.is_some() { 1000 } else { 100 });
     let mut poll = || progress(counters.snapshot());
-    let cache = match &cfg.index_dir {
+    let (cache, old_roots) = match &cfg.index_dir {
         Some(dir) => index::load_cache(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
-            index::Cache::new()
+            (index::Cache::new(), vec![PathBuf::from("/")])
         }),
-        None => index::Cache::new(),
+        None => (index::Cache::new(), Vec::new()),
     };
     let mut rules = cfg.rules.clone();
     if let Some(dir) = &cfg.index_dir {
@@ -407,7 +407,7 @@ pub fn scan(
         .collect();
     let t2 = Instant::now();
     if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only)
-        && let Err(e) = save_index(dir, &roots, &walked, &dedup, &cats, r.complete)
+        && let Err(e) = save_index(dir, &roots, &old_roots, &walked, &dedup, &cats, r.complete)
     {
         tracing::warn!(error = %e, "cannot save the storage index");
         r.index_error = Some(e.to_string());
@@ -438,9 +438,11 @@ pub fn scan_summary(cfg: &ScanConfig, cancel: &AtomicBool) -> Result<StorageSumm
 
 /// Writes the new index: this scan's entries, then the old entries this
 /// scan did not cover (outside its roots, or not reached when cancelled).
+#[allow(clippy::too_many_arguments)]
 fn save_index(
     dir: &Path,
     roots: &[PathBuf],
+    old_roots: &[PathBuf],
     w: &walk::Walked,
     d: &group::Dedup,
     cats: &[rules::Cats],
@@ -496,6 +498,14 @@ fn save_index(
                 full: None,
             })?;
         }
+    }
+    // Nothing to carry over when this complete scan covered the old roots.
+    if complete
+        && old_roots
+            .iter()
+            .all(|o| roots.iter().any(|r| o.starts_with(r)))
+    {
+        return out.finish();
     }
     // Carried over only if the old index reads whole: a damaged one could
     // hand on wrong hashes under a fresh checksum.

@@ -155,8 +155,15 @@ impl Rules {
     /// Whether an entry is excluded: its name matches a name pattern, or
     /// its path is (under) an excluded absolute path.
     pub fn excluded(&self, name: &OsStr, path: &Path) -> bool {
+        self.excluded_name(name) || self.excluded_path(path)
+    }
+
+    pub fn excluded_name(&self, name: &OsStr) -> bool {
         matches_any(&self.exclude_names, name)
-            || self.exclude_paths.iter().any(|p| path.starts_with(p))
+    }
+
+    pub fn excluded_path(&self, path: &Path) -> bool {
+        self.exclude_paths.iter().any(|p| path.starts_with(p))
     }
 
     /// Categories of a regular file that do not need its content: every

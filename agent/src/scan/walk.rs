@@ -19,7 +19,7 @@ use std::time::Duration;
 pub const MAX_ISSUES: usize = 200;
 
 /// A regular file as found by the walk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct FileRec {
     /// Index into [`Walked::dirs`].
     pub dir: u32,
@@ -141,6 +141,9 @@ struct Shared<'a> {
 struct Local {
     dirs: Vec<(u32, PathBuf)>,
     out: Walked,
+    /// Each directory's files, sorted by name: (dir id, start, len) in
+    /// `out.files`, so the merge needs no global sort.
+    runs: Vec<(u32, usize, usize)>,
 }
 
 impl Shared<'_> {
@@ -258,7 +261,10 @@ fn seed_root(shared: &Shared<'_>, root: &Path, local: &mut Local) {
         };
         let id = shared.next_id.fetch_add(1, Relaxed);
         local.dirs.push((id, parent.to_owned()));
-        add_file(shared, &mut local.out, id, name, &md, flags);
+        add_file(&mut local.out, id, name.to_os_string(), &md, flags);
+        local.runs.push((id, local.out.files.len() - 1, 1));
+        shared.counters.files.fetch_add(1, Relaxed);
+        shared.counters.bytes.fetch_add(md.len(), Relaxed);
     } else {
         local.out.stats.special += 1;
     }
@@ -275,19 +281,10 @@ pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
         .saturating_add(md.mtime_nsec())
 }
 
-fn add_file(
-    shared: &Shared<'_>,
-    out: &mut Walked,
-    dir: u32,
-    name: &OsStr,
-    md: &Metadata,
-    flags: u8,
-) {
-    shared.counters.files.fetch_add(1, Relaxed);
-    shared.counters.bytes.fetch_add(md.len(), Relaxed);
+fn add_file(out: &mut Walked, dir: u32, name: std::ffi::OsString, md: &Metadata, flags: u8) {
     out.files.push(FileRec {
         dir,
-        name: name.into(),
+        name: name.into_boxed_os_str(),
         dev: md.dev(),
         ino: md.ino(),
         size: md.len(),
@@ -328,6 +325,15 @@ fn read_dir(shared: &Shared<'_>, job: &Job, local: &mut Local, pacer: &mut Pacer
     };
     shared.counters.dirs.fetch_add(1, Relaxed);
     let mut entries = 0u64;
+    let start = local.out.files.len();
+    // Files excluded by path: only those whose parent is this directory.
+    let here: Vec<&OsStr> = opts
+        .rules
+        .exclude_paths
+        .iter()
+        .filter(|p| p.parent() == Some(job.path.as_path()))
+        .filter_map(|p| p.file_name())
+        .collect();
     for ent in rd {
         pacer.tick(shared.cancel);
         let ent = match ent {
@@ -339,14 +345,7 @@ fn read_dir(shared: &Shared<'_>, job: &Job, local: &mut Local, pacer: &mut Pacer
         };
         entries += 1;
         let name = ent.file_name();
-        // Paths are built only where needed: exclusion by path, subdirs,
-        // symlinks and errors.
-        let needs_path = !opts.rules.exclude_paths.is_empty();
-        let path_now = needs_path.then(|| job.path.join(&name));
-        if opts
-            .rules
-            .excluded(&name, path_now.as_deref().unwrap_or(Path::new("")))
-        {
+        if opts.rules.excluded_name(&name) || here.contains(&name.as_os_str()) {
             local.out.stats.excluded += 1;
             continue;
         }
@@ -359,23 +358,35 @@ fn read_dir(shared: &Shared<'_>, job: &Job, local: &mut Local, pacer: &mut Pacer
         };
         if ft.is_file() {
             match ent.metadata() {
-                Ok(md) => add_file(shared, &mut local.out, job.id, &name, &md, job.flags),
+                Ok(md) => add_file(&mut local.out, job.id, name, &md, job.flags),
                 Err(e) => issue(&mut local.out, &job.path.join(&name), &e),
             }
         } else if ft.is_dir() {
-            let path = path_now.unwrap_or_else(|| job.path.join(&name));
+            let path = job.path.join(&name);
+            if opts.rules.excluded_path(&path) {
+                local.out.stats.excluded += 1;
+                continue;
+            }
             match ent.metadata() {
                 Ok(md) => push_dir(shared, local, &mut new, job, path, &name, &md),
                 Err(e) => issue(&mut local.out, &path, &e),
             }
         } else if ft.is_symlink() {
             local.out.stats.symlinks += 1;
-            let path = path_now.unwrap_or_else(|| job.path.join(&name));
+            let path = job.path.join(&name);
             symlink(shared, local, &mut new, job, path, &name);
         } else {
             local.out.stats.special += 1;
         }
     }
+    let files = &mut local.out.files[start..];
+    files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    shared.counters.files.fetch_add(files.len() as u64, Relaxed);
+    shared
+        .counters
+        .bytes
+        .fetch_add(files.iter().map(|f| f.size).sum(), Relaxed);
+    local.runs.push((job.id, start, files.len()));
     if entries == 0 {
         local.out.empty_dirs.push(OtherRec {
             dir: job.id,
@@ -432,7 +443,7 @@ fn symlink(
             if md.is_dir() {
                 push_dir(shared, local, new, job, path, name, &md);
             } else if md.is_file() {
-                add_file(shared, &mut local.out, job.id, name, &md, job.flags);
+                add_file(&mut local.out, job.id, name.to_os_string(), &md, job.flags);
             }
         }
         Ok(_) => {}
@@ -461,11 +472,15 @@ fn symlink(
 fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked {
     let mut dirs_by_id: Vec<PathBuf> = vec![PathBuf::new(); n_dirs];
     let mut out = Walked::default();
-    for mut l in std::iter::once(seed).chain(locals) {
+    let mut parts: Vec<Vec<FileRec>> = Vec::new();
+    // (dir id, worker, start, len) of every directory's sorted files.
+    let mut runs: Vec<(u32, usize, usize, usize)> = Vec::new();
+    for (w, mut l) in std::iter::once(seed).chain(locals).enumerate() {
         for (id, p) in l.dirs.drain(..) {
             dirs_by_id[id as usize] = p;
         }
-        out.files.append(&mut l.out.files);
+        runs.extend(l.runs.iter().map(|&(d, s, n)| (d, w, s, n)));
+        parts.push(std::mem::take(&mut l.out.files));
         out.empty_dirs.append(&mut l.out.empty_dirs);
         out.broken_links.append(&mut l.out.broken_links);
         out.stats.add(&l.out.stats);
@@ -483,14 +498,19 @@ fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked
         .iter()
         .map(|&old| std::mem::take(&mut dirs_by_id[old as usize]))
         .collect();
-    for f in &mut out.files {
-        f.dir = remap[f.dir as usize];
+    // Files: each directory's run, in directory order (no global sort).
+    runs.sort_unstable_by_key(|r| (remap[r.0 as usize], r.1, r.2));
+    out.files.reserve_exact(parts.iter().map(Vec::len).sum());
+    for (_, w, start, n) in runs {
+        for f in &mut parts[w][start..start + n] {
+            let mut f = std::mem::take(f);
+            f.dir = remap[f.dir as usize];
+            out.files.push(f);
+        }
     }
     for o in out.empty_dirs.iter_mut().chain(out.broken_links.iter_mut()) {
         o.dir = remap[o.dir as usize];
     }
-    out.files
-        .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));
     out.empty_dirs.sort_unstable_by_key(|o| o.dir);
     out.broken_links
         .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));

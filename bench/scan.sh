@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Storage scan benchmark: sobre-agent scan beside fclones 0.35 on the same
+# 200,000-file tree (shared/bench/gen_tree.py, seed 42, 3.5 GB), same run.
+#
+#   bench/scan.sh                 # everything below
+#   RUNS=5 bench/scan.sh          # more repetitions (median is reported)
+#   FILES=20000 bench/scan.sh     # a smaller tree (its own directory)
+#
+# Measures: full scan with a warm cache (sobre at its default threads and
+# others; fclones default and --threads tuned), wall time and peak RSS;
+# the same with a cold cache when /proc/sys/vm/drop_caches is writable
+# (root); a rescan with nothing changed (goal: <= 25 % of the full scan);
+# the walk alone against find (goal: within 1.5x); background mode's CPU
+# use per minute against its budget.
+#
+# Needs python3, /usr/bin/time (Debian: time), cargo. fclones is taken from
+# $FCLONES, PATH, or installed once (cargo install fclones 0.35.0 --locked)
+# under target/bench-fclones. The tree lives under target/bench-tree (not
+# /tmp, which may be small; not in git-tracked paths).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED:-$ROOT/../shared}
+FILES=${FILES:-200000}
+RUNS=${RUNS:-3}
+BG_SECONDS=${BG_SECONDS:-60}
+WORK=$ROOT/target/bench-tree
+TREE=$WORK/tree-$FILES
+OUT=$WORK/out
+mkdir -p "$WORK" "$OUT"
+
+say() { printf '%s\n' "$*" >&2; }
+
+[ -x /usr/bin/time ] || { say "installing time"; apt-get install -y -qq time >/dev/null; }
+
+if [ ! -f "$TREE.manifest.json" ]; then
+  say "generating $FILES files under $TREE (once)"
+  rm -rf "$TREE"
+  python3 "$SHARED/bench/gen_tree.py" "$TREE" --files "$FILES" --seed 42 >/dev/null
+fi
+
+FCLONES=${FCLONES:-$(command -v fclones || true)}
+if [ -z "$FCLONES" ]; then
+  FCLONES=$ROOT/target/bench-fclones/bin/fclones
+  if [ ! -x "$FCLONES" ]; then
+    say "installing fclones 0.35.0 (once, from crates.io)"
+    CARGO_TARGET_DIR=$ROOT/target/bench-fclones/build \
+      cargo install fclones --version 0.35.0 --locked --root "$ROOT/target/bench-fclones" -q
+  fi
+fi
+"$FCLONES" --version >&2
+
+say "building sobre-agent (release)"
+(cd "$ROOT" && cargo build --release -p sobre-agent -q)
+SOBRE=$ROOT/target/release/sobre-agent
+export SOBRE_LOG=warn
+
+CAN_DROP=0
+if [ -w /proc/sys/vm/drop_caches ] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+  CAN_DROP=1
+fi
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# measure NAME CMD...: wall seconds and peak RSS (kB) of one run.
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+  cat "$OUT/time"
+}
+
+# median_of NAME MODE CMD...: RUNS runs (MODE warm|cold), prints "wall rss"
+# of the median run by wall time.
+median_of() {
+  local name=$1 mode=$2; shift 2
+  local rows=()
+  for _ in $(seq 1 "$RUNS"); do
+    [ "$mode" = cold ] && drop
+    rows+=("$(measure "$name" "$@")")
+  done
+  printf '%s\n' "${rows[@]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p"
+}
+
+row() { # row LABEL "wall rss" [BASE_WALL]
+  local label=$1 wall rss ratio=""
+  read -r wall rss <<<"$2"
+  [ -n "${3:-}" ] && ratio=$(awk -v a="$wall" -v b="$3" 'BEGIN { printf "%.2fx", a / b }')
+  printf '| %-44s | %7.2f s | %7.1f MB | %s |\n' "$label" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$ratio"
+}
+
+IDX=$OUT/index
+scan_fresh() { rm -rf "$IDX"; "$SOBRE" scan "$TREE" --index-dir "$IDX" "$@"; }
+
+echo "## Storage scan, $FILES files ($(du -sh --apparent-size "$TREE" | cut -f1)), $(nproc) cores, median of $RUNS"
+echo
+echo "| run | wall | peak RSS | vs fclones tuned |"
+echo "|---|---|---|---|"
+# Warm the cache once.
+"$SOBRE" scan "$TREE" --no-index >/dev/null 2>&1
+FC_DEF=$(median_of fclones-default warm "$FCLONES" group "$TREE")
+FC_TUNED=$(median_of fclones-tuned warm "$FCLONES" group --threads hdd:8,8 "$TREE")
+base=$(cut -d' ' -f1 <<<"$FC_TUNED")
+row "fclones 0.35 default, warm" "$FC_DEF" "$base"
+row "fclones 0.35 --threads hdd:8,8, warm" "$FC_TUNED" "$base"
+export -f scan_fresh
+export SOBRE TREE IDX
+SOBRE_DEFAULT=$(median_of sobre-default warm bash -c 'scan_fresh')
+row "sobre scan (default threads, index written)" "$SOBRE_DEFAULT" "$base"
+for t in 1 2 8; do
+  row "sobre scan --threads $t" "$(median_of sobre-t$t warm bash -c "scan_fresh --threads $t")" "$base"
+done
+full=$(cut -d' ' -f1 <<<"$SOBRE_DEFAULT")
+
+# Check the answers agree with the manifest (and fclones' own count).
+python3 - "$TREE.manifest.json" "$OUT/sobre-default.out" <<'EOF' >&2
+import json, re, sys
+m = json.load(open(sys.argv[1]))
+text = open(sys.argv[2]).read()
+g = re.search(r"of the first of ([\d,]+) groups", text)
+print(f"manifest: {m['expected_dup_groups']} groups, {m['expected_redundant_bytes']} redundant bytes;",
+      f"sobre: {g.group(1) if g else '?'} groups")
+EOF
+
+if [ "$CAN_DROP" = 1 ]; then
+  row "fclones default, cold cache" "$(median_of fclones-cold cold "$FCLONES" group "$TREE")" "$base"
+  row "fclones --threads hdd:8,8, cold cache" "$(median_of fclones-tuned-cold cold "$FCLONES" group --threads hdd:8,8 "$TREE")" "$base"
+  row "sobre scan (default threads), cold cache" "$(median_of sobre-cold cold bash -c 'scan_fresh')" "$base"
+  row "sobre scan --threads 8, cold cache" "$(median_of sobre-cold-t8 cold bash -c 'scan_fresh --threads 8')" "$base"
+else
+  echo "| cold cache: not measured (/proc/sys/vm/drop_caches not writable) | | | |"
+fi
+
+# Rescan, nothing changed: the index from the last full scan is reused.
+scan_fresh >/dev/null 2>&1
+RESCAN=$(median_of sobre-rescan warm "$SOBRE" scan "$TREE" --index-dir "$IDX")
+row "sobre rescan, nothing changed" "$RESCAN" "$base"
+rescan=$(cut -d' ' -f1 <<<"$RESCAN")
+echo
+echo "Rescan / full scan: $(awk -v a="$rescan" -v b="$full" 'BEGIN { printf "%.0f %%", 100 * a / b }') (goal <= 25 %)."
+grep -h "Hashed" "$OUT/sobre-rescan.out" | head -1
+
+# Walk only against find.
+echo
+echo "| walk | wall | peak RSS | vs find -printf |"
+echo "|---|---|---|---|"
+FIND_STAT=$(median_of find-stat warm find "$TREE" -printf '%i %s %T@\n')
+fbase=$(cut -d' ' -f1 <<<"$FIND_STAT")
+row "find -printf '%i %s %T@' (stats every entry)" "$FIND_STAT" "$fbase"
+row "find (names only, no stat)" "$(median_of find-plain warm find "$TREE")" "$fbase"
+row "sobre scan --walk-only (default threads)" "$(median_of walk warm "$SOBRE" scan "$TREE" --walk-only)" "$fbase"
+row "sobre scan --walk-only --threads 1" "$(median_of walk1 warm "$SOBRE" scan "$TREE" --walk-only --threads 1)" "$fbase"
+
+# Background mode: CPU time per minute against the budget (5 % of one core
+# by default: 3 s per minute), sampled every 10 s.
+echo
+rm -rf "$OUT/bg-index"
+"$SOBRE" scan "$TREE" --background --index-dir "$OUT/bg-index" >"$OUT/bg.out" 2>"$OUT/bg.err" &
+BG=$!
+trap 'kill -TERM $BG 2>/dev/null || true' EXIT
+tck=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/$BG/stat" 2>/dev/null || echo 0; }
+prev=$(cpu); start=$(date +%s.%N); windows=()
+for _ in $(seq 1 $((BG_SECONDS / 10))); do
+  sleep 10
+  kill -0 $BG 2>/dev/null || break
+  now=$(cpu); windows+=("$(awk -v a="$now" -v b="$prev" -v t="$tck" 'BEGIN { printf "%.2f", (a - b) / t }')"); prev=$now
+done
+total=$(cpu); end=$(date +%s.%N)
+kill -INT $BG 2>/dev/null || true
+wait $BG 2>/dev/null || true
+trap - EXIT
+awk -v c="$total" -v t="$tck" -v s="$start" -v e="$end" -v w="${windows[*]}" 'BEGIN {
+  cpu = c / t; wall = e - s;
+  printf "Background mode (--background, budget 5 %% of one core = 3.0 s CPU per minute):\n";
+  printf "  %.2f s CPU in %.1f s wall = %.2f s per minute (%.1f %% of one core); per 10 s window: %s s\n",
+    cpu, wall, cpu / wall * 60, 100 * cpu / wall, w }'
+if grep -q "partial" "$OUT/bg.out"; then
+  echo "  stopped with Ctrl-C after ${BG_SECONDS} s; it resumes from the index:"
+  /usr/bin/time -f "  resumed at full speed: %e s" "$SOBRE" scan "$TREE" --index-dir "$OUT/bg-index" 2>&1 >"$OUT/bg-resume.out" | tail -1
+  grep -h "Hashed" "$OUT/bg-resume.out" | sed 's/^/  /'
+fi
