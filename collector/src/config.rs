@@ -18,6 +18,9 @@ pub struct CollectorConfig {
     pub store: StoreConfig,
     pub limits: Limits,
     pub footprint: crate::footprint::FootprintConfig,
+    /// InfluxDB-compatible time-series server fed from the store (off by
+    /// default); keys and defaults in `crate::sink::SinkConfig`.
+    pub sink: crate::sink::SinkConfig,
 }
 
 impl Default for CollectorConfig {
@@ -30,6 +33,7 @@ impl Default for CollectorConfig {
             store: StoreConfig::default(),
             limits: Limits::default(),
             footprint: crate::footprint::FootprintConfig::default(),
+            sink: crate::sink::SinkConfig::default(),
         }
     }
 }
@@ -201,6 +205,7 @@ impl CollectorConfig {
             return Err("store.batch_max and store.queue must be at least 1".into());
         }
         self.footprint.validate()?;
+        self.sink.validate()?;
         if let Some(path) = &self.footprint.grid_hourly_file {
             crate::footprint::GridIntensity::load(self.footprint.grid_g_per_kwh, path)
                 .map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ pub mod footprint;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod sink;
 pub mod storage;
 pub mod store;
 
@@ -64,6 +65,8 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
             .map_err(|e| StartError::Config(e.to_string()))?,
         None => footprint::GridIntensity::flat(cfg.footprint.grid_g_per_kwh),
     };
+    // The sink converts energy to CO2e with the same coefficients.
+    let sink_grid = grid.clone();
     let footprint_settings = http::footprint_api::Settings {
         cfg: cfg.footprint.clone(),
         grid,
@@ -73,6 +76,20 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let reader = store::Reader::new(store::open_reader(&cfg.data_dir)?);
     let writer = store::Writer::new(writer_conn, metrics.clone(), cfg.store.batch_max)
         .map_err(store::StoreError::from)?;
+    // Built before anything runs, so a bad [sink] stops the start cleanly.
+    let sink = match cfg.sink.enabled {
+        true => Some(
+            sink::Sink::new(
+                &cfg.sink,
+                &cfg.data_dir,
+                cfg.footprint.clone(),
+                sink_grid,
+                metrics.clone(),
+            )
+            .map_err(StartError::Config)?,
+        ),
+        false => None,
+    };
 
     let bind = |what, addr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -152,6 +169,12 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         None
     };
     drop(ctx);
+
+    // InfluxDB sink: reads what the writer committed; stops with the
+    // others on `cancel`, within its own short grace (see sink::run).
+    if let Some(sink) = sink {
+        tracker.spawn(sink.run(cancel.clone()));
+    }
 
     // HTTP.
     let app = http::router(http::AppState {

@@ -22,6 +22,15 @@ pub struct Metrics {
     pub commits: AtomicU64,
     /// Store transactions that failed (the batch is retried).
     pub commit_errors: AtomicU64,
+    // --- InfluxDB sink (collector/src/sink) ---
+    /// Points the time-series server accepted.
+    pub sink_written: AtomicU64,
+    /// Points in requests that failed and are retried (429, 5xx, network).
+    pub sink_retried: AtomicU64,
+    /// Points refused by the server (4xx) or expired before being sent.
+    pub sink_dropped: AtomicU64,
+    /// Samples committed to the store and not yet answered for (gauge).
+    pub sink_backlog: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -80,6 +89,27 @@ impl Metrics {
             "sobre_store_commit_errors_total",
             "Store transactions that failed and were retried.",
             &self.commit_errors,
+        );
+        // --- InfluxDB sink ---
+        counter(
+            "sobre_sink_points_written_total",
+            "Points the time-series server accepted.",
+            &self.sink_written,
+        );
+        counter(
+            "sobre_sink_points_retried_total",
+            "Points in write requests that failed and were retried.",
+            &self.sink_retried,
+        );
+        counter(
+            "sobre_sink_points_dropped_total",
+            "Points refused by the server (4xx) or expired from the store unsent.",
+            &self.sink_dropped,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sobre_sink_backlog_rows Samples in the store not yet sent to the time-series server.\n# TYPE sobre_sink_backlog_rows gauge\nsobre_sink_backlog_rows {}",
+            self.sink_backlog.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -1,0 +1,513 @@
+//! InfluxDB sink: sends what the store committed to an InfluxDB-compatible
+//! server (InfluxDB 1.x/2.x/3.x, VictoriaMetrics) as line protocol.
+//!
+//! The store is the durable buffer. A producer reads committed samples
+//! after a persisted cursor (the last rowid the server answered for), in
+//! batches of up to `batch_max` points, compresses them, and hands them to
+//! one sender through a one-slot channel, so the next batch is prepared
+//! while the current one is on the wire. The sender retries 429, 5xx and
+//! network errors with exponential backoff and jitter, splits a batch on
+//! 413, drops and counts points refused with another 4xx, and moves the
+//! cursor only once the server has answered for a whole batch: a stop, a
+//! crash or an outage replays from the cursor, and points carry the
+//! sample's own timestamp, so a replayed point overwrites itself. Every
+//! `snapshot_interval_ms` it also writes per-host points (lifetime,
+//! embodied emissions) and each host's latest storage summary.
+//! SCHEMA.md at the repository's root documents what is written.
+
+pub mod client;
+pub mod config;
+pub mod cursor;
+pub mod points;
+pub mod source;
+
+pub use config::{Api, Secret, SinkConfig};
+
+use crate::footprint::{FootprintConfig, GridIntensity, Window, compute};
+use crate::metrics::Metrics;
+use client::{Client, Outcome};
+use cursor::Cursor;
+use points::{Carbon, Lines};
+use source::Source;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long a request already on the wire may still finish after the
+/// collector was told to stop (its answer then moves the cursor).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Environment variable (benchmarks only): a directory where the sink also
+/// writes each sample batch as plain line protocol, so that curl can post
+/// exactly the same batches for comparison (bench/sink.sh).
+pub const DUMP_ENV: &str = "SOBRE_SINK_DUMP_DIR";
+
+/// A prepared request: its lines (to split on 413), its body as sent, and
+/// the cursor it moves to once the server answered.
+struct Batch {
+    lines: Lines,
+    body: bytes::Bytes,
+    cursor: Option<i64>,
+}
+
+pub struct Sink {
+    cfg: SinkConfig,
+    data_dir: PathBuf,
+    footprint: FootprintConfig,
+    grid: GridIntensity,
+    metrics: Arc<Metrics>,
+    client: Client,
+    source: Source,
+}
+
+impl Sink {
+    /// Checks the settings and opens the store's read side; nothing is
+    /// sent before [`Sink::run`].
+    pub fn new(
+        cfg: &SinkConfig,
+        data_dir: &Path,
+        footprint: FootprintConfig,
+        grid: GridIntensity,
+        metrics: Arc<Metrics>,
+    ) -> Result<Sink, String> {
+        cfg.validate()?;
+        let client = Client::new(cfg)?;
+        let source = Source::open(data_dir).map_err(|e| e.to_string())?;
+        Ok(Sink {
+            cfg: cfg.clone(),
+            data_dir: data_dir.to_owned(),
+            footprint,
+            grid,
+            metrics,
+            client,
+            source,
+        })
+    }
+
+    /// What the cursor is about: another target starts from the beginning.
+    fn target(&self) -> String {
+        let c = &self.cfg;
+        match c.api {
+            Api::V1 => format!(
+                "v1 {} db={} rp={}",
+                c.url,
+                c.db,
+                c.rp.as_deref().unwrap_or("")
+            ),
+            Api::V2 => format!("v2 {} org={} bucket={}", c.url, c.org, c.bucket),
+            Api::V3 => format!("v3 {} db={}", c.url, c.db),
+        }
+    }
+
+    /// Runs until `cancel`; then returns within about [`STOP_GRACE`] plus
+    /// the time of one store read, leaving the cursor on disk.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut cursor = Cursor::load(&self.data_dir, &self.target());
+        tracing::info!(
+            url = %self.client.url(),
+            after_rowid = cursor.rowid,
+            "InfluxDB sink started"
+        );
+        let max_rowid = Arc::new(AtomicI64::new(cursor.rowid));
+        let (tx, rx) = mpsc::channel::<Batch>(1);
+        let producer = Producer {
+            source: self.source,
+            after: cursor.rowid,
+            cfg: self.cfg.clone(),
+            footprint: self.footprint,
+            grid: self.grid,
+            metrics: self.metrics.clone(),
+            max_rowid: max_rowid.clone(),
+            committed: Arc::new(AtomicI64::new(cursor.rowid)),
+            dump: std::env::var_os(DUMP_ENV).map(PathBuf::from),
+            dumped: 0,
+        };
+        let committed = producer.committed.clone();
+        let producer = tokio::spawn(producer.run(tx, cancel.clone()));
+        let mut sender = Sender {
+            client: self.client,
+            cfg: self.cfg,
+            metrics: self.metrics.clone(),
+            failures: 0,
+            failing_since: None,
+        };
+        let mut rx = rx;
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => break,
+                },
+                () = cancel.cancelled() => break,
+            };
+            if !sender.deliver(&batch, &cancel).await {
+                break;
+            }
+            if let Some(rowid) = batch.cursor {
+                if let Err(e) = cursor.advance(rowid) {
+                    // The in-memory position still moves on; after a
+                    // restart the batch is sent again (same points).
+                    tracing::error!(error = %e, "cannot save the sink cursor in data_dir");
+                }
+                committed.store(rowid, Relaxed);
+                let behind = (max_rowid.load(Relaxed) - rowid).max(0);
+                self.metrics.sink_backlog.store(behind as u64, Relaxed);
+            }
+        }
+        drop(rx);
+        if producer.await.is_err() {
+            tracing::error!("sink producer panicked");
+        }
+        tracing::info!(after_rowid = cursor.rowid, "InfluxDB sink stopped");
+    }
+}
+
+/// Reads the store and prepares batches.
+struct Producer {
+    source: Source,
+    /// Last rowid handed to the sender.
+    after: i64,
+    cfg: SinkConfig,
+    footprint: FootprintConfig,
+    grid: GridIntensity,
+    metrics: Arc<Metrics>,
+    max_rowid: Arc<AtomicI64>,
+    /// Last rowid the server answered for (for the backlog gauge).
+    committed: Arc<AtomicI64>,
+    dump: Option<PathBuf>,
+    dumped: u64,
+}
+
+/// What a read of the store produced.
+enum Read {
+    Batch(Batch, bool),
+    Empty,
+}
+
+impl Producer {
+    async fn run(mut self, tx: mpsc::Sender<Batch>, cancel: CancellationToken) {
+        let period = self.cfg.snapshot_interval_ms as i64;
+        let mut next_snapshot = crate::ingest::now_ms().div_euclid(period) * period;
+        let flush = Duration::from_millis(self.cfg.flush_interval_ms);
+        let mut store_failures = 0u32;
+        loop {
+            let now = crate::ingest::now_ms();
+            if now >= next_snapshot {
+                let at = now.div_euclid(period) * period;
+                let Some((me, res)) = self.blocking(move |p| p.snapshot(at)).await else {
+                    return;
+                };
+                self = me;
+                match res {
+                    Ok(Some(b)) => {
+                        if !send(&tx, b, &cancel).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sink snapshot failed; next one as planned")
+                    }
+                }
+                next_snapshot = at + period;
+            }
+            // Send everything that is committed, full batches first.
+            loop {
+                let Some((me, res)) = self.blocking(Producer::read).await else {
+                    return;
+                };
+                self = me;
+                match res {
+                    Ok(Read::Batch(b, full)) => {
+                        store_failures = 0;
+                        if !send(&tx, b, &cancel).await {
+                            return;
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Ok(Read::Empty) => break,
+                    Err(e) => {
+                        store_failures += 1;
+                        if store_failures.is_power_of_two() {
+                            tracing::error!(error = %e, failures = store_failures, "sink cannot read the store; retrying");
+                        }
+                        break;
+                    }
+                }
+            }
+            let until_snapshot =
+                Duration::from_millis((next_snapshot - crate::ingest::now_ms()).max(0) as u64);
+            tokio::select! {
+                () = tokio::time::sleep(flush.min(until_snapshot)) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Runs `f` on the blocking pool (SQLite, encoding), handing the
+    /// producer there and back; `None` if the runtime is shutting down.
+    async fn blocking<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&mut Producer) -> T + Send + 'static,
+    ) -> Option<(Producer, T)> {
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut p = self;
+            let r = f(&mut p);
+            (p, r)
+        })
+        .await;
+        match joined {
+            Ok(v) => Some(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
+
+    /// The next batch of committed samples after `self.after`.
+    fn read(&mut self) -> Result<Read, crate::store::StoreError> {
+        let (min, max) = self.source.bounds()?;
+        self.max_rowid.store(max, Relaxed);
+        let behind = (max - self.committed.load(Relaxed)).max(0);
+        self.metrics.sink_backlog.store(behind as u64, Relaxed);
+        if max < self.after {
+            tracing::warn!(
+                cursor = self.after,
+                max_rowid = max,
+                "the store has fewer samples than the sink's cursor (a new or restored store?); sending it from the start"
+            );
+            self.after = 0;
+        }
+        if min > self.after + 1 && self.after > 0 {
+            // Samples expired from the store before they were sent.
+            let lost = (min - self.after - 1) as u64;
+            self.metrics.sink_dropped.fetch_add(lost, Relaxed);
+            tracing::warn!(
+                lost,
+                "samples left the store before the sink could send them (server unreachable for longer than the store keeps samples)"
+            );
+            self.after = min - 1;
+        }
+        let rows = self.source.samples_after(self.after, self.cfg.batch_max)?;
+        let Some(last) = rows.last().map(|r| r.rowid) else {
+            return Ok(Read::Empty);
+        };
+        let full = rows.len() >= self.cfg.batch_max;
+        let carbon = Carbon {
+            footprint: &self.footprint,
+            grid: &self.grid,
+        };
+        let mut lines = Lines::with_capacity(rows.len());
+        for r in &rows {
+            let tags = self.source.tags(r.agent)?;
+            points::sample(&mut lines, tags, r, &carbon);
+        }
+        self.after = last;
+        if let Some(dir) = &self.dump {
+            self.dumped += 1;
+            let path = dir.join(format!("batch-{:06}.lp", self.dumped));
+            if let Err(e) = std::fs::write(&path, &lines.buf) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot dump a sink batch");
+            }
+        }
+        let body = client::encode(self.cfg.gzip, &lines.buf);
+        Ok(Read::Batch(
+            Batch {
+                lines,
+                body,
+                cursor: Some(last),
+            },
+            full,
+        ))
+    }
+
+    /// Per-host and storage points for the period that ends at `at_ms`.
+    fn snapshot(&mut self, at_ms: i64) -> Result<Option<Batch>, crate::store::StoreError> {
+        let period = self.cfg.snapshot_interval_ms as i64;
+        let agents = self.source.agents()?;
+        let by_id: HashMap<&str, &source::AgentRow> = agents
+            .values()
+            .map(|a| (a.tags.agent.as_str(), a))
+            .collect();
+        let (hosts, _) = self
+            .source
+            .reader
+            .footprint_inputs(at_ms - period, at_ms, None, None)?;
+        let report = compute(
+            &self.footprint,
+            &self.grid,
+            &hosts,
+            &[],
+            Window {
+                from_ms: at_ms - period,
+                to_ms: at_ms,
+                step_ms: None,
+                now_ms: at_ms,
+            },
+        );
+        let mut lines = Lines::with_capacity(hosts.len() * 4);
+        for h in &report.hosts {
+            if let Some(a) = by_id.get(h.id.as_str()) {
+                points::host(&mut lines, &a.tags, h, a.online, at_ms);
+            }
+        }
+        let storage = self.source.reader.storage_fleet(None)?;
+        for s in &storage {
+            if let Some(a) = by_id.get(s.agent_id.as_str()) {
+                points::storage(&mut lines, &a.tags, &s.summary, at_ms);
+            }
+        }
+        if !storage.is_empty() {
+            points::storage_fleet(&mut lines, &crate::storage::fleet(&storage, 100), at_ms);
+        }
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let body = client::encode(self.cfg.gzip, &lines.buf);
+        Ok(Some(Batch {
+            lines,
+            body,
+            cursor: None,
+        }))
+    }
+}
+
+/// Hands a batch to the sender; false when stopping.
+async fn send(tx: &mpsc::Sender<Batch>, b: Batch, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        r = tx.send(b) => r.is_ok(),
+        () = cancel.cancelled() => false,
+    }
+}
+
+/// Sends batches, one request at a time, in order.
+struct Sender {
+    client: Client,
+    cfg: SinkConfig,
+    metrics: Arc<Metrics>,
+    failures: u64,
+    failing_since: Option<Instant>,
+}
+
+impl Sender {
+    /// Sends every line of `batch` until the server has answered for each
+    /// (written or refused). False if stopped before that.
+    async fn deliver(&mut self, batch: &Batch, cancel: &CancellationToken) -> bool {
+        let n = batch.lines.len();
+        // Ranges of lines still to send, the next one last.
+        let mut todo = vec![(0usize, n)];
+        let mut body = Some(batch.body.clone());
+        while let Some((a, b)) = todo.pop() {
+            let body = match body.take() {
+                Some(whole) => whole,
+                None => client::encode(self.cfg.gzip, batch.lines.slice(a, b)),
+            };
+            let count = (b - a) as u64;
+            let mut attempt = 0u32;
+            loop {
+                let post = self.client.post(body.clone());
+                let outcome = tokio::select! {
+                    o = post => o,
+                    () = async {
+                        cancel.cancelled().await;
+                        tokio::time::sleep(STOP_GRACE).await;
+                    } => return false,
+                };
+                match outcome {
+                    Outcome::Written => {
+                        self.metrics.sink_written.fetch_add(count, Relaxed);
+                        self.recovered();
+                        break;
+                    }
+                    Outcome::TooLarge if b - a > 1 => {
+                        let mid = a + (b - a) / 2;
+                        tracing::info!(
+                            points = count,
+                            "server says the batch is too large (413); sending it in halves (lower sink.batch_max)"
+                        );
+                        todo.push((mid, b));
+                        todo.push((a, mid));
+                        break;
+                    }
+                    Outcome::TooLarge => {
+                        self.metrics.sink_dropped.fetch_add(1, Relaxed);
+                        tracing::error!(
+                            "server refuses a single point as too large (413); dropped"
+                        );
+                        break;
+                    }
+                    Outcome::Refused { message, dropped } => {
+                        let dropped = dropped.map_or(count, |d| (d as u64).min(count));
+                        self.metrics.sink_dropped.fetch_add(dropped, Relaxed);
+                        self.metrics
+                            .sink_written
+                            .fetch_add(count - dropped, Relaxed);
+                        tracing::error!(
+                            dropped,
+                            of = count,
+                            server = %message,
+                            "server refused points; dropped and counted"
+                        );
+                        self.recovered();
+                        break;
+                    }
+                    Outcome::Retry { why, after } => {
+                        self.metrics.sink_retried.fetch_add(count, Relaxed);
+                        self.failures += 1;
+                        let since = *self.failing_since.get_or_insert_with(Instant::now);
+                        let delay = after
+                            .map(|d| d.min(Duration::from_millis(self.cfg.retry_max_ms)))
+                            .unwrap_or_else(|| self.backoff(attempt));
+                        if self.failures.is_power_of_two() {
+                            tracing::warn!(
+                                url = %self.client.url(),
+                                error = %why,
+                                failures = self.failures,
+                                failing_for_s = since.elapsed().as_secs(),
+                                retry_in_ms = delay.as_millis() as u64,
+                                "sink write failed; the store keeps the points, retrying"
+                            );
+                        }
+                        attempt = attempt.saturating_add(1);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = cancel.cancelled() => return false,
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Exponential backoff from `retry_min_ms`, capped at `retry_max_ms`,
+    /// with ±50 % jitter so that collectors do not retry in step.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .cfg
+            .retry_min_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.cfg.retry_max_ms);
+        let jittered = base as f64 * (0.5 + fastrand::f64());
+        Duration::from_millis(jittered as u64)
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(
+                failures = self.failures,
+                after_s = since.elapsed().as_secs(),
+                "sink writes succeed again"
+            );
+        }
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+//! Rows of the store → line protocol, with the `influxdb-line-protocol`
+//! builder (escaping and syntax are its job). SCHEMA.md documents every
+//! measurement, tag and field written here; a test below keeps them equal.
+
+use crate::footprint::compute::{HostFootprint, YEAR_MS};
+use crate::footprint::{FootprintConfig, GridIntensity};
+use crate::storage::FleetStorage;
+use influxdb_line_protocol::LineProtocolBuilder;
+use influxdb_line_protocol::builder::{AfterField, AfterMeasurement};
+use sobre_proto::v1::StorageSummary;
+
+const J_PER_KWH: f64 = 3.6e6;
+
+/// The low-cardinality tags of one agent, from its row and inventory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostTags {
+    pub agent: String,
+    pub host: Option<String>,
+    pub group: Option<String>,
+    pub site: Option<String>,
+    pub chassis: Option<String>,
+}
+
+/// One row of `samples`, as the sink reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampleRow {
+    pub rowid: i64,
+    pub agent: i64,
+    pub seq: i64,
+    pub sent_ms: i64,
+    pub interval_ms: Option<i64>,
+    pub cpu_percent: Option<f64>,
+    pub mem_total: Option<i64>,
+    pub mem_available: Option<i64>,
+    pub swap_total: Option<i64>,
+    pub swap_used: Option<i64>,
+    pub disk_read: Option<i64>,
+    pub disk_written: Option<i64>,
+    pub net_rx: Option<i64>,
+    pub net_tx: Option<i64>,
+    pub load1: Option<f64>,
+    pub load5: Option<f64>,
+    pub load15: Option<f64>,
+    pub uptime_s: Option<i64>,
+    pub user_sessions: Option<i64>,
+    pub input_idle_s: Option<i64>,
+    pub user_active: Option<bool>,
+    pub agent_cpu_s: Option<f64>,
+    pub agent_rss: Option<i64>,
+    pub agent_sent: Option<i64>,
+    pub power_w: Option<f64>,
+    pub energy_j: Option<f64>,
+    pub power_source: Option<String>,
+}
+
+/// A growing batch of lines and where each ends, so that a batch can be
+/// split at line boundaries (HTTP 413) without parsing it again.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pub buf: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl Lines {
+    pub fn with_capacity(lines: usize) -> Self {
+        Lines {
+            buf: Vec::with_capacity(lines * 512),
+            ends: Vec::with_capacity(lines),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    /// The bytes of lines `[a, b)`.
+    pub fn slice(&self, a: usize, b: usize) -> &[u8] {
+        let start = if a == 0 { 0 } else { self.ends[a - 1] };
+        let end = if b == 0 { 0 } else { self.ends[b - 1] };
+        &self.buf[start..end]
+    }
+    fn closed(&mut self) {
+        self.ends.push(self.buf.len());
+    }
+}
+
+type Measured<'a> = LineProtocolBuilder<&'a mut Vec<u8>, AfterMeasurement>;
+type Fielded<'a> = LineProtocolBuilder<&'a mut Vec<u8>, AfterField>;
+
+fn start<'a>(buf: &'a mut Vec<u8>, measurement: &str, tags: &HostTags) -> Measured<'a> {
+    let mut b = LineProtocolBuilder::new_with(buf)
+        .measurement(measurement)
+        .tag("agent", &tags.agent);
+    // Line protocol has no empty tag values: an unknown label is absent.
+    for (k, v) in [
+        ("chassis", &tags.chassis),
+        ("group", &tags.group),
+        ("host", &tags.host),
+        ("site", &tags.site),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            b = b.tag(k, v);
+        }
+    }
+    b
+}
+
+/// Optional fields on a line that already has one; NaN and infinities
+/// are not representable in line protocol and are left out.
+trait Opt: Sized {
+    fn f(self, key: &str, v: Option<f64>) -> Self;
+    fn i(self, key: &str, v: Option<i64>) -> Self;
+}
+
+impl Opt for Fielded<'_> {
+    fn f(self, key: &str, v: Option<f64>) -> Self {
+        match v {
+            Some(v) if v.is_finite() => self.field(key, v),
+            _ => self,
+        }
+    }
+    fn i(self, key: &str, v: Option<i64>) -> Self {
+        match v {
+            Some(v) => self.field(key, v),
+            None => self,
+        }
+    }
+}
+
+/// What turns a sample's energy into grams of CO2e.
+#[derive(Debug, Clone)]
+pub struct Carbon<'a> {
+    pub footprint: &'a FootprintConfig,
+    pub grid: &'a GridIntensity,
+}
+
+impl Carbon<'_> {
+    /// Use emissions of `energy_j` drawn around `at_ms`: energy × PUE of
+    /// the host × the grid intensity of that hour, in grams.
+    pub fn grams(&self, energy_j: f64, at_ms: i64, tags: &HostTags) -> f64 {
+        let pue = crate::footprint::compute::pue_for(
+            self.footprint,
+            tags.group.as_deref().unwrap_or(""),
+            tags.chassis.as_deref().unwrap_or("unknown"),
+        );
+        energy_j / J_PER_KWH * pue * self.grid.at(at_ms)
+    }
+}
+
+/// One `usage` line per stored sample, at the time the agent sent it.
+pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) {
+    let mut m = start(&mut out.buf, "usage", tags);
+    if let Some(src) = r.power_source.as_deref().filter(|s| !s.is_empty()) {
+        m = m.tag("source", src);
+    }
+    // The middle of the sample's interval decides its hour's intensity.
+    let mid_ms = r.sent_ms - r.interval_ms.unwrap_or(0) / 2;
+    let co2e_g = r.energy_j.map(|e| carbon.grams(e, mid_ms, tags));
+    let mem_used = match (r.mem_total, r.mem_available) {
+        (Some(t), Some(a)) => Some(t.saturating_sub(a)),
+        _ => None,
+    };
+    m.field("seq", r.seq)
+        .f("interval_s", r.interval_ms.map(|ms| ms as f64 / 1000.0))
+        .f("cpu_percent", r.cpu_percent)
+        .i("mem_total_bytes", r.mem_total)
+        .i("mem_available_bytes", r.mem_available)
+        .i("mem_used_bytes", mem_used)
+        .i("swap_total_bytes", r.swap_total)
+        .i("swap_used_bytes", r.swap_used)
+        .i("disk_read_bytes", r.disk_read)
+        .i("disk_written_bytes", r.disk_written)
+        .i("net_rx_bytes", r.net_rx)
+        .i("net_tx_bytes", r.net_tx)
+        .f("load1", r.load1)
+        .f("load5", r.load5)
+        .f("load15", r.load15)
+        .i("uptime_s", r.uptime_s)
+        .i("user_sessions", r.user_sessions)
+        .i("input_idle_s", r.input_idle_s)
+        .i("user_active", r.user_active.map(i64::from))
+        .f("power_w", r.power_w)
+        .f("energy_j", r.energy_j)
+        .f("co2e_g", co2e_g)
+        .f("agent_cpu_s", r.agent_cpu_s)
+        .i("agent_rss_bytes", r.agent_rss)
+        .i("agent_sent_bytes", r.agent_sent)
+        .timestamp(r.sent_ms)
+        .close_line();
+    out.closed();
+}
+
+/// One `host` line per known agent: its devices' age, lifetime and
+/// manufacture emissions, amortised over the snapshot period that ends
+/// at `at_ms` (`h` was computed over `[at_ms - period_ms, at_ms)`).
+pub fn host(out: &mut Lines, tags: &HostTags, h: &HostFootprint, online: bool, at_ms: i64) {
+    let main = h.devices.iter().find(|d| d.kind == "host");
+    let alive = |d: &crate::footprint::compute::Device| {
+        at_ms < d.since_ms + (d.lifetime_years * YEAR_MS) as i64
+    };
+    let rate: f64 = h
+        .devices
+        .iter()
+        .filter(|d| alive(d))
+        .map(|d| d.embodied_kg / d.lifetime_years)
+        .sum();
+    let embodied_kg: f64 = h.devices.iter().map(|d| d.embodied_kg).sum();
+    let past = h.devices.iter().filter(|d| d.past_lifetime).count();
+    let monitors = h.devices.iter().filter(|d| d.kind == "monitor").count();
+    let b = start(&mut out.buf, "host", tags)
+        .field("online", i64::from(online))
+        .field("pue", h.pue)
+        .field("devices", h.devices.len() as i64)
+        .field("monitors", monitors as i64)
+        .field("devices_past_lifetime", past as i64)
+        .field("embodied_kg", embodied_kg)
+        .field("embodied_kg_per_year", rate)
+        .field("embodied_g", h.totals.embodied_kg * 1000.0)
+        .field(
+            "life_extension_kg_per_year",
+            h.totals.life_extension_kg_per_year,
+        );
+    let b = match main {
+        Some(d) => b
+            .field(
+                "age_years",
+                ((at_ms - d.since_ms) as f64 / YEAR_MS).max(0.0),
+            )
+            .field("lifetime_years", d.lifetime_years)
+            .field("past_lifetime", i64::from(d.past_lifetime))
+            .field("age_source", d.since_from)
+            .field("embodied_class", d.class.as_str())
+            .field("embodied_assumed", i64::from(d.assumed)),
+        None => b,
+    };
+    b.timestamp(at_ms).close_line();
+    out.closed();
+}
+
+/// The latest storage summary of one host: one `storage` line per
+/// (category, age) and one `storage_host` line with the scan's totals.
+pub fn storage(out: &mut Lines, tags: &HostTags, s: &StorageSummary, at_ms: i64) {
+    let mut reclaimable = 0u64;
+    for c in &s.categories {
+        if c.category.is_empty() {
+            continue;
+        }
+        if c.category != "large" {
+            reclaimable = reclaimable.saturating_add(c.bytes);
+        }
+        let mut m = start(&mut out.buf, "storage", tags).tag("category", &c.category);
+        if !c.age.is_empty() {
+            m = m.tag("age", &c.age);
+        }
+        m.field("files", clamp(c.files))
+            .field("bytes", clamp(c.bytes))
+            .timestamp(at_ms)
+            .close_line();
+        out.closed();
+    }
+    start(&mut out.buf, "storage_host", tags)
+        .field("files", clamp(s.files))
+        .field("bytes", clamp(s.bytes))
+        .field("dirs", clamp(s.dirs))
+        .field("unreadable", clamp(s.unreadable))
+        .field("reclaimable_bytes", clamp(reclaimable))
+        .field("large_files_fingerprinted", s.large_files.len() as i64)
+        .field("complete", i64::from(s.complete))
+        .field("scan_finished_ms", s.finished_at_ms)
+        .field(
+            "scan_age_s",
+            (at_ms.saturating_sub(s.finished_at_ms) / 1000).max(0),
+        )
+        .timestamp(at_ms)
+        .close_line();
+    out.closed();
+}
+
+/// The fleet's storage (every host's latest scan), one `storage_fleet`
+/// line: what the collector alone can see, such as the same large content
+/// on several hosts.
+pub fn storage_fleet(out: &mut Lines, f: &FleetStorage, at_ms: i64) {
+    LineProtocolBuilder::new_with(&mut out.buf)
+        .measurement("storage_fleet")
+        .field("hosts", f.hosts as i64)
+        .field("partial_hosts", f.partial_hosts as i64)
+        .field("files", clamp(f.files))
+        .field("bytes", clamp(f.bytes))
+        .field("reclaimable_bytes", clamp(f.reclaimable_bytes))
+        .field("redundant_bytes", clamp(f.redundant_bytes))
+        .field("redundant_contents", f.redundant.len() as i64)
+        .timestamp(at_ms)
+        .close_line();
+    out.closed();
+}
+
+/// Line protocol integers are signed 64-bit (unsigned needs InfluxDB 2).
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Every field name written, by measurement, for SCHEMA.md's test.
+#[cfg(test)]
+pub const SCHEMA: &[(&str, &[&str])] = &[
+    (
+        "usage",
+        &[
+            "seq",
+            "interval_s",
+            "cpu_percent",
+            "mem_total_bytes",
+            "mem_available_bytes",
+            "mem_used_bytes",
+            "swap_total_bytes",
+            "swap_used_bytes",
+            "disk_read_bytes",
+            "disk_written_bytes",
+            "net_rx_bytes",
+            "net_tx_bytes",
+            "load1",
+            "load5",
+            "load15",
+            "uptime_s",
+            "user_sessions",
+            "input_idle_s",
+            "user_active",
+            "power_w",
+            "energy_j",
+            "co2e_g",
+            "agent_cpu_s",
+            "agent_rss_bytes",
+            "agent_sent_bytes",
+        ],
+    ),
+    (
+        "host",
+        &[
+            "online",
+            "pue",
+            "devices",
+            "monitors",
+            "devices_past_lifetime",
+            "embodied_kg",
+            "embodied_kg_per_year",
+            "embodied_g",
+            "life_extension_kg_per_year",
+            "age_years",
+            "lifetime_years",
+            "past_lifetime",
+            "age_source",
+            "embodied_class",
+            "embodied_assumed",
+        ],
+    ),
+    ("storage", &["files", "bytes"]),
+    (
+        "storage_host",
+        &[
+            "files",
+            "bytes",
+            "dirs",
+            "unreadable",
+            "reclaimable_bytes",
+            "large_files_fingerprinted",
+            "complete",
+            "scan_finished_ms",
+            "scan_age_s",
+        ],
+    ),
+    (
+        "storage_fleet",
+        &[
+            "hosts",
+            "partial_hosts",
+            "files",
+            "bytes",
+            "reclaimable_bytes",
+            "redundant_bytes",
+            "redundant_contents",
+        ],
+    ),
+];

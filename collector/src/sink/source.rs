@@ -1,0 +1,161 @@
+//! What the sink reads from the store, on its own read-only connections:
+//! committed samples after a rowid (arrival order), the agents' tags, and
+//! the inputs of the periodic snapshots. The writer appends samples in
+//! arrival order from one thread, so a row committed after a read always
+//! has a larger rowid than every row that read saw: reading "after the
+//! last rowid sent" misses nothing.
+
+use super::points::{HostTags, SampleRow};
+use crate::store::{self, Reader, StoreError};
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long the agents' tags are trusted before they are read again
+/// (an inventory can change its group or site labels).
+const TAGS_TTL: Duration = Duration::from_secs(60);
+
+pub struct Source {
+    conn: Connection,
+    pub reader: Reader,
+    tags: HashMap<i64, HostTags>,
+    tags_read: Option<Instant>,
+}
+
+/// An agent as the snapshots need it.
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub tags: HostTags,
+    pub online: bool,
+}
+
+impl Source {
+    pub fn open(data_dir: &Path) -> Result<Source, StoreError> {
+        Ok(Source {
+            conn: store::open_reader(data_dir)?,
+            reader: Reader::new(store::open_reader(data_dir)?),
+            tags: HashMap::new(),
+            tags_read: None,
+        })
+    }
+
+    /// Lowest and highest rowid of `samples` (0, 0 when empty).
+    pub fn bounds(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self.conn.query_row(
+            // Two subqueries: SQLite answers a lone min() or max() of the
+            // rowid from the b-tree's edge, but scans for both at once.
+            "SELECT coalesce((SELECT min(rowid) FROM samples), 0),
+                    coalesce((SELECT max(rowid) FROM samples), 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Up to `limit` committed samples with a rowid above `after`, in
+    /// rowid order.
+    pub fn samples_after(&self, after: i64, limit: usize) -> Result<Vec<SampleRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, agent, seq, sent_ms, interval_ms, cpu_percent, mem_total,
+                    mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
+                    net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
+                    user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
+                    power_source
+             FROM samples WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
+            Ok(SampleRow {
+                rowid: r.get(0)?,
+                agent: r.get(1)?,
+                seq: r.get(2)?,
+                sent_ms: r.get(3)?,
+                interval_ms: r.get(4)?,
+                cpu_percent: r.get(5)?,
+                mem_total: r.get(6)?,
+                mem_available: r.get(7)?,
+                swap_total: r.get(8)?,
+                swap_used: r.get(9)?,
+                disk_read: r.get(10)?,
+                disk_written: r.get(11)?,
+                net_rx: r.get(12)?,
+                net_tx: r.get(13)?,
+                load1: r.get(14)?,
+                load5: r.get(15)?,
+                load15: r.get(16)?,
+                uptime_s: r.get(17)?,
+                user_sessions: r.get(18)?,
+                input_idle_s: r.get(19)?,
+                user_active: r.get(20)?,
+                agent_cpu_s: r.get(21)?,
+                agent_rss: r.get(22)?,
+                agent_sent: r.get(23)?,
+                power_w: r.get(24)?,
+                energy_j: r.get(25)?,
+                power_source: r.get(26)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The tags of the agent with store id `agent`, read again when
+    /// unknown or older than a minute.
+    pub fn tags(&mut self, agent: i64) -> Result<&HostTags, StoreError> {
+        let stale = self.tags_read.is_none_or(|t| t.elapsed() > TAGS_TTL);
+        if stale || !self.tags.contains_key(&agent) {
+            self.tags = self
+                .agents()?
+                .into_iter()
+                .map(|(id, a)| (id, a.tags))
+                .collect();
+            self.tags_read = Some(Instant::now());
+            if !self.tags.contains_key(&agent) {
+                // Not possible with the store's foreign key discipline, but
+                // a sample is never dropped for want of a label.
+                let id: Option<String> = self
+                    .conn
+                    .query_row("SELECT agent_id FROM agents WHERE id = ?1", [agent], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                self.tags.insert(
+                    agent,
+                    HostTags {
+                        agent: id.unwrap_or_else(|| format!("agent-{agent}")),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        Ok(&self.tags[&agent])
+    }
+
+    /// Every agent, by store id, with its tags and presence.
+    pub fn agents(&self) -> Result<HashMap<i64, AgentRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, agent_id, hostname, online,
+                    json_extract(inventory, '$.group'),
+                    json_extract(inventory, '$.site'),
+                    json_extract(inventory, '$.chassis')
+             FROM agents",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let s = |i| -> rusqlite::Result<Option<String>> {
+                Ok(r.get::<_, Option<String>>(i)?.filter(|s| !s.is_empty()))
+            };
+            Ok((
+                r.get::<_, i64>(0)?,
+                AgentRow {
+                    tags: HostTags {
+                        agent: r.get(1)?,
+                        host: s(2)?,
+                        group: s(4)?,
+                        site: s(5)?,
+                        chassis: s(6)?,
+                    },
+                    online: r.get(3)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
+    }
+}

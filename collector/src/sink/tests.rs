@@ -1,0 +1,316 @@
+//! The sink against a scripted HTTP server and a real store: retry on
+//! 5xx, split on 413, drop what a 4xx refuses, move the cursor only once
+//! the server answered, and send nothing twice across a restart.
+
+use super::points::{self, Carbon, HostTags, Lines, SampleRow};
+use super::*;
+use axum::extract::State;
+use axum::http::StatusCode;
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Script {
+    /// Answers for requests holding `usage` lines; 204 when empty.
+    answers: VecDeque<(u16, &'static str)>,
+    /// Every usage line received with a 2xx or 4xx answer, in order.
+    usage: Vec<String>,
+    snapshots: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+async fn write(State(s): State<Shared>, body: axum::body::Bytes) -> (StatusCode, String) {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .expect("gzip body");
+    let mut s = s.lock().expect("lock");
+    if !text.starts_with("usage,") {
+        s.snapshots.push(text);
+        return (StatusCode::NO_CONTENT, String::new());
+    }
+    let (code, msg) = s.answers.pop_front().unwrap_or((204, ""));
+    if code < 500 && code != 413 {
+        s.usage.extend(text.lines().map(str::to_owned));
+    }
+    (StatusCode::from_u16(code).expect("status"), msg.to_owned())
+}
+
+async fn server(script: Shared) -> String {
+    let app = axum::Router::new()
+        .route("/write", axum::routing::post(write))
+        .with_state(script);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+fn store_with_samples(dir: &Path, from_seq: i64, n: i64) {
+    let conn = crate::store::open(dir, false).expect("store");
+    conn.execute(
+        "INSERT OR IGNORE INTO agents (id, agent_id, hostname, first_seen_ms, last_seen_ms, inventory)
+         VALUES (1, 'pc-1', 'pc-1.mairie', 0, 0, '{\"group\":\"mairie\",\"site\":\"hdv\",\"chassis\":\"desktop\"}')",
+        [],
+    )
+    .expect("agent");
+    for seq in from_seq..from_seq + n {
+        conn.execute(
+            "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
+                power_w, energy_j, power_source)
+             VALUES (1, ?1, ?2, ?2, 10000, 12.5, 30.0, 300.0, 'model')",
+            rusqlite::params![seq, 1_700_000_000_000 + seq * 10_000],
+        )
+        .expect("sample");
+    }
+}
+
+fn cfg(url: String) -> SinkConfig {
+    SinkConfig {
+        enabled: true,
+        api: Api::V1,
+        url,
+        batch_max: 10,
+        flush_interval_ms: 20,
+        retry_min_ms: 10,
+        retry_max_ms: 40,
+        ..Default::default()
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn seqs(lines: &[String]) -> Vec<i64> {
+    lines
+        .iter()
+        .map(|l| {
+            let i = l.find(" seq=").expect("seq field") + 5;
+            l[i..]
+                .split(['i', ','])
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("seq value")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_splits_drops_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    store_with_samples(dir.path(), 1, 10);
+    let script: Shared = Arc::default();
+    script.lock().expect("lock").answers = VecDeque::from([
+        (503, "busy"),
+        (413, "too large"),
+        (204, ""),
+        (
+            400,
+            "{\"error\":\"partial write: field type conflict dropped=1\"}",
+        ),
+    ]);
+    let url = server(script.clone()).await;
+    let metrics = Arc::new(Metrics::default());
+    let fp = FootprintConfig::default();
+    let start = |metrics: Arc<Metrics>| {
+        let sink = Sink::new(
+            &cfg(url.clone()),
+            dir.path(),
+            fp.clone(),
+            GridIntensity::flat(56.0),
+            metrics,
+        )
+        .expect("sink");
+        let cancel = CancellationToken::new();
+        (tokio::spawn(sink.run(cancel.clone())), cancel)
+    };
+    let (task, cancel) = start(metrics.clone());
+    // 10 samples and one `host` point (the snapshot at start).
+    until("11 points answered for", || {
+        metrics.sink_written.load(Relaxed) + metrics.sink_dropped.load(Relaxed) == 11
+    })
+    .await;
+    assert_eq!(
+        metrics.sink_retried.load(Relaxed),
+        10,
+        "one 503 for the batch"
+    );
+    assert_eq!(metrics.sink_written.load(Relaxed), 10);
+    assert_eq!(metrics.sink_dropped.load(Relaxed), 1);
+    until("the cursor on disk", || {
+        std::fs::read_to_string(dir.path().join(cursor::FILE))
+            .is_ok_and(|t| t.contains("rowid 10\n"))
+    })
+    .await;
+    until("backlog 0", || metrics.sink_backlog.load(Relaxed) == 0).await;
+    {
+        let s = script.lock().expect("lock");
+        assert_eq!(
+            seqs(&s.usage),
+            (1..=10).collect::<Vec<_>>(),
+            "halves in order"
+        );
+        assert!(s.usage[0].starts_with(
+            "usage,agent=pc-1,chassis=desktop,group=mairie,host=pc-1.mairie,site=hdv,source=model seq=1i,"
+        ), "{}", s.usage[0]);
+        assert!(s.usage[0].ends_with(" 1700000010000"), "{}", s.usage[0]);
+        assert!(
+            s.snapshots
+                .iter()
+                .any(|t| t.starts_with("host,agent=pc-1,")),
+            "{:?}",
+            s.snapshots
+        );
+    }
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("bounded stop")
+        .expect("no panic");
+
+    // Restart: only what was stored since is sent.
+    store_with_samples(dir.path(), 11, 3);
+    let metrics = Arc::new(Metrics::default());
+    let (task, cancel) = start(metrics.clone());
+    // 3 samples and the snapshot again (same period: the same point).
+    until("3 more points", || metrics.sink_written.load(Relaxed) == 4).await;
+    assert_eq!(
+        seqs(&script.lock().expect("lock").usage),
+        (1..=13).collect::<Vec<_>>(),
+        "nothing sent twice"
+    );
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("bounded stop")
+        .expect("no panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_keeps_everything_and_stops_promptly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    store_with_samples(dir.path(), 1, 5);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let metrics = Arc::new(Metrics::default());
+    let sink = Sink::new(
+        &cfg(format!("http://127.0.0.1:{port}")),
+        dir.path(),
+        FootprintConfig::default(),
+        GridIntensity::flat(56.0),
+        metrics.clone(),
+    )
+    .expect("sink");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sink.run(cancel.clone()));
+    until("retries", || metrics.sink_retried.load(Relaxed) >= 10).await;
+    assert_eq!(metrics.sink_written.load(Relaxed), 0);
+    assert_eq!(metrics.sink_dropped.load(Relaxed), 0);
+    assert_eq!(metrics.sink_backlog.load(Relaxed), 5);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("bounded stop")
+        .expect("no panic");
+    assert!(
+        !dir.path().join(cursor::FILE).exists(),
+        "cursor never moved"
+    );
+}
+
+fn tags() -> HostTags {
+    HostTags {
+        agent: "pc 1".into(),
+        host: Some("poste,1".into()),
+        group: Some("".into()),
+        site: None,
+        chassis: Some("laptop".into()),
+    }
+}
+
+#[test]
+fn sample_lines_parse_and_carry_co2e() {
+    let fp = FootprintConfig::default();
+    let grid = GridIntensity::flat(100.0);
+    let carbon = Carbon {
+        footprint: &fp,
+        grid: &grid,
+    };
+    let row = SampleRow {
+        rowid: 1,
+        agent: 1,
+        seq: 7,
+        sent_ms: 1_700_000_000_000,
+        interval_ms: Some(10_000),
+        cpu_percent: Some(f64::NAN),
+        mem_total: Some(8_000),
+        mem_available: Some(3_000),
+        energy_j: Some(3.6e6),
+        power_w: Some(360.0),
+        user_active: Some(true),
+        power_source: Some("rapl".into()),
+        ..Default::default()
+    };
+    let mut lines = Lines::default();
+    points::sample(&mut lines, &tags(), &row, &carbon);
+    let text = String::from_utf8(lines.buf.clone()).expect("utf8");
+    let parsed: Vec<_> = influxdb_line_protocol::parse_lines(&text)
+        .collect::<Result<_, _>>()
+        .expect("valid line protocol");
+    assert_eq!(parsed.len(), 1);
+    let p = &parsed[0];
+    assert_eq!(p.series.measurement.as_str(), "usage");
+    let tag = |k: &str| {
+        p.series
+            .tag_set
+            .as_ref()
+            .and_then(|t| t.iter().find(|(n, _)| n.as_str() == k))
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(tag("agent").as_deref(), Some("pc 1"), "escaped, not split");
+    assert_eq!(tag("host").as_deref(), Some("poste,1"));
+    assert_eq!(tag("group"), None, "empty labels are left out");
+    assert_eq!(tag("source").as_deref(), Some("rapl"));
+    let field = |k: &str| {
+        p.field_set
+            .iter()
+            .find(|(n, _)| n.as_str() == k)
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(field("cpu_percent"), None, "NaN is left out");
+    assert_eq!(field("mem_used_bytes").as_deref(), Some("5000i"));
+    assert_eq!(field("user_active").as_deref(), Some("1i"));
+    // 1 kWh × PUE 1.0 (laptop) × 100 g/kWh.
+    assert_eq!(field("co2e_g").as_deref(), Some("100"));
+    assert_eq!(p.timestamp, Some(1_700_000_000_000));
+    assert_eq!(lines.slice(0, 1), &lines.buf[..]);
+}
+
+#[test]
+fn schema_md_lists_every_measurement_and_field() {
+    let schema = include_str!("../../../SCHEMA.md");
+    for (m, fields) in points::SCHEMA {
+        assert!(
+            schema.contains(&format!("### `{m}`")),
+            "SCHEMA.md has no section for {m}"
+        );
+        for f in *fields {
+            assert!(
+                schema.contains(&format!("`{f}`")),
+                "SCHEMA.md does not mention field {f} of {m}"
+            );
+        }
+    }
+}
