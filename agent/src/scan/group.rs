@@ -37,9 +37,9 @@ impl Slot {
     }
 }
 
-pub(crate) struct DedupOptions {
+pub(crate) struct DedupOptions<'a> {
     pub threads: usize,
-    pub budget: Option<f64>,
+    pub budget: Option<&'a super::pace::Budget>,
     pub poll: Duration,
     /// Files at least this large get a full hash even when unique (for
     /// fleet fingerprints).
@@ -66,7 +66,7 @@ pub(crate) struct Dedup {
 
 struct Ctx<'a> {
     w: &'a Walked,
-    opts: &'a DedupOptions,
+    opts: &'a DedupOptions<'a>,
     counters: &'a Counters,
     cancel: &'a AtomicBool,
     d: Dedup,
@@ -76,7 +76,7 @@ struct Ctx<'a> {
 pub(crate) fn find_duplicates(
     w: &Walked,
     cache: &Cache,
-    opts: &DedupOptions,
+    opts: &DedupOptions<'_>,
     counters: &Counters,
     cancel: &AtomicBool,
     poll: &mut dyn FnMut(),
@@ -243,7 +243,7 @@ impl Ctx<'_> {
             .collect();
         let per = self.opts.threads.max(1);
         let total = devs.len() * per;
-        let budget = self.opts.budget.map(|b| b / total as f64);
+        let budget = self.opts.budget;
         let (counters, cancel) = (self.counters, self.cancel);
         let results = run_workers(
             total,

@@ -338,6 +338,7 @@ pub fn scan(
             .exclude_paths
             .push(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
     }
+    let budget = cfg.cpu_budget.map(pace::Budget::new);
     let threads = if cfg.cpu_budget.is_some() {
         1
     } else {
@@ -351,7 +352,7 @@ pub fn scan(
             follow_symlinks: cfg.follow_symlinks,
             one_file_system: cfg.one_file_system,
             threads,
-            budget: cfg.cpu_budget,
+            budget: budget.as_ref(),
             poll: every,
         },
         &counters,
@@ -368,7 +369,7 @@ pub fn scan(
         &cache,
         &group::DedupOptions {
             threads,
-            budget: cfg.cpu_budget,
+            budget: budget.as_ref(),
             poll: every,
             full_hash_min: cfg.fingerprint_key.map(|_| cfg.fingerprint_min_bytes),
         },
@@ -413,6 +414,7 @@ pub fn scan(
         r.index_error = Some(e.to_string());
     }
     r.index_ms = t2.elapsed().as_millis() as u64;
+    r.paced_ms = budget.as_ref().map_or(0, |b| b.slept().as_millis() as u64);
     r.finished_at_ms = ms(SystemTime::now());
     tracing::info!(
         files = r.files,

@@ -8,12 +8,14 @@
 //! the machine is otherwise idle, which priorities alone do not. I/O is
 //! paced with it: every read is followed by hashing, which is CPU.
 //!
-//! The budget is a token bucket: tokens accrue at `budget` CPU-seconds per
-//! wall second, up to a small burst, and the thread's CPU time (from
-//! `/proc/thread-self/schedstat`, nanoseconds) is taken from it; in debt,
-//! the thread sleeps until the debt is repaid. Time blocked on I/O uses no
-//! CPU and cannot bank more than the burst, so no minute goes over budget.
+//! The budget is one token bucket for the whole scan: tokens accrue at
+//! `budget` CPU-seconds per wall second, up to a small burst, and the
+//! process's CPU time (every thread, from `/proc/self/stat`) is taken from
+//! it; in debt, the worker that notices sleeps until the debt is repaid.
+//! Time blocked on I/O uses no CPU and cannot bank more than the burst, so
+//! no minute goes over budget; work done between stages is charged too.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -24,53 +26,62 @@ const BURST_SECONDS: f64 = 1.0;
 /// Longest single sleep, so a cancel is seen quickly.
 const MAX_NAP: Duration = Duration::from_millis(200);
 
-/// Paces one worker thread. Without a budget, `tick` does nothing.
+/// The scan's CPU budget, shared by its workers.
 #[derive(Debug)]
-pub(crate) struct Pacer {
-    budget: Option<f64>,
+pub(crate) struct Budget {
+    fraction: f64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
     tokens: f64,
     last_wall: Instant,
     last_cpu: Duration,
-    /// CPU time slept for, for reports and tests.
-    pub slept: Duration,
+    slept: Duration,
 }
 
-impl Pacer {
-    /// `budget`: share of one core (0.05 = 5 %), or None for full speed.
-    pub fn new(budget: Option<f64>) -> Pacer {
-        Pacer {
-            budget: budget.filter(|b| *b > 0.0 && *b < 1.0),
-            tokens: 0.0,
-            last_wall: Instant::now(),
-            last_cpu: thread_cpu().unwrap_or_default(),
-            slept: Duration::ZERO,
+impl Budget {
+    /// `fraction`: share of one core (0.05 = 5 %).
+    pub fn new(fraction: f64) -> Budget {
+        Budget {
+            fraction: fraction.clamp(0.001, 1.0),
+            state: Mutex::new(State {
+                tokens: 0.0,
+                last_wall: Instant::now(),
+                last_cpu: process_cpu().unwrap_or_default(),
+                slept: Duration::ZERO,
+            }),
         }
     }
 
-    /// Call after each small unit of work (a directory entry, a block read).
-    pub fn tick(&mut self, cancel: &AtomicBool) {
-        let Some(budget) = self.budget else { return };
-        let now = Instant::now();
-        let wall = now.duration_since(self.last_wall);
-        if wall < CHECK_EVERY {
-            return;
-        }
-        // Without a per-thread CPU clock, count wall time as CPU: never
-        // over budget, only slower.
-        let cpu = thread_cpu().unwrap_or(self.last_cpu + wall);
-        let used = cpu.saturating_sub(self.last_cpu);
-        let (tokens, nap) = settle(self.tokens, used, wall, budget);
-        self.tokens = tokens;
-        if !nap.is_zero() {
-            self.sleep(nap, cancel);
-            // The nap has paid the debt; it must not also earn tokens.
-            self.tokens = 0.0;
-        }
-        self.last_wall = Instant::now();
-        self.last_cpu = thread_cpu().unwrap_or(cpu);
+    /// Total time workers slept to stay within the budget.
+    pub fn slept(&self) -> Duration {
+        self.state.lock().map(|s| s.slept).unwrap_or_default()
     }
 
-    fn sleep(&mut self, nap: Duration, cancel: &AtomicBool) {
+    fn tick(&self, cancel: &AtomicBool) {
+        let nap = {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let wall = now.duration_since(st.last_wall);
+            if wall < CHECK_EVERY {
+                return;
+            }
+            // Without the clock, count wall time as CPU: never over
+            // budget, only slower.
+            let cpu = process_cpu().unwrap_or(st.last_cpu + wall);
+            let used = cpu.saturating_sub(st.last_cpu);
+            let (tokens, nap) = settle(st.tokens, used, wall, self.fraction);
+            // A nap repays the debt; it must not also earn tokens.
+            st.tokens = if nap.is_zero() { tokens } else { 0.0 };
+            st.last_wall = now + nap;
+            st.last_cpu = cpu;
+            st.slept += nap;
+            nap
+        };
         let until = Instant::now() + nap;
         loop {
             let now = Instant::now();
@@ -79,7 +90,23 @@ impl Pacer {
             }
             std::thread::sleep((until - now).min(MAX_NAP));
         }
-        self.slept += nap;
+    }
+}
+
+/// One worker's handle on the budget. Without one, `tick` does nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacer<'a>(Option<&'a Budget>);
+
+impl<'a> Pacer<'a> {
+    pub fn new(budget: Option<&'a Budget>) -> Pacer<'a> {
+        Pacer(budget)
+    }
+
+    /// Call after each small unit of work (a directory entry, a block read).
+    pub fn tick(&mut self, cancel: &AtomicBool) {
+        if let Some(b) = self.0 {
+            b.tick(cancel);
+        }
     }
 }
 
@@ -97,11 +124,15 @@ pub(crate) fn settle(tokens: f64, used: Duration, wall: Duration, budget: f64) -
     }
 }
 
-/// CPU time of the calling thread, from `/proc/thread-self/schedstat`.
-pub(crate) fn thread_cpu() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+/// CPU time of the whole process (user + system), from `/proc/self/stat`,
+/// in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime the 12th, stime the 13th.
+    let mut f = s.get(s.rfind(')')? + 2..)?.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 #[cfg(test)]
@@ -151,24 +182,28 @@ mod tests {
     }
 
     #[test]
-    fn thread_clock_advances_with_work() {
-        let Some(a) = thread_cpu() else { return };
+    fn process_clock_advances_with_work() {
+        let Some(a) = process_cpu() else { return };
+        let t = Instant::now();
         let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while t.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
-        std::hint::black_box(x);
-        let b = thread_cpu().expect("clock");
-        assert!(b > a);
+        let b = process_cpu().expect("clock");
+        assert!(b >= a + Duration::from_millis(30), "{a:?} -> {b:?}");
     }
 
     #[test]
-    fn no_budget_never_sleeps() {
-        let mut p = Pacer::new(None);
-        let cancel = AtomicBool::new(false);
-        for _ in 0..1000 {
+    fn a_cancelled_scan_does_not_nap() {
+        let b = Budget::new(0.01);
+        let cancel = AtomicBool::new(true);
+        let mut p = Pacer::new(Some(&b));
+        let t = Instant::now();
+        // Burn CPU past the budget: the debt is recorded, the nap skipped.
+        while t.elapsed() < Duration::from_millis(30) {
             p.tick(&cancel);
         }
-        assert_eq!(p.slept, Duration::ZERO);
+        assert!(t.elapsed() < Duration::from_millis(500));
+        Pacer::new(None).tick(&cancel);
     }
 }

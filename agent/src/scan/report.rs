@@ -56,6 +56,8 @@ pub struct ScanReport {
     pub walk_ms: u64,
     pub hash_ms: u64,
     pub index_ms: u64,
+    /// Time slept to stay within the CPU budget (background mode).
+    pub paced_ms: u64,
     /// The index could not be saved (the scan itself is fine).
     pub index_error: Option<String>,
 }

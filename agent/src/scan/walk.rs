@@ -105,8 +105,8 @@ pub(crate) struct WalkOptions<'a> {
     pub follow_symlinks: bool,
     pub one_file_system: bool,
     pub threads: usize,
-    /// CPU budget per worker (fraction of a core), background mode only.
-    pub budget: Option<f64>,
+    /// The CPU budget, background mode only.
+    pub budget: Option<&'a super::pace::Budget>,
     pub poll: Duration,
 }
 
@@ -210,12 +210,11 @@ pub(crate) fn walk(
         seed_root(&shared, root, &mut seed);
     }
     let threads = opts.threads.max(1);
-    let budget = opts.budget.map(|b| b / threads as f64);
     let locals = run_workers(
         threads,
         |_| {
             let mut local = Local::default();
-            let mut pacer = Pacer::new(budget);
+            let mut pacer = Pacer::new(opts.budget);
             while let Some(job) = shared.next() {
                 let new = read_dir(&shared, &job, &mut local, &mut pacer);
                 shared.finish(new);
