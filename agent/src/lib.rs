@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod nudges;
 pub mod probe;
 pub mod runtime;
 pub mod scan;

@@ -34,6 +34,13 @@ struct Cli {
 enum Command {
     /// Run the agent (the default).
     Run,
+    /// List the nudges received from the collector: what to do, and what
+    /// it saves.
+    Nudges {
+        /// Print them as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Find duplicates and bloat: a summary, biggest wins first (nothing
     /// is sent). The index it keeps lets `cleanup` act and rescans go fast.
     Scan(sobre_agent::scan::cli::ScanArgs),
@@ -66,8 +73,9 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::Once => once(&cfg),
-        Command::Cleanup(args) => sobre_agent::cleanup::cli::run(&cfg, args, cli.config.is_some()),
         Command::Scan(args) => sobre_agent::scan::cli::run(&cfg, args, cli.config.is_some()),
+        Command::Cleanup(args) => sobre_agent::cleanup::cli::run(&cfg, args, cli.config.is_some()),
+        Command::Nudges { json } => nudges(&cfg, json),
         Command::Cost { samples } => cost(&cfg, samples.max(1)),
         Command::Run => {
             // One thread: the agent is idle nearly all the time.
@@ -83,6 +91,29 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn nudges(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
+    let kept = sobre_agent::nudges::NudgeBox::new(cfg.nudges_path()).list()?;
+    if json {
+        for k in &kept {
+            println!("{}", serde_json::to_string(k)?);
+        }
+        return Ok(());
+    }
+    if kept.is_empty() {
+        println!(
+            "No nudge yet. (They are kept in {}.)",
+            cfg.nudges_path().display()
+        );
+    }
+    for k in kept.iter().rev() {
+        println!(
+            "• {}\n  {}\n  → {}\n",
+            k.nudge.title, k.nudge.body, k.nudge.action
+        );
+    }
+    Ok(())
 }
 
 fn once(cfg: &AgentConfig) -> anyhow::Result<()> {

@@ -29,6 +29,7 @@ pub enum AgentError {
 /// State shared by the sampler and the sender.
 struct Shared {
     agent_id: String,
+    nudges: crate::nudges::NudgeBox,
     spool: Mutex<Spool>,
     bytes_sent: AtomicU64,
     /// Something new is in the spool.
@@ -84,6 +85,7 @@ pub async fn run<T: Transport>(
     sampler.usage.sample(Duration::ZERO)?;
     let shared = Arc::new(Shared {
         agent_id,
+        nudges: crate::nudges::NudgeBox::new(cfg.nudges_path()),
         spool: Mutex::new(spool),
         bytes_sent: AtomicU64::new(0),
         wake: Notify::new(),
@@ -131,27 +133,7 @@ impl Sampler {
             }
         };
         footprint.bytes_sent = shared.bytes_sent.load(Relaxed);
-        let mut spool = shared.spool();
-        let stats = spool.stats();
-        footprint.spool_dropped = stats.dropped_total;
-        footprint.spool_pending = stats.pending;
-        let res = spool.append(|seq, floor| {
-            Envelope {
-                agent_id: shared.agent_id.clone(),
-                seq,
-                sent_at_ms: now_ms(),
-                version: v1::VERSION,
-                spool_floor: floor,
-                footprint: Some(footprint),
-                body: Some(body),
-            }
-            .encode_to_vec()
-        });
-        drop(spool);
-        match res {
-            Ok(_) => shared.wake.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot spool a report; it is lost"),
-        }
+        append(shared, body, Some(footprint));
     }
 
     fn inventory(&mut self, shared: &Shared) {
@@ -173,6 +155,35 @@ impl Sampler {
         let mut u = self.usage.sample(interval)?;
         self.power.sample(interval, u.cpu_percent).fill(&mut u);
         Ok(u)
+    }
+}
+
+/// Spools an envelope (the footprint gets the spool's own figures) and
+/// wakes the sender.
+fn append(shared: &Shared, body: Body, footprint: Option<v1::AgentFootprint>) {
+    let mut spool = shared.spool();
+    let stats = spool.stats();
+    let footprint = footprint.map(|mut f| {
+        f.spool_dropped = stats.dropped_total;
+        f.spool_pending = stats.pending;
+        f
+    });
+    let res = spool.append(|seq, floor| {
+        Envelope {
+            agent_id: shared.agent_id.clone(),
+            seq,
+            sent_at_ms: now_ms(),
+            version: v1::VERSION,
+            spool_floor: floor,
+            footprint,
+            body: Some(body),
+        }
+        .encode_to_vec()
+    });
+    drop(spool);
+    match res {
+        Ok(_) => shared.wake.notify_one(),
+        Err(e) => tracing::error!(error = %e, "cannot spool an envelope; it is lost"),
     }
 }
 
@@ -426,7 +437,24 @@ impl Session {
                 None => tracing::warn!("ignoring an unknown command"),
             },
             Some(downlink::Body::Nudge(n)) => {
-                tracing::info!(kind = %n.kind, title = %n.title, "nudge received");
+                match shared.nudges.add(&n, now_ms()) {
+                    Ok(new) => {
+                        if new {
+                            tracing::info!(kind = %n.kind, title = %n.title, "nudge received; `sobre-agent nudges` shows it");
+                        }
+                        // Acknowledged again if it came again: the first
+                        // receipt may have been lost.
+                        let receipt = v1::NudgeReceipt {
+                            nudge_id: n.id.clone(),
+                            how: "kept".into(),
+                            at_ms: now_ms(),
+                        };
+                        append(shared, Body::NudgeReceipt(receipt), None);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot keep a nudge; the collector will send it again")
+                    }
+                }
             }
             None => tracing::debug!("empty downlink"),
         }

@@ -18,6 +18,8 @@ pub struct CollectorConfig {
     pub store: StoreConfig,
     pub limits: Limits,
     pub footprint: crate::footprint::FootprintConfig,
+    pub detect: crate::detect::DetectConfig,
+    pub nudge: crate::nudge::NudgeConfig,
     /// InfluxDB-compatible time-series server fed from the store (off by
     /// default); keys and defaults in `crate::sink::SinkConfig`.
     pub sink: crate::sink::SinkConfig,
@@ -33,6 +35,8 @@ impl Default for CollectorConfig {
             store: StoreConfig::default(),
             limits: Limits::default(),
             footprint: crate::footprint::FootprintConfig::default(),
+            detect: crate::detect::DetectConfig::default(),
+            nudge: crate::nudge::NudgeConfig::default(),
             sink: crate::sink::SinkConfig::default(),
         }
     }
@@ -205,6 +209,8 @@ impl CollectorConfig {
             return Err("store.batch_max and store.queue must be at least 1".into());
         }
         self.footprint.validate()?;
+        self.detect.validate()?;
+        self.nudge.validate()?;
         self.sink.validate()?;
         if let Some(path) = &self.footprint.grid_hourly_file {
             crate::footprint::GridIntensity::load(self.footprint.grid_g_per_kwh, path)

@@ -2,12 +2,15 @@
 //! an external broker) and gRPC, stores them once in SQLite, acks after
 //! commit, and serves them over HTTP.
 
+pub mod bench;
 pub mod config;
 pub mod detect;
 pub mod footprint;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
+pub mod nudge;
 pub mod sink;
 pub mod storage;
 pub mod store;
@@ -74,8 +77,18 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let metrics = Arc::new(Metrics::default());
     let writer_conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
     let reader = store::Reader::new(store::open_reader(&cfg.data_dir)?);
+    let routes = ingest::routes::Routes::default();
     let writer = store::Writer::new(writer_conn, metrics.clone(), cfg.store.batch_max)
-        .map_err(store::StoreError::from)?;
+        .map_err(store::StoreError::from)?
+        .notify_online(routes.online.clone());
+    let footprint_settings = Arc::new(footprint_settings);
+    let jobs = Arc::new(jobs::Jobs::new(
+        store::open(&cfg.data_dir, cfg.store.sync_full)?,
+        cfg.detect.clone(),
+        cfg.nudge.clone(),
+        footprint_settings.clone(),
+        routes.clone(),
+    ));
     // Built before anything runs, so a bad [sink] stops the start cleanly.
     let sink = match cfg.sink.enabled {
         true => Some(
@@ -110,6 +123,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         events: events_tx,
         metrics: metrics.clone(),
         limits: cfg.limits.clone(),
+        routes: routes.clone(),
     };
     let tracker = TaskTracker::new();
 
@@ -142,7 +156,10 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         ctx.clone(),
         cancel.clone(),
     ));
+    routes.set_mqtt(client.clone());
     tracker.spawn(ingest::acks::run(acks_rx, Some(client), metrics.clone()));
+    tracker.spawn(jobs::detect_loop(jobs.clone(), cancel.clone()));
+    tracker.spawn(jobs::dispatch_loop(jobs.clone(), cancel.clone()));
 
     // gRPC.
     let grpc_addr = if cfg.grpc.enabled {
@@ -180,7 +197,8 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let app = http::router(http::AppState {
         reader,
         metrics: metrics.clone(),
-        footprint: Arc::new(footprint_settings),
+        footprint: footprint_settings,
+        jobs,
     });
     let shutdown = cancel.clone();
     tracker.spawn(async move {

@@ -32,6 +32,37 @@ struct Cli {
 enum Command {
     /// Run the collector (the default).
     Run,
+    /// List findings (idle servers, machines left on, bloat...) from the
+    /// store in `data_dir`, biggest savings first. Works while the
+    /// collector runs.
+    Findings {
+        /// Only this kind: idle_server, left_on, consolidation, redundant,
+        /// bloat, past_lifetime, battery_worn.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this state: open, acknowledged, snoozed, resolved.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this agent id.
+        #[arg(long)]
+        host: Option<String>,
+        /// Run a detection pass first (nudges it queues are delivered by
+        /// the running collector).
+        #[arg(long)]
+        run: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark: one detection pass over a synthetic fleet (hourly
+    /// roll-up of HOSTS × DAYS) in a temporary store; prints its time and
+    /// the process's peak memory.
+    BenchDetect {
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 14)]
+        days: i64,
+    },
     /// Try Sobre on this machine, no setup: a collector with its embedded
     /// broker and store, plus an agent for this machine reporting to it.
     /// Prints the address to open; Ctrl-C stops both cleanly.
@@ -67,6 +98,26 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(cfg).await,
+            Command::Findings {
+                kind,
+                state,
+                host,
+                run,
+                json,
+            } => findings(&cfg, kind, state, host, run, json),
+            Command::BenchDetect { hosts, days } => {
+                let dir =
+                    std::env::temp_dir().join(format!("sobre-bench-detect-{}", std::process::id()));
+                let line = sobre_collector::bench::detect(
+                    &dir,
+                    hosts,
+                    days,
+                    sobre_collector::ingest::now_ms(),
+                );
+                let _ = std::fs::remove_dir_all(&dir);
+                println!("{}", line?);
+                Ok(())
+            }
             Command::Quickstart {
                 data_dir,
                 http,
@@ -76,15 +127,93 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+fn findings(
+    cfg: &CollectorConfig,
+    kind: Option<String>,
+    state: Option<String>,
+    host: Option<String>,
+    run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use sobre_collector::store::{self, findings as f};
+    if let Some(k) = &kind
+        && sobre_collector::detect::Kind::parse(k).is_none()
+    {
+        anyhow::bail!("--kind {k:?} is not a finding kind; see --help");
+    }
+    if !cfg.data_dir.join(store::FILE).exists() {
+        anyhow::bail!(
+            "no store in {}: run the collector first, or pass --config with its data_dir",
+            cfg.data_dir.display()
+        );
+    }
+    let conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
+    if run {
+        let grid = match &cfg.footprint.grid_hourly_file {
+            Some(p) => {
+                sobre_collector::footprint::GridIntensity::load(cfg.footprint.grid_g_per_kwh, p)?
+            }
+            None => sobre_collector::footprint::GridIntensity::flat(cfg.footprint.grid_g_per_kwh),
+        };
+        let settings = std::sync::Arc::new(sobre_collector::http::footprint_api::Settings {
+            cfg: cfg.footprint.clone(),
+            grid,
+        });
+        let jobs = sobre_collector::jobs::Jobs::new(
+            store::open(&cfg.data_dir, cfg.store.sync_full)?,
+            cfg.detect.clone(),
+            cfg.nudge.clone(),
+            settings,
+            Default::default(),
+        );
+        let r = jobs.pass(sobre_collector::ingest::now_ms())?;
+        eprintln!(
+            "pass: {} findings ({} new, {} resolved) on {} hosts, {} nudges queued, {} ms",
+            r.findings, r.opened, r.resolved, r.hosts, r.nudges, r.millis
+        );
+    }
+    let list = f::list(
+        &conn,
+        &f::FindingFilter {
+            kind,
+            state,
+            agent_id: host,
+        },
+    )?;
+    for x in &list {
+        if json {
+            println!("{}", serde_json::to_string(x)?);
+            continue;
+        }
+        let saving = match (x.saving_kg_year, x.saving_kwh_year, x.saving_bytes) {
+            (Some(kg), Some(kwh), _) => format!("{kwh:.0} kWh/yr, {kg:.1} kgCO2e/yr"),
+            (Some(kg), None, _) => format!("{kg:.1} kgCO2e/yr"),
+            (_, _, Some(b)) => format!("{:.1} GB", b as f64 / 1e9),
+            _ => String::new(),
+        };
+        println!(
+            "{:<13} {:<14} {:<28} {saving}\n  id {}",
+            x.state, x.kind, x.subject, x.id
+        );
+    }
+    if list.is_empty() && !json {
+        println!("No findings. (A pass runs every detect.interval_s; --run runs one now.)");
+    }
+    Ok(())
+}
+
 async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let running = sobre_collector::start(cfg, cancel.clone()).await?;
-    println!("sobre-collector listening: http://{}", running.http_addr);
+    say(&format!(
+        "sobre-collector listening: http://{}",
+        running.http_addr
+    ));
     if let Some(a) = running.mqtt_addr {
-        println!("  MQTT broker: mqtt://{a}");
+        say(&format!("  MQTT broker: mqtt://{a}"));
     }
     if let Some(a) = running.grpc_addr {
-        println!("  gRPC:        http://{a}");
+        say(&format!("  gRPC:        http://{a}"));
     }
     tokio::spawn(cancel_on_signal(cancel));
     running.stopped().await;
@@ -128,10 +257,10 @@ async fn quickstart(
     let agent_cancel = CancellationToken::new();
     let agent_task = tokio::spawn(sobre_agent::run_configured(agent, agent_cancel.clone()));
     let url = format!("http://{}", running.http_addr);
-    println!(
+    say(&format!(
         "\nSobre is running on this machine.\n\n  Open   {url}\n  API    {url}/api/v1/agents\n         {url}/api/v1/agents/{agent_id}/samples\n\n  Broker mqtt://{broker} (embedded)   Store {}\n  The first usage report arrives after {interval_s} s. Ctrl-C stops.\n",
         data_dir.join(sobre_collector::store::FILE).display()
-    );
+    ));
     let signals = CancellationToken::new();
     tokio::spawn(cancel_on_signal(signals.clone()));
     let mut agent_task = agent_task;
@@ -150,6 +279,15 @@ async fn quickstart(
         Ok(Err(e)) => Err(anyhow::Error::new(e).context("the local agent stopped")),
         Err(e) => Err(anyhow::Error::new(e).context("the local agent task failed")),
     }
+}
+
+/// Prints to stdout, ignoring a closed stdout: whoever started us may have
+/// read the banner and gone away (a `| head`, a test harness), which must
+/// not stop the collector (`println!` would panic on the broken pipe).
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
 }
 
 /// SIGINT or SIGTERM starts an orderly shutdown; a second one exits now.

@@ -11,3 +11,17 @@ pub mod v1 {
 }
 
 pub mod topics;
+
+#[cfg(test)]
+mod tests {
+    /// Regression: JSON written by an older Sobre (fewer fields) must load,
+    /// not silently turn into an empty inventory.
+    #[test]
+    fn partial_inventory_json_loads_with_defaults() {
+        let inv: super::v1::Inventory =
+            serde_json::from_str(r#"{"chassis":"server","cpu_threads":8}"#).expect("loads");
+        assert_eq!(inv.chassis, "server");
+        assert_eq!(inv.cpu_threads, 8);
+        assert!(inv.monitors.is_empty());
+    }
+}

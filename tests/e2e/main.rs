@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod footprint;
 mod full_disk;
+mod nudges;
 mod quickstart;
 
 use std::time::Duration;

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_lists_this_machine_with_inventory_and_samples() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("quickstart.log");
+    let log_file = std::fs::File::create(&log_path).expect("log");
     let mut child = Command::new(bin("sobre-collector"))
         .args([
             "quickstart",
@@ -20,8 +22,9 @@ async fn quickstart_lists_this_machine_with_inventory_and_samples() {
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
+        .env("SOBRE_LOG", "info,sobre_agent=debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log_file))
         .spawn()
         .expect("start quickstart");
     // The banner says where to go.
@@ -37,7 +40,7 @@ async fn quickstart_lists_this_machine_with_inventory_and_samples() {
         .expect("hostname")
         .trim()
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = sobre_tests::http_client();
     let id = wait_for("this machine in /api/v1/agents", PATIENCE, || {
         let (client, url, hostname) = (client.clone(), url.clone(), hostname.clone());
         async move {
@@ -69,6 +72,8 @@ async fn quickstart_lists_this_machine_with_inventory_and_samples() {
         detail["inventory"]["mem_total_bytes"].as_u64().unwrap_or(0) > 0,
         "{detail}"
     );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _guard = PrintOnPanic(&log);
     wait_for("live samples", PATIENCE, || {
         let (client, url, id) = (client.clone(), url.clone(), id.clone());
         async move {
@@ -87,4 +92,15 @@ async fn quickstart_lists_this_machine_with_inventory_and_samples() {
     sigterm(child.id());
     let status = crate::wait_child(&mut child).await;
     assert!(status.success(), "quickstart exit {status:?}");
+}
+
+/// Prints the quickstart's log if the test fails past this point.
+struct PrintOnPanic<'a, F: Fn() -> String>(&'a F);
+
+impl<F: Fn() -> String> Drop for PrintOnPanic<'_, F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- quickstart log ---\n{}", (self.0)());
+        }
+    }
 }

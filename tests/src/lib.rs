@@ -80,3 +80,11 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// An HTTP client for the tests. The workspace builds reqwest with
+/// rustls and no default crypto provider (the collector's sink picks
+/// ring), so install ring once before building one.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

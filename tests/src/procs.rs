@@ -79,7 +79,7 @@ impl Collector {
             mqtt,
             grpc,
             child: None,
-            http_client: reqwest::Client::new(),
+            http_client: crate::http_client(),
         };
         c.restart().await;
         c

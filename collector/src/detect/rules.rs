@@ -63,7 +63,13 @@ pub fn idle_server(cfg: &DetectConfig, h: &HostHistory, now_ms: i64) -> Option<F
     }
     let today = local_day(cfg, now_ms);
     let first_day = today - c.window_days;
-    if h.first_seen_ms > day_start_ms(cfg, first_day) {
+    // History starts at the first hour we hold (replayed spools and
+    // imports can predate the collector's first sight of the host).
+    let known_since = h
+        .hours
+        .first()
+        .map_or(h.first_seen_ms, |s| s.hour_ms.min(h.first_seen_ms));
+    if known_since > day_start_ms(cfg, first_day) {
         return None; // not enough history to judge
     }
     let mut days: BTreeMap<i64, HourStats> = BTreeMap::new();

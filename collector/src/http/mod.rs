@@ -1,6 +1,7 @@
 //! The HTTP API: `/health`, `/metrics` and the read-only `/api/v1/...`
 //! JSON endpoints over the store.
 
+pub mod findings_api;
 pub mod footprint_api;
 
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub reader: Reader,
     pub metrics: Arc<Metrics>,
     pub footprint: Arc<footprint_api::Settings>,
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -31,6 +33,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/footprint", get(footprint_api::footprint))
         .route("/api/v1/agents/{id}/storage", get(agent_storage))
         .route("/api/v1/storage", get(fleet_storage))
+        .route("/api/v1/findings", get(findings_api::list))
+        .route(
+            "/api/v1/findings/{id}/acknowledge",
+            axum::routing::post(findings_api::acknowledge),
+        )
+        .route(
+            "/api/v1/findings/{id}/snooze",
+            axum::routing::post(findings_api::snooze),
+        )
+        .route(
+            "/api/v1/detect",
+            axum::routing::post(findings_api::run_pass),
+        )
+        .route("/api/v1/agents/{id}/nudges", get(findings_api::nudges))
+        .route(
+            "/api/v1/agents/{id}/nudge-optout/{kind}",
+            axum::routing::put(findings_api::opt_out).delete(findings_api::opt_in),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -176,7 +196,7 @@ async fn fleet_storage(
     )))
 }
 
-fn unknown_agent(id: &str) -> ApiError {
+pub(crate) fn unknown_agent(id: &str) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!("no agent with id {id:?}; GET /api/v1/agents lists the known ones"),

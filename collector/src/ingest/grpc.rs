@@ -89,6 +89,7 @@ async fn serve_stream(
         };
         if agent.is_none() {
             agent = Some(env.agent_id.clone());
+            ctx.routes.register_grpc(&env.agent_id, tx.clone());
             let ev = Event::Presence {
                 agent_id: env.agent_id.clone(),
                 online: true,
@@ -109,6 +110,7 @@ async fn serve_stream(
         }
     }
     if let Some(agent_id) = agent {
+        ctx.routes.unregister_grpc(&agent_id, &tx);
         let _ = ctx
             .events
             .send(Event::Presence {

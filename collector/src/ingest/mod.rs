@@ -5,6 +5,7 @@ pub mod acks;
 pub mod broker;
 pub mod grpc;
 pub mod mqtt;
+pub mod routes;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -211,6 +212,7 @@ pub struct IngestCtx {
     pub events: mpsc::Sender<Event>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    pub routes: routes::Routes,
 }
 
 #[cfg(test)]

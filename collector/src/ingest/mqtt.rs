@@ -106,6 +106,9 @@ fn on_publish(ctx: &IngestCtx, p: &Publish) -> Option<Event> {
                 // A retained status is cleared with an empty payload.
                 _ => return None,
             };
+            if online {
+                ctx.routes.online.notify_one();
+            }
             Some(Event::Presence {
                 agent_id: agent_id.to_owned(),
                 online,

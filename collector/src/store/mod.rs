@@ -2,6 +2,7 @@
 //! then releases acks, and a read side for the HTTP API.
 
 pub mod dedup;
+pub mod findings;
 pub mod read;
 pub mod schema;
 pub mod writer;

@@ -32,6 +32,8 @@ pub struct Writer {
     agents: HashMap<String, AgentState>,
     metrics: Arc<Metrics>,
     batch_max: usize,
+    /// Woken after a commit that brought an agent online (queued nudges).
+    online: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Writer {
@@ -69,7 +71,14 @@ impl Writer {
             agents,
             metrics,
             batch_max,
+            online: None,
         })
+    }
+
+    /// Wakes `n` after each commit in which an agent came online.
+    pub fn notify_online(mut self, n: Arc<tokio::sync::Notify>) -> Self {
+        self.online = Some(n);
+        self
     }
 
     /// Runs until `events` is closed and drained, sending acks after each
@@ -201,6 +210,13 @@ impl Writer {
         }
         rollup.write(&tx)?;
         tx.commit()?;
+        if let Some(n) = &self.online
+            && batch
+                .iter()
+                .any(|e| matches!(e, Event::Presence { online: true, .. }))
+        {
+            n.notify_one();
+        }
         self.agents.extend(staged);
         self.metrics.stored.fetch_add(stored, Relaxed);
         self.metrics.duplicates.fetch_add(dups, Relaxed);
