@@ -19,7 +19,11 @@ fn envelope(agent: &str, seq: u64, sent_at_ms: i64, body: Body) -> Vec<u8> {
         seq,
         sent_at_ms,
         version: 1,
-        spool_floor: seq,
+        // The importer holds everything until acked, as an agent's spool
+        // would: its floor stays at the first seq. (Claiming floor = seq
+        // while 100 messages are in flight lets the collector forget
+        // earlier seqs that arrive late, and drop them as duplicates.)
+        spool_floor: 1,
         footprint: None,
         body: Some(body),
     }
