@@ -128,6 +128,13 @@ impl Sink {
         };
         let committed = producer.committed.clone();
         let producer = tokio::spawn(producer.run(tx, cancel.clone()));
+        let gauge = tokio::spawn(backlog_gauge(
+            self.data_dir.clone(),
+            committed.clone(),
+            max_rowid.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
         let mut sender = Sender {
             client: self.client,
             cfg: self.cfg,
@@ -162,7 +169,45 @@ impl Sink {
         if producer.await.is_err() {
             tracing::error!("sink producer panicked");
         }
+        gauge.abort();
         tracing::info!(after_rowid = cursor.rowid, "InfluxDB sink stopped");
+    }
+}
+
+/// Keeps `sobre_sink_backlog_rows` current while the sender is stuck
+/// retrying (the producer then waits and reads nothing).
+async fn backlog_gauge(
+    data_dir: PathBuf,
+    committed: Arc<AtomicI64>,
+    max_rowid: Arc<AtomicI64>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let conn = match crate::store::open_reader(&data_dir) {
+        Ok(c) => Arc::new(std::sync::Mutex::new(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "sink backlog gauge: cannot open the store");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = cancel.cancelled() => return,
+        }
+        let conn = conn.clone();
+        let max = tokio::task::spawn_blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            c.query_row("SELECT coalesce(max(rowid), 0) FROM samples", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await;
+        if let Ok(Ok(max)) = max {
+            max_rowid.fetch_max(max, Relaxed);
+            let behind = (max - committed.load(Relaxed)).max(0);
+            metrics.sink_backlog.store(behind as u64, Relaxed);
+        }
     }
 }
 
