@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod footprint;
 mod full_disk;
+mod influx;
 mod nudges;
 mod quickstart;
 

@@ -1,0 +1,843 @@
+//! The InfluxDB sink and the Grafana dashboards against real servers:
+//! Debian's InfluxDB 1.6 (`/write`, InfluxQL `/query`) and VictoriaMetrics
+//! (`/api/v2/write`, export API), each started here on free loopback
+//! ports in a temp dir (never a system service), with real agents
+//! streaming through a real collector. Also the dashboards' lint.
+
+use crate::PATIENCE;
+use prost::Message;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use sobre_proto::topics;
+use sobre_proto::v1::{CategoryTotal, Envelope, Inventory, StorageSummary, envelope::Body};
+use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, free_port, wait_for};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const DB: &str = "sobre";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Influx,
+    Victoria,
+}
+
+/// A time-series server of our own on a free loopback port.
+struct Server {
+    kind: Kind,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+fn exe(candidates: &[&str], package: &str) -> String {
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| {
+            panic!("{package} is not installed: apt-get install {package} (tests/run does it)")
+        })
+}
+
+impl Server {
+    async fn influxdb(dir: &Path) -> Server {
+        let (port, rpc) = (free_port(), free_port());
+        std::fs::create_dir_all(dir).expect("influx dir");
+        let d = dir.display();
+        std::fs::write(
+            dir.join("influxdb.conf"),
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  max-row-limit = 0\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [continuous_queries]\n  enabled = false\n\
+                 [logging]\n  level = \"warn\"\n"
+            ),
+        )
+        .expect("influxdb.conf");
+        let mut s = Server {
+            kind: Kind::Influx,
+            port,
+            dir: dir.to_owned(),
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        s.restart().await;
+        let r = s
+            .http
+            .post(s.url(&format!("/query?q=CREATE+DATABASE+{DB}")))
+            .send()
+            .await
+            .expect("CREATE DATABASE");
+        assert!(r.status().is_success(), "CREATE DATABASE: {}", r.status());
+        s
+    }
+
+    async fn victoria(dir: &Path) -> Server {
+        std::fs::create_dir_all(dir).expect("vm dir");
+        let mut s = Server {
+            kind: Kind::Victoria,
+            port: free_port(),
+            dir: dir.to_owned(),
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        s.restart().await;
+        s
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// (Re)starts the process on the same port and data, and waits for
+    /// its health endpoint.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .expect("log");
+        let mut cmd = match self.kind {
+            Kind::Influx => {
+                let mut c =
+                    Command::new(exe(&["/usr/bin/influxd", "/usr/sbin/influxd"], "influxdb"));
+                c.arg("-config").arg(self.dir.join("influxdb.conf"));
+                c
+            }
+            Kind::Victoria => {
+                let mut c = Command::new(exe(
+                    &["/usr/bin/victoria-metrics", "/usr/sbin/victoria-metrics"],
+                    "victoria-metrics",
+                ));
+                c.arg(format!(
+                    "-storageDataPath={}",
+                    self.dir.join("data").display()
+                ))
+                .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+                .arg("-retentionPeriod=100y")
+                .arg("-loggerLevel=WARN");
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log));
+        self.child = Some(cmd.spawn().expect("start the server"));
+        let (url, client) = (
+            self.url(match self.kind {
+                Kind::Influx => "/ping",
+                Kind::Victoria => "/health",
+            }),
+            self.http.clone(),
+        );
+        wait_for("the time-series server's health endpoint", PATIENCE, || {
+            let (url, client) = (url.clone(), client.clone());
+            async move {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Orderly stop (SIGTERM), waiting for the exit.
+    async fn stop(&mut self) {
+        let mut c = self.child.take().expect("running");
+        sobre_tests::sigterm(c.id());
+        sobre_tests::procs::wait_exit(&mut c, PATIENCE).await;
+    }
+
+    /// InfluxQL; the result's first statement.
+    async fn query(&self, q: &str) -> Value {
+        let url = reqwest::Url::parse_with_params(
+            &self.url("/query"),
+            &[("db", DB), ("epoch", "ms"), ("q", q)],
+        )
+        .expect("query url");
+        let v: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("GET /query")
+            .json()
+            .await
+            .expect("query JSON");
+        let r = v["results"][0].clone();
+        assert!(r.get("error").is_none(), "InfluxQL error for {q}:\n{v}");
+        r
+    }
+
+    /// `SELECT "seq" FROM "usage"` for one agent: every seq the server has.
+    async fn seqs(&self, agent: &str) -> Vec<u64> {
+        let r = self
+            .query(&format!(
+                "SELECT \"seq\" FROM \"usage\" WHERE \"agent\" = '{agent}'"
+            ))
+            .await;
+        let mut out: Vec<u64> = r["series"][0]["values"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|row| row[1].as_u64()).collect())
+            .unwrap_or_default();
+        out.sort_unstable();
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sink_toml(api: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[sink]\nenabled = true\napi = \"{api}\"\nurl = \"http://127.0.0.1:{port}\"\ndb = \"{DB}\"\nbucket = \"{DB}\"\n\
+         flush_interval_ms = 100\nretry_min_ms = 100\nretry_max_ms = 1000\nsnapshot_interval_ms = 1000\n{extra}\n"
+    )
+}
+
+fn labelled(id: &str, group: &str, site: &str) -> AgentOpts {
+    let mut o = AgentOpts::new(id, Transport::Mqtt);
+    o.interval_ms = 100;
+    o.extra_toml = format!("group = \"{group}\"\nsite = \"{site}\"\n");
+    o
+}
+
+/// A host that only reports a storage scan (no agent on this machine
+/// scans yet), over MQTT as an agent would.
+async fn storage_host(mqtt_port: u16, id: &str) {
+    let mut opts = MqttOptions::new(format!("{id}-test"), "127.0.0.1", mqtt_port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    let now = sobre_tests::now_ms();
+    let cat = |category: &str, age: &str, files, bytes| CategoryTotal {
+        category: category.into(),
+        age: age.into(),
+        files,
+        bytes,
+    };
+    let bodies = [
+        Body::Inventory(Inventory {
+            hostname: id.into(),
+            chassis: "server".into(),
+            group: "dsi".into(),
+            site: "hdv".into(),
+            bios_date: "01/15/2017".into(),
+            ..Default::default()
+        }),
+        Body::Storage(StorageSummary {
+            started_at_ms: now - 60_000,
+            finished_at_ms: now,
+            roots: 1,
+            files: 1000,
+            bytes: 50 << 30,
+            dirs: 100,
+            complete: true,
+            categories: vec![
+                cat("duplicates", "1-2y", 40, 3 << 30),
+                cat("cold", ">5y", 300, 12 << 30),
+                cat("cold", "2-5y", 100, 2 << 30),
+                cat("temp", "<1y", 50, 1 << 30),
+                cat("large", "<1y", 5, 20 << 30),
+            ],
+            ..Default::default()
+        }),
+    ];
+    for (i, body) in bodies.into_iter().enumerate() {
+        let env = Envelope {
+            agent_id: id.into(),
+            seq: i as u64 + 1,
+            sent_at_ms: now,
+            version: 1,
+            spool_floor: 1,
+            footprint: None,
+            body: Some(body),
+        };
+        client
+            .publish(topics::up(id), QoS::AtLeastOnce, false, env.encode_to_vec())
+            .await
+            .expect("publish");
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_owned()
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(repo().join("dashboards")).expect("dashboards/") {
+        let path = e.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            out.push((path.display().to_string(), v));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() >= 4, "four dashboards expected");
+    out
+}
+
+/// Every panel, including those inside collapsed rows.
+fn panels(d: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        out.push(p);
+        out.extend(p["panels"].as_array().into_iter().flatten());
+    }
+    out
+}
+
+/// Grafana's regex formatting of a variable's value for InfluxQL.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\^$.|?*+()[]{}/".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The query as Grafana sends it: variables, `$timeFilter` and
+/// `$__interval` expanded.
+fn expand(q: &str, vars: &BTreeMap<&str, String>, from_ms: i64, to_ms: i64) -> String {
+    let mut q = q
+        .replace(
+            "$timeFilter",
+            &format!("time >= {from_ms}ms and time <= {to_ms}ms"),
+        )
+        .replace("$__interval", "1s");
+    for (k, v) in vars {
+        q = q.replace(&format!("${k}"), v);
+    }
+    q
+}
+
+/// Column names the outer SELECT asks for (`AS "x"` before the first
+/// FROM), after `time`.
+fn expected_columns(q: &str) -> Vec<String> {
+    let outer = &q[..q.find(" FROM ").expect("FROM")];
+    let mut cols = vec!["time".to_owned()];
+    let mut rest = outer;
+    while let Some(i) = rest.find("AS \"") {
+        let tail = &rest[i + 4..];
+        let end = tail.find('"').expect("closing quote");
+        cols.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    assert!(cols.len() > 1, "every selected value has an alias: {q}");
+    cols
+}
+
+/// Runs every query of every panel of `dash` and checks that each returns
+/// data in the expected columns, each column with a value somewhere.
+async fn check_dashboard(
+    s: &Server,
+    name: &str,
+    dash: &Value,
+    vars: &BTreeMap<&str, String>,
+    range: (i64, i64),
+) -> usize {
+    let mut n = 0;
+    for p in panels(dash) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let raw = t["query"].as_str().expect("query");
+            let q = expand(raw, vars, range.0, range.1);
+            let cols = expected_columns(&q);
+            let r = s.query(&q).await;
+            let series = r["series"].as_array().unwrap_or_else(|| {
+                panic!(
+                    "{name}: panel {:?} returned no series (vars {vars:?}):\n{q}",
+                    p["title"]
+                )
+            });
+            assert!(!series.is_empty(), "{name}: {:?} empty", p["title"]);
+            for sr in series {
+                let got: Vec<String> = sr["columns"]
+                    .as_array()
+                    .expect("columns")
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or("").to_owned())
+                    .collect();
+                assert_eq!(got, cols, "{name}: panel {:?}:\n{q}", p["title"]);
+            }
+            let rows: Vec<&Value> = series
+                .iter()
+                .flat_map(|sr| sr["values"].as_array().into_iter().flatten())
+                .collect();
+            for (i, c) in cols.iter().enumerate().skip(1) {
+                assert!(
+                    rows.iter().any(|row| !row[i].is_null()),
+                    "{name}: panel {:?}: column {c} has no value:\n{q}\n{r}",
+                    p["title"]
+                );
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+async fn metric(c: &Collector, name: &str) -> u64 {
+    c.metric(name).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let influx = Server::influxdb(&dir.path().join("influx")).await;
+    let start_ms = sobre_tests::now_ms();
+    let c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            extra_toml: sink_toml("v1", influx.port, ""),
+            ..Default::default()
+        },
+    )
+    .await;
+    let a = Agent::start(
+        &dir.path().join("a1"),
+        &labelled("mairie-pc-1", "mairie", "hdv"),
+        c.mqtt,
+        c.grpc,
+    );
+    let b = Agent::start(
+        &dir.path().join("a2"),
+        &labelled("ecole-pc-1", "ecoles", "jaures"),
+        c.mqtt,
+        c.grpc,
+    );
+    storage_host(c.mqtt, "nas-1").await;
+    for id in [&a.id, &b.id] {
+        c.wait_samples(id, 20, PATIENCE).await;
+    }
+    // Usage of both agents, and snapshots with the hosts' lifetime and
+    // the storage scan, in the server.
+    wait_for(
+        "usage, host and storage points in InfluxDB",
+        PATIENCE,
+        || async {
+            let mut ok = true;
+            for q in [
+                "SELECT count(\"seq\") FROM \"usage\" WHERE \"agent\" = 'mairie-pc-1'",
+                "SELECT count(\"seq\") FROM \"usage\" WHERE \"agent\" = 'ecole-pc-1'",
+                "SELECT count(\"age_years\") FROM \"host\" WHERE \"agent\" = 'ecole-pc-1'",
+                "SELECT count(\"age_years\") FROM \"host\" WHERE \"agent\" = 'nas-1'",
+                "SELECT count(\"bytes\") FROM \"storage\" WHERE \"category\" = 'cold'",
+                "SELECT count(\"redundant_bytes\") FROM \"storage_fleet\"",
+            ] {
+                let r = influx.query(q).await;
+                ok &= r["series"][0]["values"][0][1].as_u64().unwrap_or(0) >= 2;
+            }
+            ok.then_some(())
+        },
+    )
+    .await;
+
+    // What landed is what the agents sent: tags from their labels,
+    // energy and CO2e on every point.
+    let r = influx
+        .query("SELECT last(\"power_w\") AS \"p\", last(\"co2e_g\") AS \"g\" FROM \"usage\" GROUP BY \"agent\", \"group\", \"site\", \"source\"")
+        .await;
+    let series = r["series"].as_array().expect("series");
+    let tags: BTreeSet<(String, String, String)> = series
+        .iter()
+        .map(|s| {
+            let t = &s["tags"];
+            (
+                t["agent"].as_str().unwrap_or("").to_owned(),
+                t["group"].as_str().unwrap_or("").to_owned(),
+                t["site"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        tags.contains(&("mairie-pc-1".into(), "mairie".into(), "hdv".into())),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&("ecole-pc-1".into(), "ecoles".into(), "jaures".into())),
+        "{tags:?}"
+    );
+    for s in series {
+        assert!(["rapl", "model", "battery"].contains(&s["tags"]["source"].as_str().unwrap_or("")));
+        assert!(
+            s["values"][0][1].as_f64().unwrap_or(0.0) > 0.0,
+            "power: {s}"
+        );
+        assert!(s["values"][0][2].as_f64().unwrap_or(0.0) > 0.0, "co2e: {s}");
+    }
+
+    // Every dashboard query, as Grafana sends it.
+    let range = (start_ms - 300_000, sobre_tests::now_ms() + 60_000);
+    let all: BTreeMap<&str, String> = ["site", "group", "host"]
+        .into_iter()
+        .map(|k| (k, ".*".to_owned()))
+        .collect();
+    let hostname = c.get(&format!("/api/v1/agents/{}", a.id)).await["hostname"]
+        .as_str()
+        .expect("hostname")
+        .to_owned();
+    let mut queries = 0;
+    for (name, dash) in dashboards() {
+        queries += check_dashboard(&influx, &name, &dash, &all, range).await;
+        // One host selected, as a user would: the filters must keep data.
+        let mut one = all.clone();
+        let host = if name.contains("storage") {
+            "nas-1"
+        } else {
+            hostname.as_str()
+        };
+        one.insert("host", regex_escape(host));
+        check_dashboard(&influx, &name, &dash, &one, range).await;
+    }
+    assert!(queries >= 25, "only {queries} dashboard queries ran");
+    // A filter that matches nothing returns nothing (data, not status, is
+    // what the checks above look at).
+    let r = influx
+        .query("SELECT mean(\"cpu_percent\") FROM \"usage\" WHERE \"host\" =~ /^no-such-host$/")
+        .await;
+    assert!(r["series"].is_null(), "{r}");
+    assert_eq!(metric(&c, "sobre_sink_points_dropped_total").await, 0);
+    assert!(metric(&c, "sobre_sink_points_written_total").await > 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoriametrics_receives_the_same_points_over_api_v2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm = Server::victoria(&dir.path().join("vm")).await;
+    let mut c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            extra_toml: sink_toml("v2", vm.port, "org = \"ville\"\n"),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut a = Agent::start(
+        &dir.path().join("a1"),
+        &labelled("vm-pc-1", "mairie", "hdv"),
+        c.mqtt,
+        c.grpc,
+    );
+    c.wait_samples(&a.id, 20, PATIENCE).await;
+    assert!(a.stop().await.success());
+    let stored = c.sample_seqs(&a.id).await;
+    wait_for("the sink to catch up", PATIENCE, || async {
+        (metric(&c, "sobre_sink_backlog_rows").await == 0
+            && metric(&c, "sobre_sink_points_written_total").await >= stored.len() as u64)
+            .then_some(())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let export = || async {
+        client
+            .get(vm.url("/internal/force_flush"))
+            .send()
+            .await
+            .expect("force_flush");
+        let url = reqwest::Url::parse_with_params(
+            &vm.url("/api/v1/export"),
+            &[("match[]", "{__name__=~\"(usage|host)_.*\"}")],
+        )
+        .expect("url");
+        client
+            .get(url)
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .expect("text")
+    };
+    let text = wait_for("every seq in VictoriaMetrics", PATIENCE, || async {
+        let t = export().await;
+        let n: usize = t
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["metric"]["__name__"] == "usage_seq" && v["metric"]["agent"] == "vm-pc-1")
+            .map(|v| v["values"].as_array().map_or(0, Vec::len))
+            .sum();
+        (n >= stored.len()).then_some(t)
+    })
+    .await;
+    let mut names = BTreeSet::new();
+    let mut seqs = Vec::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("export line");
+        let m = &v["metric"];
+        names.insert(m["__name__"].as_str().unwrap_or("").to_owned());
+        if m["__name__"] == "usage_seq" && m["agent"] == "vm-pc-1" {
+            assert_eq!(m["group"], "mairie", "{m}");
+            assert_eq!(m["site"], "hdv", "{m}");
+            assert!(m["host"].is_string(), "{m}");
+            assert!(m["source"].is_string(), "{m}");
+            seqs.extend(
+                v["values"]
+                    .as_array()
+                    .expect("values")
+                    .iter()
+                    .map(|x| x.as_f64().unwrap_or(-1.0) as u64),
+            );
+            // Timestamps are the samples' own (precision=ms).
+            let ts = v["timestamps"][0].as_i64().expect("timestamp");
+            assert!((ts - sobre_tests::now_ms()).abs() < 600_000, "{ts}");
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, stored, "every stored sample once, nothing else");
+    for want in [
+        "usage_seq",
+        "usage_cpu_percent",
+        "usage_mem_used_bytes",
+        "usage_power_w",
+        "usage_energy_j",
+        "usage_co2e_g",
+        "usage_agent_rss_bytes",
+        "host_embodied_g",
+        "host_embodied_kg_per_year",
+        "host_age_years",
+        "host_life_extension_kg_per_year",
+    ] {
+        assert!(names.contains(want), "{want} missing from {names:?}");
+    }
+    assert_eq!(metric(&c, "sobre_sink_points_dropped_total").await, 0);
+    assert_eq!(c.stop().await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_outage_while_agents_stream_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut influx = Server::influxdb(&dir.path().join("influx")).await;
+    let c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            extra_toml: sink_toml("v1", influx.port, ""),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut agents = vec![
+        Agent::start(
+            &dir.path().join("a1"),
+            &labelled("out-pc-1", "mairie", "hdv"),
+            c.mqtt,
+            c.grpc,
+        ),
+        Agent::start(
+            &dir.path().join("a2"),
+            &labelled("out-pc-2", "ecoles", "jaures"),
+            c.mqtt,
+            c.grpc,
+        ),
+    ];
+    let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+    for id in &ids {
+        let influx = &influx;
+        wait_for(
+            "points in InfluxDB before the outage",
+            PATIENCE,
+            || async move { (influx.seqs(id).await.len() >= 10).then_some(()) },
+        )
+        .await;
+    }
+
+    // The server goes away while the agents keep streaming.
+    influx.stop().await;
+    let before: Vec<usize> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(c.sample_seqs(id).await.len());
+        }
+        v
+    };
+    let retried = metric(&c, "sobre_sink_points_retried_total").await;
+    // About ten seconds at 100 ms a sample: 100 more samples per agent
+    // stored while the server is down, and the sink retrying.
+    for (id, n) in ids.iter().zip(&before) {
+        c.wait_samples(id, n + 100, PATIENCE).await;
+    }
+    wait_for("the sink to retry", PATIENCE, || async {
+        (metric(&c, "sobre_sink_points_retried_total").await > retried).then_some(())
+    })
+    .await;
+    let backlog = metric(&c, "sobre_sink_backlog_rows").await;
+    assert!(backlog >= 150, "the store holds the backlog: {backlog}");
+
+    // Back: the backlog drains, in order, while agents still stream.
+    influx.restart().await;
+    wait_for("the backlog to drain", PATIENCE, || async {
+        (metric(&c, "sobre_sink_backlog_rows").await < 50).then_some(())
+    })
+    .await;
+    for a in &mut agents {
+        assert!(a.stop().await.success());
+    }
+    let mut stored = Vec::new();
+    for id in &ids {
+        stored.push(c.sample_seqs(id).await);
+    }
+    wait_for("the sink to send the last samples", PATIENCE, || async {
+        (metric(&c, "sobre_sink_backlog_rows").await == 0).then_some(())
+    })
+    .await;
+    for (id, seqs) in ids.iter().zip(&stored) {
+        crate::assert_once_in_order(seqs);
+        let got = influx.seqs(id).await;
+        assert_eq!(
+            got.len(),
+            seqs.len(),
+            "{id}: InfluxDB has {} points, the store {} samples",
+            got.len(),
+            seqs.len()
+        );
+        assert_eq!(&got, seqs, "{id}: the same samples, each once");
+    }
+    assert_eq!(metric(&c, "sobre_sink_points_dropped_total").await, 0);
+    let log = c.log();
+    assert!(log.contains("sink write failed"), "the outage is logged");
+    assert!(
+        log.contains("sink writes succeed again"),
+        "and the recovery"
+    );
+}
+
+/// Every panel's datasource is the provisioned one, every variable used is
+/// defined, no panel query is empty.
+#[test]
+fn dashboards_lint() {
+    let prov = repo().join("dashboards/provisioning");
+    let mut uids = BTreeSet::new();
+    for e in std::fs::read_dir(prov.join("datasources")).expect("provisioning/datasources") {
+        let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
+        for line in text.lines() {
+            if let Some(uid) = line.trim().strip_prefix("uid:") {
+                uids.insert(uid.trim().trim_matches(['"', '\'']).to_owned());
+            }
+        }
+    }
+    assert!(!uids.is_empty(), "a datasource with a uid is provisioned");
+    let providers = std::fs::read_dir(prov.join("dashboards"))
+        .expect("provisioning/dashboards")
+        .count();
+    assert!(providers >= 1, "a dashboard provider is provisioned");
+
+    let builtin = [
+        "timeFilter",
+        "__interval",
+        "__interval_ms",
+        "__timeFilter",
+        "__from",
+        "__to",
+        "__range",
+        "__all",
+    ];
+    let mut seen_uids = BTreeSet::new();
+    for (name, d) in dashboards() {
+        assert!(
+            d["schemaVersion"].as_u64().unwrap_or(0) >= 39,
+            "{name}: current schemaVersion"
+        );
+        assert!(
+            seen_uids.insert(d["uid"].as_str().expect("uid").to_owned()),
+            "{name}: duplicate uid"
+        );
+        let defined: BTreeSet<String> = d["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v["name"].as_str().expect("variable name").to_owned())
+            .collect();
+        let check_vars = |what: &str, text: &str| {
+            let mut rest = text;
+            while let Some(i) = rest.find('$') {
+                let tail = &rest[i + 1..];
+                let tail = tail.strip_prefix('{').unwrap_or(tail);
+                let var: String = tail
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &tail[var.len()..];
+                if var.is_empty() || var.starts_with("tag_") || builtin.contains(&var.as_str()) {
+                    continue;
+                }
+                assert!(
+                    defined.contains(&var),
+                    "{name}: {what} uses ${var}, which is not a variable of the dashboard"
+                );
+            }
+        };
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            assert!(
+                uids.contains(v["datasource"]["uid"].as_str().unwrap_or("")),
+                "{name}: variable {} uses an unprovisioned datasource",
+                v["name"]
+            );
+            check_vars("a variable", v["query"].as_str().unwrap_or(""));
+        }
+        let ps = panels(&d);
+        assert!(!ps.is_empty(), "{name}: no panel");
+        for p in ps {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            match p["type"].as_str() {
+                Some("row") => continue,
+                Some("text") => {
+                    assert!(
+                        !p["options"]["content"].as_str().unwrap_or("").is_empty(),
+                        "{name}: empty text panel {title}"
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            assert!(
+                uids.contains(p["datasource"]["uid"].as_str().unwrap_or("")),
+                "{name}: panel {title:?} has no provisioned datasource uid"
+            );
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{name}: panel {title:?} has no query");
+            for t in targets {
+                let q = t["query"].as_str().unwrap_or("").trim();
+                assert!(!q.is_empty(), "{name}: panel {title:?} has an empty query");
+                assert!(
+                    uids.contains(t["datasource"]["uid"].as_str().unwrap_or("")),
+                    "{name}: a query of {title:?} has no provisioned datasource uid"
+                );
+                check_vars(&format!("panel {title:?}"), q);
+                check_vars(
+                    &format!("panel {title:?}"),
+                    t["alias"].as_str().unwrap_or(""),
+                );
+                expected_columns(q);
+            }
+        }
+    }
+}
