@@ -222,11 +222,9 @@ pub fn apply(
         dry_run,
         ..Outcome::default()
     };
-    let mut journal = if dry_run {
-        None
-    } else {
-        Some(Journal::create(journal_dir)?)
-    };
+    // Created at the first move: a clean-up that moves nothing leaves the
+    // previous one undoable.
+    let mut journal: Option<Journal> = None;
     for c in cands {
         let check = unchanged(&c.entry).and_then(|()| match &c.keep {
             Some(k) => {
@@ -238,7 +236,11 @@ pub fn apply(
             out.skipped.push((c, why));
             continue;
         }
-        if let Some(j) = journal.as_mut() {
+        if !dry_run {
+            let j = match journal.as_mut() {
+                Some(j) => j,
+                None => journal.insert(Journal::create(journal_dir)?),
+            };
             match trash.put(&c.path) {
                 Ok(t) => j.record(&t)?,
                 Err(e) => {

@@ -174,6 +174,21 @@ fn changed_entries_and_changed_kept_copies_are_skipped() {
     assert!(skipped[1].0 == "plage - Copie.jpg" && skipped[1].1.contains("the copy kept"));
     assert!(f.root.join("Bureau/rapport (1).pdf").exists());
     assert!(f.root.join("Photos/plage - Copie.jpg").exists());
+    // A clean-up that moves nothing keeps the last one undoable.
+    let journal = fs::read(f.index.join(JOURNAL)).expect("journal");
+    let again = apply(
+        review(
+            &last_scan(&f.index).expect("index"),
+            &sel(Keep::Oldest, &[]),
+        ),
+        &f.trash,
+        &f.index,
+        false,
+    )
+    .expect("apply");
+    assert!(again.moved.is_empty());
+    assert_eq!(fs::read(f.index.join(JOURNAL)).expect("journal"), journal);
+    assert_eq!(undo(&f.index).expect("undo").restored.len(), 2);
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn describe(c: Category, cold_years: u32, download_days: u32) -> String {
 /// The summary printed by `sobre-agent scan`.
 pub fn render(r: &ScanReport, cold_years: u32, download_days: u32) -> String {
     let mut s = String::new();
-    let secs = (r.walk_ms + r.hash_ms + r.index_ms) as f64 / 1000.0;
+    let secs = (r.load_ms + r.walk_ms + r.hash_ms + r.index_ms) as f64 / 1000.0;
     let _ = writeln!(
         s,
         "Scanned {} ({}) in {} under {} in {secs:.1} s{}.",

@@ -325,6 +325,7 @@ pub fn scan(
     let counters = Counters::default();
     let every = Duration::from_millis(if cfg.cpu_budget.is_some() { 1000 } else { 100 });
     let mut poll = || progress(counters.snapshot());
+    let t_load = Instant::now();
     let (cache, old_roots) = match &cfg.index_dir {
         Some(dir) => index::load_cache(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
@@ -332,6 +333,7 @@ pub fn scan(
         }),
         None => (index::Cache::new(), Vec::new()),
     };
+    let load_ms = t_load.elapsed().as_millis() as u64;
     let mut rules = cfg.rules.clone();
     if let Some(dir) = &cfg.index_dir {
         rules
@@ -394,6 +396,7 @@ pub fn scan(
         hashed_files: counters.hashed_files.load(Relaxed),
         hashed_bytes: counters.hashed_bytes.load(Relaxed),
         reused_hashes: dedup.reused,
+        load_ms,
         walk_ms,
         hash_ms,
         ..ScanReport::default()

@@ -53,6 +53,8 @@ pub struct ScanReport {
     /// Only with a fingerprint key.
     pub fingerprints: Vec<FingerprintRow>,
     pub issues: Vec<Issue>,
+    /// Time reading the index, walking, hashing, writing the index.
+    pub load_ms: u64,
     pub walk_ms: u64,
     pub hash_ms: u64,
     pub index_ms: u64,
