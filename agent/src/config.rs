@@ -130,6 +130,9 @@ pub struct StorageConfig {
     pub enabled: bool,
     /// Time between two scheduled scans: 24 h.
     pub interval_ms: u64,
+    /// Delay before the first scheduled scan after start (1 min), so a
+    /// booting machine is not slowed down.
+    pub first_delay_ms: u64,
     /// Folders to scan. Empty: the users' home folders (as root, those of
     /// /etc/passwd's users with uid 1000-59999; otherwise $HOME).
     pub roots: Vec<PathBuf>,
@@ -184,6 +187,7 @@ impl Default for StorageConfig {
         StorageConfig {
             enabled: true,
             interval_ms: 24 * 3_600_000,
+            first_delay_ms: 60_000,
             roots: Vec::new(),
             exclude: Vec::new(),
             follow_symlinks: false,

@@ -98,9 +98,19 @@ pub async fn run<T: Transport>(
         cfg.clone(),
         stop_sampling.clone(),
     ));
+    let scanning = cfg.storage.enabled.then(|| {
+        tokio::spawn(scan_loop(
+            shared.clone(),
+            cfg.clone(),
+            stop_sampling.clone(),
+        ))
+    });
     send_loop(&transport, &shared, &cfg, &cancel).await;
     stop_sampling.cancel();
     let _ = sampling.await;
+    if let Some(s) = scanning {
+        let _ = s.await;
+    }
     let pending = shared.spool().stats().pending;
     if pending > 0 {
         tracing::info!(
@@ -184,6 +194,58 @@ fn append(shared: &Shared, body: Body, footprint: Option<v1::AgentFootprint>) {
     match res {
         Ok(_) => shared.wake.notify_one(),
         Err(e) => tracing::error!(error = %e, "cannot spool an envelope; it is lost"),
+    }
+}
+
+/// Scheduled storage scans: the first after `first_delay_ms`, then every
+/// `interval_ms`; each summary goes through the spool like any report.
+/// Stopping the agent stops a scan in progress (its index keeps what it
+/// did, the next scan resumes from it).
+async fn scan_loop(shared: Arc<Shared>, cfg: AgentConfig, cancel: CancellationToken) {
+    let st = &cfg.storage;
+    let scan_cfg = match crate::scan::ScanConfig::from_storage(st) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "storage scans disabled: fix [storage] in the config");
+            return;
+        }
+    };
+    let mut wait = Duration::from_millis(st.first_delay_ms);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = Duration::from_millis(st.interval_ms.max(60_000));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let job = tokio::task::spawn_blocking({
+            let (c, stop) = (scan_cfg.clone(), stop.clone());
+            move || crate::scan::scan_summary(&c, &stop)
+        });
+        let stopper = {
+            let (cancel, stop) = (cancel.clone(), stop.clone());
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        let result = job.await;
+        stopper.abort();
+        match result {
+            Ok(Ok(summary)) => {
+                tracing::info!(
+                    files = summary.files,
+                    bytes = summary.bytes,
+                    complete = summary.complete,
+                    "storage summary spooled"
+                );
+                append(&shared, Body::Storage(summary), None);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "storage scan failed; next one at the next interval")
+            }
+            Err(e) => tracing::error!(error = %e, "storage scan panicked"),
+        }
     }
 }
 

@@ -253,6 +253,8 @@ async fn quickstart(
     agent.transport.kind = TransportKind::Mqtt;
     agent.transport.mqtt_broker = format!("mqtt://{broker}");
     agent.spool.dir = data_dir.join("agent-spool");
+    // Scans the current user's home folder, gently, a minute after start.
+    agent.storage.index_dir = data_dir.join("agent-index");
     let agent_id = sobre_agent::config::resolve_agent_id(&agent);
     let agent_cancel = CancellationToken::new();
     let agent_task = tokio::spawn(sobre_agent::run_configured(agent, agent_cancel.clone()));

@@ -10,6 +10,7 @@ mod full_disk;
 mod influx;
 mod nudges;
 mod quickstart;
+mod storage;
 
 use std::time::Duration;
 

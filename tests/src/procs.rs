@@ -204,6 +204,8 @@ pub struct AgentOpts {
     pub interval_ms: u64,
     pub ack_timeout_ms: u64,
     pub extra_toml: String,
+    /// The `[storage]` section; default: scans off.
+    pub storage_toml: Option<String>,
 }
 
 impl AgentOpts {
@@ -214,6 +216,7 @@ impl AgentOpts {
             interval_ms: 50,
             ack_timeout_ms: 2_000,
             extra_toml: String::new(),
+            storage_toml: None,
         }
     }
 }
@@ -233,12 +236,14 @@ impl Agent {
             Transport::Grpc => "grpc",
         };
         let cfg = format!(
-            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"http://127.0.0.1:{grpc_port}\"\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n",
+            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"http://127.0.0.1:{grpc_port}\"\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n",
             id = opts.id,
             iv = opts.interval_ms,
             extra = opts.extra_toml,
             ack = opts.ack_timeout_ms,
             spool = dir.join("spool").display(),
+            index = dir.join("index").display(),
+            storage = opts.storage_toml.as_deref().unwrap_or("enabled = false"),
         );
         std::fs::create_dir_all(dir).expect("agent dir");
         std::fs::write(dir.join("agent.toml"), cfg).expect("write agent config");
