@@ -7,6 +7,7 @@ pub mod nudges;
 pub mod probe;
 pub mod runtime;
 pub mod scan;
+pub mod shutdown;
 pub mod spool;
 pub mod transport;
 

@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    init_logging();
+    sobre_agent::shutdown::init_logging("info,rumqttc=warn");
     match cli.command.unwrap_or(Command::Run) {
         Command::Once => once(&cfg),
         Command::Scan(args) => sobre_agent::scan::cli::run(&cfg, args, cli.config.is_some()),
@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let cancel = CancellationToken::new();
-                tokio::spawn(cancel_on_signal(cancel.clone()));
+                tokio::spawn(sobre_agent::shutdown::cancel_on_signal(cancel.clone()));
                 sobre_agent::run_configured(cfg, cancel).await
             })?;
             Ok(())
@@ -181,40 +181,4 @@ fn cost(cfg: &AgentConfig, n: u32) -> anyhow::Result<()> {
     }
     println!("(CPU time from /proc/self/stat at 10 ms resolution: use enough samples.)");
     Ok(())
-}
-
-/// SIGINT or SIGTERM: stop sampling, drain the spool for a few seconds,
-/// exit. A second signal exits at once (the spool is always consistent).
-async fn cancel_on_signal(cancel: CancellationToken) {
-    wait_signal().await;
-    tracing::info!("signal received; draining (send it again to exit at once)");
-    cancel.cancel();
-    wait_signal().await;
-    std::process::exit(130);
-}
-
-async fn wait_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SOBRE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -235,24 +235,8 @@ impl CollectorConfig {
     }
 }
 
-/// `mqtt://host:port` → (host, port). Port defaults to 1883.
-pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("broker URL {url:?} must start with mqtt://"))?;
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("broker URL {url:?}: port {port:?} is not a number"))?;
-            Ok((host.trim_matches(['[', ']']).to_owned(), port))
-        }
-        None if !rest.is_empty() => Ok((rest.to_owned(), 1883)),
-        None => Err(format!("broker URL {url:?} has no host")),
-    }
-}
+/// `mqtt://host:port` → (host, port), as the agent reads it.
+pub use sobre_agent::config::parse_mqtt_url as parse_broker_url;
 
 #[cfg(test)]
 mod tests {

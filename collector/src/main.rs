@@ -89,7 +89,9 @@ fn main() -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    init_logging();
+    sobre_agent::shutdown::init_logging(
+        "info,rumqttd=warn,rumqttd::server::broker=off,rumqttc=warn",
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -215,7 +217,7 @@ async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     if let Some(a) = running.grpc_addr {
         say(&format!("  gRPC:        http://{a}"));
     }
-    tokio::spawn(cancel_on_signal(cancel));
+    tokio::spawn(sobre_agent::shutdown::cancel_on_signal(cancel));
     running.stopped().await;
     Ok(())
 }
@@ -264,7 +266,7 @@ async fn quickstart(
         data_dir.join(sobre_collector::store::FILE).display()
     ));
     let signals = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(signals.clone()));
+    tokio::spawn(sobre_agent::shutdown::cancel_on_signal(signals.clone()));
     let mut agent_task = agent_task;
     let agent_result = tokio::select! {
         _ = signals.cancelled() => {
@@ -290,41 +292,4 @@ fn say(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());
-}
-
-/// SIGINT or SIGTERM starts an orderly shutdown; a second one exits now.
-async fn cancel_on_signal(cancel: CancellationToken) {
-    wait_signal().await;
-    tracing::info!("signal received; draining (send it again to exit at once)");
-    cancel.cancel();
-    wait_signal().await;
-    tracing::warn!("second signal: exiting without draining");
-    std::process::exit(130);
-}
-
-async fn wait_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SOBRE_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,rumqttd=warn,rumqttd::server::broker=off,rumqttc=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -44,7 +44,7 @@ pub fn date(day: i64) -> String {
 }
 
 fn applies(chassis: &[String], h: &HostHistory) -> bool {
-    chassis.iter().any(|c| *c == h.inventory.chassis)
+    chassis.contains(&h.inventory.chassis)
 }
 
 fn savings(f: &mut Finding, kwh_year: f64, h: &HostHistory) {
@@ -178,7 +178,7 @@ pub fn bloat(cfg: &DetectConfig, h: &HostHistory) -> Option<Finding> {
         return None;
     }
     let mut cats: Vec<_> = by_cat.into_iter().collect();
-    cats.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+    cats.sort_by_key(|c| std::cmp::Reverse(c.1.1));
     let mut f = Finding::new(
         Kind::Bloat,
         Some(&h.id),

@@ -172,7 +172,7 @@ fn a_holiday_free_weekend_is_off_hours_all_day() {
 #[test]
 fn consolidation_says_how_many_machines_are_enough() {
     let mk = |id: &str, cpu: f64, mem: i64| {
-        let mut h = host("server", server_days(&vec![cpu; 14], 0));
+        let mut h = host("server", server_days(&[cpu; 14], 0));
         h.id = id.into();
         h.inventory.group = "salle-1".into();
         for s in &mut h.hours {

@@ -223,10 +223,13 @@ pub fn histories(
     Ok(hosts)
 }
 
+/// (agent, kind).
+type AgentKind = (String, String);
+
 /// Newest nudge per (agent, kind), for rate limits; and the opt-outs.
 pub fn nudge_state(
     conn: &Connection,
-) -> Result<(HashMap<(String, String), i64>, HashSet<(String, String)>), StoreError> {
+) -> Result<(HashMap<AgentKind, i64>, HashSet<AgentKind>), StoreError> {
     let mut last = HashMap::new();
     let mut stmt =
         conn.prepare("SELECT agent_id, kind, max(created_ms) FROM nudges GROUP BY agent_id, kind")?;
