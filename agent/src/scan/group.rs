@@ -66,16 +66,20 @@ pub(crate) struct Dedup {
 
 struct Ctx<'a> {
     w: &'a Walked,
+    /// Each file's position in the cache, or `u32::MAX`.
+    cached: Vec<u32>,
     opts: &'a DedupOptions<'a>,
     counters: &'a Counters,
     cancel: &'a AtomicBool,
     d: Dedup,
 }
 
-/// Runs every stage over the walk's files.
+/// Runs every stage over the walk's files. The cache is dropped as soon
+/// as every candidate has its slot (it is the largest thing in memory on a
+/// rescan).
 pub(crate) fn find_duplicates(
     w: &Walked,
-    cache: &Cache,
+    cache: Cache,
     opts: &DedupOptions<'_>,
     counters: &Counters,
     cancel: &AtomicBool,
@@ -83,6 +87,7 @@ pub(crate) fn find_duplicates(
 ) -> io::Result<Dedup> {
     let mut ctx = Ctx {
         w,
+        cached: cache.positions(w.files.iter().map(|f| (f.dev, f.ino))),
         opts,
         counters,
         cancel,
@@ -91,14 +96,18 @@ pub(crate) fn find_duplicates(
             ..Dedup::default()
         },
     };
-    let groups = ctx.size_groups(cache);
+    let groups = ctx.size_groups(&cache);
+    let large = opts
+        .full_hash_min
+        .map(|min| ctx.large_slots(min, &cache))
+        .unwrap_or_default();
+    drop(cache);
+    ctx.cached = Vec::new();
     let groups = ctx.stage(Stage::Prefix, groups, poll)?;
     let groups = ctx.stage(Stage::Suffix, groups, poll)?;
     let groups = ctx.stage(Stage::Full, groups, poll)?;
     ctx.d.groups = groups;
-    if let Some(min) = opts.full_hash_min {
-        ctx.full_hash_large(min, cache, poll)?;
-    }
+    ctx.full_hash_large(large, poll)?;
     ctx.d.partial = cancel.load(Relaxed);
     Ok(ctx.d)
 }
@@ -114,7 +123,7 @@ impl Ctx<'_> {
             file,
             ..Slot::default()
         };
-        if let Some(c) = cache.get(&(f.dev, f.ino))
+        if let Some(c) = cache.at(self.cached[file as usize])
             && c.size == f.size
             && c.mtime_ns == f.mtime_ns
         {
@@ -199,24 +208,21 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// Slots for the files of at least `min` bytes.
+    fn large_slots(&mut self, min: u64, cache: &Cache) -> Vec<u32> {
+        (0..self.w.files.len() as u32)
+            .filter(|&i| self.w.files[i as usize].size >= min.max(1))
+            .map(|f| self.slot_for(f, cache))
+            .collect()
+    }
+
     /// Large files get a full hash whether or not they have a twin here:
     /// their fingerprint finds twins on other hosts.
-    fn full_hash_large(
-        &mut self,
-        min: u64,
-        cache: &Cache,
-        poll: &mut dyn FnMut(),
-    ) -> io::Result<()> {
-        let big: Vec<u32> = (0..self.w.files.len() as u32)
-            .filter(|&i| self.w.files[i as usize].size >= min.max(1))
+    fn full_hash_large(&mut self, large: Vec<u32>, poll: &mut dyn FnMut()) -> io::Result<()> {
+        let jobs = large
+            .into_iter()
+            .filter(|&s| self.d.slots[s as usize].full.is_none())
             .collect();
-        let mut jobs = Vec::new();
-        for f in big {
-            let s = self.slot_for(f, cache);
-            if self.d.slots[s as usize].full.is_none() {
-                jobs.push(s);
-            }
-        }
         self.run_io(Stage::Full, jobs, poll)
     }
 

@@ -336,7 +336,7 @@ fn files_vanishing_or_changing_between_walk_and_hash_are_counted() {
     };
     let d = group::find_duplicates(
         &walked,
-        &index::Cache::new(),
+        index::Cache::new(),
         &dedup_opts,
         &counters,
         &cancel,
