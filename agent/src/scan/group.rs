@@ -84,6 +84,7 @@ pub(crate) fn find_duplicates(
     counters: &Counters,
     cancel: &AtomicBool,
     poll: &mut dyn FnMut(),
+    checkpoint: &mut dyn FnMut(&Dedup),
 ) -> io::Result<Dedup> {
     let mut ctx = Ctx {
         w,
@@ -104,7 +105,9 @@ pub(crate) fn find_duplicates(
     drop(cache);
     ctx.cached = Vec::new();
     let groups = ctx.stage(Stage::Prefix, groups, poll)?;
+    checkpoint(&ctx.d);
     let groups = ctx.stage(Stage::Suffix, groups, poll)?;
+    checkpoint(&ctx.d);
     let groups = ctx.stage(Stage::Full, groups, poll)?;
     ctx.d.groups = groups;
     ctx.full_hash_large(large, poll)?;

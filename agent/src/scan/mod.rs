@@ -368,6 +368,25 @@ pub fn scan(
 
     let t1 = Instant::now();
     let skip = AtomicBool::new(cfg.walk_only);
+    // Slow (background) scans save what they hashed between stages, at
+    // most once a minute, so a crash or a reboot loses little.
+    let mut last_save = Instant::now();
+    let mut checkpoint = |d: &group::Dedup| {
+        let Some(dir) = cfg.index_dir.as_ref() else {
+            return;
+        };
+        if cfg.cpu_budget.is_none()
+            || cfg.walk_only
+            || last_save.elapsed() < Duration::from_secs(60)
+        {
+            return;
+        }
+        let cats = report::file_cats(&walked, d, &rules, now_ns);
+        if let Err(e) = save_index(dir, &roots, &old_roots, &walked, d, &cats, false) {
+            tracing::warn!(error = %e, "cannot save the storage index checkpoint");
+        }
+        last_save = Instant::now();
+    };
     let dedup = group::find_duplicates(
         &walked,
         cache,
@@ -380,6 +399,7 @@ pub fn scan(
         &counters,
         if cfg.walk_only { &skip } else { cancel },
         &mut poll,
+        &mut checkpoint,
     )
     .map_err(ScanError::Threads)?;
     let hash_ms = t1.elapsed().as_millis() as u64;

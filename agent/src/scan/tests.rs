@@ -341,6 +341,7 @@ fn files_vanishing_or_changing_between_walk_and_hash_are_counted() {
         &counters,
         &cancel,
         &mut || {},
+        &mut |_| {},
     )
     .expect("dedup");
     assert_eq!((d.vanished, d.changed, d.unreadable), (1, 1, 0));
