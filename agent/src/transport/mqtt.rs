@@ -54,6 +54,8 @@ impl MqttTransport {
 impl Transport for MqttTransport {
     async fn connect(&self) -> Result<Link, TransportError> {
         let (client, mut eventloop) = AsyncClient::new(self.options(), LINK_QUEUE * 2);
+        // Reports and acks are small: send them now, not after Nagle's delay.
+        eventloop.network_options.set_tcp_nodelay(true);
         // Wait for the broker's CONNACK before calling this link up.
         let connack = tokio::time::timeout(CONNECT_TIMEOUT, async {
             loop {

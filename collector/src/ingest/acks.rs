@@ -26,15 +26,22 @@ pub async fn run(
         let delivered = match batch.reply {
             Reply::Grpc(tx) => tx.try_send(Ok(dl)).is_ok(),
             Reply::Mqtt => match &mqtt {
-                // try_: never wait on a client whose event loop has stopped.
-                Some(client) => client
-                    .try_publish(
-                        topics::down(&batch.agent_id),
-                        QoS::AtLeastOnce,
-                        false,
-                        dl.encode_to_vec(),
+                // Wait for room in the client's queue (dropping acks under
+                // load made agents resend, which made more load), but
+                // never for long: at shutdown the event loop stops.
+                Some(client) => matches!(
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        client.publish(
+                            topics::down(&batch.agent_id),
+                            QoS::AtLeastOnce,
+                            false,
+                            dl.encode_to_vec(),
+                        ),
                     )
-                    .is_ok(),
+                    .await,
+                    Ok(Ok(()))
+                ),
                 None => false,
             },
         };

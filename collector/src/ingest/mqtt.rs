@@ -26,7 +26,12 @@ pub fn client(s: &ClientSettings) -> (AsyncClient, EventLoop) {
     opts.set_clean_session(false);
     opts.set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
     opts.set_inflight(200);
-    AsyncClient::new(opts, 1024)
+    // Acks for a whole batch are queued at once: room for several batches.
+    let (client, mut eventloop) = AsyncClient::new(opts, 16 * 1024);
+    // Small packets (envelopes, acks) must not wait for Nagle's algorithm:
+    // measured, it halved throughput and added seconds of latency.
+    eventloop.network_options.set_tcp_nodelay(true);
+    (client, eventloop)
 }
 
 /// Polls the MQTT connection until `cancel`, feeding uplinks to the store.
