@@ -125,6 +125,7 @@ impl Sink {
             committed: Arc::new(AtomicI64::new(cursor.rowid)),
             dump: std::env::var_os(DUMP_ENV).map(PathBuf::from),
             dumped: 0,
+            keys: points::SeriesKeys::default(),
         };
         let committed = producer.committed.clone();
         let producer = tokio::spawn(producer.run(tx, cancel.clone()));
@@ -225,6 +226,7 @@ struct Producer {
     committed: Arc<AtomicI64>,
     dump: Option<PathBuf>,
     dumped: u64,
+    keys: points::SeriesKeys,
 }
 
 /// What a read of the store produced.
@@ -350,7 +352,7 @@ impl Producer {
         let mut lines = Lines::with_capacity(rows.len());
         for r in &rows {
             let tags = self.source.tags(r.agent)?;
-            points::sample(&mut lines, tags, r, &carbon);
+            self.keys.sample(&mut lines, tags, r, &carbon);
         }
         self.after = last;
         if let Some(dir) = &self.dump {

@@ -148,12 +148,22 @@ impl Carbon<'_> {
     }
 }
 
-/// One `usage` line per stored sample, at the time the agent sent it.
-pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) {
-    let mut m = start(&mut out.buf, "usage", tags);
-    if let Some(src) = r.power_source.as_deref().filter(|s| !s.is_empty()) {
-        m = m.tag("source", src);
-    }
+/// A field value of a `usage` line; `None` leaves the field out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val {
+    F(Option<f64>),
+    I(Option<i64>),
+}
+
+/// Rounds to `scale` (1000: three decimals). Values from the agent are f32
+/// or computed from them: printing all of an f64's 17 digits would only
+/// make lines longer (more to send, compress and store), not more exact.
+fn round(v: Option<f64>, scale: f64) -> Option<f64> {
+    v.map(|v| (v * scale).round() / scale)
+}
+
+/// The fields of a sample's `usage` line, in order (SCHEMA.md).
+pub fn usage_fields(r: &SampleRow, tags: &HostTags, carbon: &Carbon) -> [(&'static str, Val); 25] {
     // The middle of the sample's interval decides its hour's intensity.
     let mid_ms = r.sent_ms - r.interval_ms.unwrap_or(0) / 2;
     let co2e_g = r.energy_j.map(|e| carbon.grams(e, mid_ms, tags));
@@ -161,34 +171,124 @@ pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) 
         (Some(t), Some(a)) => Some(t.saturating_sub(a)),
         _ => None,
     };
-    m.field("seq", r.seq)
-        .f("interval_s", r.interval_ms.map(|ms| ms as f64 / 1000.0))
-        .f("cpu_percent", r.cpu_percent)
-        .i("mem_total_bytes", r.mem_total)
-        .i("mem_available_bytes", r.mem_available)
-        .i("mem_used_bytes", mem_used)
-        .i("swap_total_bytes", r.swap_total)
-        .i("swap_used_bytes", r.swap_used)
-        .i("disk_read_bytes", r.disk_read)
-        .i("disk_written_bytes", r.disk_written)
-        .i("net_rx_bytes", r.net_rx)
-        .i("net_tx_bytes", r.net_tx)
-        .f("load1", r.load1)
-        .f("load5", r.load5)
-        .f("load15", r.load15)
-        .i("uptime_s", r.uptime_s)
-        .i("user_sessions", r.user_sessions)
-        .i("input_idle_s", r.input_idle_s)
-        .i("user_active", r.user_active.map(i64::from))
-        .f("power_w", r.power_w)
-        .f("energy_j", r.energy_j)
-        .f("co2e_g", co2e_g)
-        .f("agent_cpu_s", r.agent_cpu_s)
-        .i("agent_rss_bytes", r.agent_rss)
-        .i("agent_sent_bytes", r.agent_sent)
-        .timestamp(r.sent_ms)
-        .close_line();
+    use Val::{F, I};
+    [
+        ("seq", I(Some(r.seq))),
+        ("interval_s", F(r.interval_ms.map(|ms| ms as f64 / 1000.0))),
+        ("cpu_percent", F(round(r.cpu_percent, 1000.0))),
+        ("mem_total_bytes", I(r.mem_total)),
+        ("mem_available_bytes", I(r.mem_available)),
+        ("mem_used_bytes", I(mem_used)),
+        ("swap_total_bytes", I(r.swap_total)),
+        ("swap_used_bytes", I(r.swap_used)),
+        ("disk_read_bytes", I(r.disk_read)),
+        ("disk_written_bytes", I(r.disk_written)),
+        ("net_rx_bytes", I(r.net_rx)),
+        ("net_tx_bytes", I(r.net_tx)),
+        ("load1", F(round(r.load1, 1000.0))),
+        ("load5", F(round(r.load5, 1000.0))),
+        ("load15", F(round(r.load15, 1000.0))),
+        ("uptime_s", I(r.uptime_s)),
+        ("user_sessions", I(r.user_sessions)),
+        ("input_idle_s", I(r.input_idle_s)),
+        ("user_active", I(r.user_active.map(i64::from))),
+        ("power_w", F(round(r.power_w, 1000.0))),
+        ("energy_j", F(round(r.energy_j, 1000.0))),
+        ("co2e_g", F(round(co2e_g, 1e6))),
+        ("agent_cpu_s", F(round(r.agent_cpu_s, 1000.0))),
+        ("agent_rss_bytes", I(r.agent_rss)),
+        ("agent_sent_bytes", I(r.agent_sent)),
+    ]
+}
+
+/// One `usage` line per stored sample, at the time the agent sent it,
+/// entirely through the `influxdb-line-protocol` builder. The reference
+/// for [`SeriesKeys::sample`], which writes the same bytes faster.
+pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) {
+    let mut m = start(&mut out.buf, "usage", tags);
+    if let Some(src) = r.power_source.as_deref().filter(|s| !s.is_empty()) {
+        m = m.tag("source", src);
+    }
+    let fields = usage_fields(r, tags, carbon);
+    let (k, v) = fields[0];
+    let mut b = match v {
+        Val::I(Some(i)) => m.field(k, i),
+        _ => m.field(k, r.seq),
+    };
+    for (k, v) in &fields[1..] {
+        b = match *v {
+            Val::F(x) => b.f(k, x),
+            Val::I(x) => b.i(k, x),
+        };
+    }
+    b.timestamp(r.sent_ms).close_line();
     out.closed();
+}
+
+/// The series key (measurement and escaped tags) of each agent's `usage`
+/// lines, rendered once by the `influxdb-line-protocol` builder and reused
+/// for every sample. The builder escapes and formats one character at a
+/// time (about 15 µs a `usage` line here, 7x the whole budget of 2 ms per
+/// 1,000 points); the field set is then written with exactly the builder's
+/// rules — fixed ASCII keys that need no escaping, `{f64}` and `{i64}i` —
+/// and a test checks the bytes equal the builder's for arbitrary rows.
+#[derive(Debug, Default)]
+pub struct SeriesKeys {
+    keys: std::collections::HashMap<(i64, Option<String>), (HostTags, Vec<u8>)>,
+}
+
+impl SeriesKeys {
+    fn key(&mut self, agent: i64, tags: &HostTags, source: Option<&str>) -> &[u8] {
+        let source = source.filter(|s| !s.is_empty());
+        let id = (agent, source.map(str::to_owned));
+        let fresh = self.keys.get(&id).is_some_and(|(t, _)| t == tags);
+        if !fresh {
+            let mut buf = Vec::with_capacity(128);
+            let mut m = start(&mut buf, "usage", tags);
+            if let Some(src) = source {
+                m = m.tag("source", src);
+            }
+            m.field("x", true).close_line();
+            buf.truncate(buf.len() - " x=true\n".len());
+            self.keys.insert(id.clone(), (tags.clone(), buf));
+        }
+        self.keys
+            .get(&id)
+            .map(|(_, k)| k.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// The same line as [`sample`].
+    pub fn sample(&mut self, out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) {
+        use std::io::Write;
+        let key = self.key(r.agent, tags, r.power_source.as_deref());
+        out.buf.extend_from_slice(key);
+        let mut sep = b' ';
+        for (k, v) in usage_fields(r, tags, carbon) {
+            // Writing to a Vec cannot fail.
+            match v {
+                Val::F(Some(x)) if x.is_finite() => {
+                    out.buf.push(sep);
+                    out.buf.extend_from_slice(k.as_bytes());
+                    out.buf.push(b'=');
+                    let _ = write!(out.buf, "{x}");
+                }
+                Val::I(Some(x)) => {
+                    out.buf.push(sep);
+                    out.buf.extend_from_slice(k.as_bytes());
+                    out.buf.push(b'=');
+                    push_i64(&mut out.buf, x);
+                    out.buf.push(b'i');
+                }
+                _ => continue,
+            }
+            sep = b',';
+        }
+        out.buf.push(b' ');
+        push_i64(&mut out.buf, r.sent_ms);
+        out.buf.push(b'\n');
+        out.closed();
+    }
 }
 
 /// One `host` line per known agent: its devices' age, lifetime and
@@ -293,6 +393,25 @@ pub fn storage_fleet(out: &mut Lines, f: &FleetStorage, at_ms: i64) {
         .timestamp(at_ms)
         .close_line();
     out.closed();
+}
+
+/// `v` in decimal, as `{i64}` formats it, without the formatting machinery.
+fn push_i64(buf: &mut Vec<u8>, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        buf.push(b'-');
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 /// Line protocol integers are signed 64-bit (unsigned needs InfluxDB 2).

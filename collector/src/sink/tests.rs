@@ -314,3 +314,137 @@ fn schema_md_lists_every_measurement_and_field() {
         }
     }
 }
+
+#[test]
+#[ignore = "timing, run with --release --ignored --nocapture"]
+fn timing_of_the_hot_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let conn = crate::store::open(dir.path(), false).expect("store");
+        conn.execute(
+            "INSERT INTO agents (id, agent_id, hostname, first_seen_ms, last_seen_ms, inventory)
+             VALUES (1, 'bench-001', 'poste-001.mairie.local', 0, 0, '{\"group\":\"mairie\",\"site\":\"hdv\",\"chassis\":\"desktop\"}')",
+            [],
+        )
+        .expect("agent");
+        conn.execute_batch("BEGIN").expect("begin");
+        for seq in 0..100_000i64 {
+            let cpu = (seq % 997) as f64 * 0.0613;
+            conn.execute(
+                "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
+                    mem_total, mem_available, swap_total, swap_used, disk_read, disk_written, net_rx, net_tx,
+                    load1, load5, load15, uptime_s, user_sessions, input_idle_s, user_active, agent_cpu_s,
+                    agent_rss, agent_sent, power_w, energy_j, power_source)
+                 VALUES (1, ?1, ?2, ?2, 10000, ?3, 16000000000, 5000000000, 4000000000, 123456, 1234567,
+                    765432, 23456, 34567, ?4, ?4, ?4, 86400, 1, 42, 1, ?5, 3500000, 150000, ?6, ?7, 'model')",
+                rusqlite::params![seq, 1_700_000_000_000 + seq * 10_000, cpu, cpu / 25.0, seq as f64 * 0.01, 12.0 + cpu, (12.0 + cpu) * 10.0],
+            )
+            .expect("sample");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    let mut src = source::Source::open(dir.path()).expect("source");
+    let t = Instant::now();
+    let mut rows = Vec::new();
+    let mut after = 0;
+    loop {
+        let r = src.samples_after(after, 5000).expect("read");
+        let Some(last) = r.last() else { break };
+        after = last.rowid;
+        rows.extend(r);
+    }
+    let read = t.elapsed();
+    let fp = FootprintConfig::default();
+    let grid = GridIntensity::flat(56.0);
+    let carbon = Carbon {
+        footprint: &fp,
+        grid: &grid,
+    };
+    let t = Instant::now();
+    let mut lines = Lines::with_capacity(rows.len());
+    for r in &rows {
+        let tags = src.tags(r.agent).expect("tags").clone();
+        points::sample(&mut lines, &tags, r, &carbon);
+    }
+    let builder = t.elapsed();
+    let t = Instant::now();
+    let mut keys = points::SeriesKeys::default();
+    let mut lines = Lines::with_capacity(rows.len());
+    for r in &rows {
+        let tags = src.tags(r.agent).expect("tags").clone();
+        keys.sample(&mut lines, &tags, r, &carbon);
+    }
+    let build = t.elapsed();
+    eprintln!("builder only {builder:?}, cached series keys {build:?}");
+    let t = Instant::now();
+    let gz = client::encode(true, &lines.buf);
+    let gzip = t.elapsed();
+    eprintln!(
+        "100k points: read {read:?}, build {build:?}, gzip {gzip:?}; {} B/line, gzip {} B",
+        lines.buf.len() / rows.len(),
+        gz.len()
+    );
+    eprintln!("{}", String::from_utf8_lossy(lines.slice(7, 8)));
+}
+
+mod same_bytes_as_the_builder {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof!["[a-z0-9.-]{0,12}", "[ ,=\"\\\\a-zé]{0,8}",])
+    }
+    fn f() -> impl Strategy<Value = Option<f64>> {
+        prop::option::of(prop_oneof![
+            any::<f64>(),
+            -1e6..1e6f64,
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(0.0),
+        ])
+    }
+    fn i() -> impl Strategy<Value = Option<i64>> {
+        prop::option::of(any::<i64>())
+    }
+
+    proptest! {
+        #[test]
+        fn cached_keys_write_what_the_builder_writes(
+            agent in "[a-zA-Z0-9._ ,=-]{1,16}",
+            host in text(), group in text(), site in text(), chassis in text(),
+            source in text(),
+            seq in any::<i64>(), sent in any::<i64>(),
+            floats in prop::collection::vec(f(), 8),
+            ints in prop::collection::vec(i(), 14),
+            active in prop::option::of(any::<bool>()),
+        ) {
+            let tags = HostTags { agent, host, group, site, chassis };
+            let r = SampleRow {
+                rowid: 1, agent: 1, seq, sent_ms: sent,
+                interval_ms: ints[0].map(|v| v % 1_000_000_000),
+                cpu_percent: floats[0], mem_total: ints[1], mem_available: ints[2],
+                swap_total: ints[3], swap_used: ints[4], disk_read: ints[5],
+                disk_written: ints[6], net_rx: ints[7], net_tx: ints[8],
+                load1: floats[1], load5: floats[2], load15: floats[3],
+                uptime_s: ints[9], user_sessions: ints[10], input_idle_s: ints[11],
+                user_active: active, agent_cpu_s: floats[4], agent_rss: ints[12],
+                agent_sent: ints[13], power_w: floats[5], energy_j: floats[6],
+                power_source: source,
+            };
+            let fp = FootprintConfig::default();
+            let grid = GridIntensity::flat(56.0);
+            let carbon = Carbon { footprint: &fp, grid: &grid };
+            let mut reference = Lines::default();
+            points::sample(&mut reference, &tags, &r, &carbon);
+            let mut fast = Lines::default();
+            let mut keys = points::SeriesKeys::default();
+            keys.sample(&mut fast, &tags, &r, &carbon);
+            // Twice: the second line comes from the cached key.
+            keys.sample(&mut fast, &tags, &r, &carbon);
+            let one = String::from_utf8_lossy(&reference.buf).into_owned();
+            prop_assert_eq!(String::from_utf8_lossy(fast.slice(0, 1)), one.as_str());
+            prop_assert_eq!(String::from_utf8_lossy(fast.slice(1, 2)), one.as_str());
+            prop_assert_eq!(fast.ends.len(), 2);
+        }
+    }
+}
