@@ -9,7 +9,10 @@
 //! entries, each `1`, path as (bytes shared with the previous path, length
 //! of the rest, rest), kind, categories, hash bits (1 prefix, 2 suffix,
 //! 4 full), dev, inode, size, mtime (ns, zigzag), the 16-byte hashes
-//! present; then `0`, the entry count, and the CRC-32 of the body. Paths
+//! present (bit 8: the full hash is the prefix hash, stored once); then
+//! `0`, the entry count, a 16-byte BLAKE3 digest of the body after the scan
+//! time (equal digests: nothing changed, nothing is rewritten), and the
+//! CRC-32 of the body. Paths
 //! sorted or not, prefix sharing makes 200,000 entries about 10 MB. Written
 //! to a temporary file, fsynced and renamed over the old one: a crash
 //! leaves the old index or the new, never half of one.
@@ -120,6 +123,9 @@ pub struct IndexEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     pub scanned_at_ms: i64,
+    /// BLAKE3 of everything but the scan time: two scans that found the
+    /// same have the same digest.
+    pub digest: Hash,
     pub complete: bool,
     pub roots: Vec<PathBuf>,
     pub entries: Vec<IndexEntry>,
@@ -190,8 +196,10 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Ind
 
 /// Streams a new index into `dir`; [`Writer::finish`] makes it the index.
 pub(crate) struct Writer {
-    w: BufWriter<File>,
+    /// None: a dry run, for the digest only.
+    w: Option<BufWriter<File>>,
     crc: crc32fast::Hasher,
+    digest: blake3::Hasher,
     prev: Vec<u8>,
     buf: Vec<u8>,
     count: u64,
@@ -206,21 +214,50 @@ impl Writer {
         complete: bool,
         roots: &[PathBuf],
     ) -> Result<Writer, IndexError> {
-        fs::create_dir_all(dir).map_err(io_err(dir, "create the index directory"))?;
+        Writer::new(dir, scanned_at_ms, complete, roots, false)
+    }
+
+    /// A writer that writes nothing: [`Writer::digest`] tells whether the
+    /// index would change.
+    pub fn dry(dir: &Path, complete: bool, roots: &[PathBuf]) -> Result<Writer, IndexError> {
+        Writer::new(dir, 0, complete, roots, true)
+    }
+
+    fn new(
+        dir: &Path,
+        scanned_at_ms: i64,
+        complete: bool,
+        roots: &[PathBuf],
+        dry: bool,
+    ) -> Result<Writer, IndexError> {
         let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        let w = if dry {
+            None
+        } else {
+            fs::create_dir_all(dir).map_err(io_err(dir, "create the index directory"))?;
+            let f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+            Some(BufWriter::with_capacity(256 * 1024, f))
+        };
         let mut w = Writer {
-            w: BufWriter::with_capacity(256 * 1024, f),
+            w,
             crc: crc32fast::Hasher::new(),
+            digest: blake3::Hasher::new(),
             prev: Vec::new(),
             buf: Vec::with_capacity(128),
             count: 0,
             tmp,
             dir: dir.to_owned(),
         };
-        w.w.write_all(MAGIC).map_err(io_err(&w.tmp, "write"))?;
+        if let Some(f) = w.w.as_mut() {
+            f.write_all(MAGIC).map_err(io_err(&w.tmp, "write"))?;
+        }
         let mut b = Vec::new();
         put(&mut b, zigzag(scanned_at_ms));
+        w.crc.update(&b);
+        if let Some(f) = w.w.as_mut() {
+            f.write_all(&b).map_err(io_err(&w.tmp, "write"))?;
+        }
+        b.clear();
         put(&mut b, u64::from(complete));
         put(&mut b, roots.len() as u64);
         for r in roots {
@@ -232,9 +269,14 @@ impl Writer {
         Ok(w)
     }
 
+    /// Checksummed and digested (everything after the scan time).
     fn body(&mut self, b: &[u8]) -> Result<(), IndexError> {
         self.crc.update(b);
-        self.w.write_all(b).map_err(io_err(&self.tmp, "write"))
+        self.digest.update(b);
+        match self.w.as_mut() {
+            Some(f) => f.write_all(b).map_err(io_err(&self.tmp, "write")),
+            None => Ok(()),
+        }
     }
 
     pub fn add(&mut self, e: &EntryRef<'_>) -> Result<(), IndexError> {
@@ -252,11 +294,16 @@ impl Writer {
         b.extend_from_slice(&e.path[shared..]);
         b.push(e.kind as u8);
         put(&mut b, u64::from(e.cats));
-        let hs = [e.prefix, e.suffix, e.full];
+        // A file within one block has one hash for prefix and content:
+        // stored once (bit 8).
+        let same = e.full.is_some() && e.full == e.prefix;
+        let hs = [e.prefix, e.suffix, if same { None } else { e.full }];
         b.push(
             hs.iter()
                 .enumerate()
-                .fold(0u8, |acc, (i, h)| acc | (u8::from(h.is_some()) << i)),
+                .fold(u8::from(same) << 3, |acc, (i, h)| {
+                    acc | (u8::from(h.is_some()) << i)
+                }),
         );
         put(&mut b, e.dev);
         put(&mut b, e.ino);
@@ -273,16 +320,33 @@ impl Writer {
         Ok(())
     }
 
-    /// Ends the file, flushes it to disk and renames it over the index.
-    pub fn finish(mut self) -> Result<u64, IndexError> {
+    fn end(&mut self) -> Result<Hash, IndexError> {
         let mut b = vec![0];
         put(&mut b, self.count);
         self.body(&b)?;
+        let digest = super::hash::truncate(self.digest.finalize());
+        self.crc.update(&digest);
+        if let Some(f) = self.w.as_mut() {
+            f.write_all(&digest).map_err(io_err(&self.tmp, "write"))?;
+        }
+        Ok(digest)
+    }
+
+    /// A dry run's digest.
+    pub fn digest(mut self) -> Result<Hash, IndexError> {
+        self.end()
+    }
+
+    /// Ends the file, flushes it to disk and renames it over the index.
+    pub fn finish(mut self) -> Result<u64, IndexError> {
+        self.end()?;
         let crc = self.crc.clone().finalize();
-        self.w
-            .write_all(&crc.to_le_bytes())
+        let Some(mut w) = self.w.take() else {
+            return Ok(self.count);
+        };
+        w.write_all(&crc.to_le_bytes())
             .map_err(io_err(&self.tmp, "write"))?;
-        let f = self.w.into_inner().map_err(|e| IndexError::Io {
+        let f = w.into_inner().map_err(|e| IndexError::Io {
             path: self.tmp.clone(),
             op: "write",
             err: e.into_error(),
@@ -374,6 +438,9 @@ pub(crate) fn read(
                 *h = Some(b);
             }
         }
+        if bits & 8 != 0 {
+            hs[2] = hs[0];
+        }
         each(EntryRef {
             path: &path,
             kind,
@@ -391,6 +458,7 @@ pub(crate) fn read(
     if r.get().map_err(bad)? != count {
         return Err(corrupt("entry count"));
     }
+    idx.digest.copy_from_slice(r.take(16).map_err(bad)?);
     Ok(Some(idx))
 }
 
@@ -417,7 +485,7 @@ pub fn load(dir: &Path) -> Result<Option<Index>, IndexError> {
 
 /// The hashes of the last scans by (dev, inode): what a rescan may reuse,
 /// and the roots the index covers.
-pub(crate) fn load_cache(dir: &Path) -> Result<(Cache, Vec<PathBuf>), IndexError> {
+pub(crate) fn load_cache(dir: &Path) -> Result<(Cache, Option<Index>), IndexError> {
     let t = std::time::Instant::now();
     let mut cache = Cache::new();
     let header = read(dir, |e| {
@@ -440,7 +508,7 @@ pub(crate) fn load_cache(dir: &Path) -> Result<(Cache, Vec<PathBuf>), IndexError
         ms = t.elapsed().as_millis() as u64,
         "index cache loaded"
     );
-    Ok((cache, header.map(|h| h.roots).unwrap_or_default()))
+    Ok((cache, header))
 }
 
 /// Ran past the end of the body.
@@ -548,8 +616,11 @@ mod tests {
             (5, 2049, 1 << 40, 123_456, -5)
         );
         assert_eq!(e.full, Some([7; 16]));
-        let (cache, roots) = load_cache(dir.path()).expect("cache");
-        assert_eq!(roots, [PathBuf::from("/home/a")]);
+        let (cache, header) = load_cache(dir.path()).expect("cache");
+        assert_eq!(
+            header.map(|h| h.roots),
+            Some(vec![PathBuf::from("/home/a")])
+        );
         assert_eq!(cache.0.len(), 3, "entries with hashes");
         let pos = cache.positions([(1, 1), (2049, 1 << 40)].into_iter());
         assert_eq!(pos[0], u32::MAX);

@@ -2,22 +2,24 @@
 //! keeps a local index so rescans rehash only what changed, and sums it up
 //! as an aggregate-only `StorageSummary` (names stay on the machine).
 //!
-//! The pipeline, one module per stage (as fclones' `group.rs`):
-//! [`walk`] (parallel, iterative: no recursion, so any depth) → hard links
-//! dropped by (dev, inode) → [`group`]: size groups → prefix hash → suffix
-//! hash → full hash → [`report`]: categories by age bucket, the summary →
-//! [`index`]: saved for the next scan and for `cleanup`.
+//! The pipeline, one module per stage (as fclones' `group.rs`): `walk`
+//! (parallel, iterative: no recursion, so any depth) → hard links dropped
+//! by (dev, inode) → `group`: size groups → prefix hash → suffix hash →
+//! full hash → `report`: categories by age bucket, the summary → `index`:
+//! saved for the next scan and for `cleanup`.
 //!
 //! The hash is BLAKE3: several GB/s per core with SIMD (runtime-detected
 //! SSE4.1/AVX2/AVX-512), so full hashes are bounded by the disk, not the
 //! CPU; and its keyed mode makes the fleet fingerprints of large files with
-//! the same crate (no HMAC construction, no second dependency). xxHash3 is
-//! as fast but not collision-resistant, which matters when a hash decides
-//! that a file may go to the trash.
+//! the same crate (no HMAC construction, no second dependency): a
+//! fingerprint is the keyed BLAKE3 of the content's BLAKE3 hash, so it
+//! costs no second read. xxHash3 is as fast but not collision-resistant,
+//! which matters when a hash decides that a file may go to the trash.
 //!
-//! Background mode (`cpu_budget`) runs one reader per device and paces it
-//! ([`pace`]) to a share of one core; a cancelled scan saves what it hashed,
-//! so the next one resumes from the index.
+//! Background mode (`cpu_budget`) runs one reader per device and paces the
+//! whole scan (`pace`) to a share of one core; it saves what it hashed
+//! between stages and when cancelled, so the next scan resumes from the
+//! index.
 
 pub mod cli;
 mod group;
@@ -357,12 +359,12 @@ pub fn scan(
     counters.phase.store(1, Relaxed);
     // Loaded after the walk: the two biggest things in memory never meet.
     let t_load = Instant::now();
-    let (cache, old_roots) = match &cfg.index_dir {
+    let (cache, old) = match &cfg.index_dir {
         Some(dir) => index::load_cache(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
-            (index::Cache::new(), vec![PathBuf::from("/")])
+            (index::Cache::new(), None)
         }),
-        None => (index::Cache::new(), Vec::new()),
+        None => (index::Cache::new(), None),
     };
     let load_ms = t_load.elapsed().as_millis() as u64;
 
@@ -382,7 +384,7 @@ pub fn scan(
             return;
         }
         let cats = report::file_cats(&walked, d, &rules, now_ns);
-        if let Err(e) = save_index(dir, &roots, &old_roots, &walked, d, &cats, false) {
+        if let Err(e) = save_index(dir, &roots, old.as_ref(), &walked, d, &cats, false) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
         last_save = Instant::now();
@@ -431,11 +433,16 @@ pub fn scan(
         .cloned()
         .collect();
     let t2 = Instant::now();
-    if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only)
-        && let Err(e) = save_index(dir, &roots, &old_roots, &walked, &dedup, &cats, r.complete)
-    {
-        tracing::warn!(error = %e, "cannot save the storage index");
-        r.index_error = Some(e.to_string());
+    if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
+        // Nothing hashed: maybe nothing changed, and then nothing is written.
+        let old = old.as_ref().filter(|_| r.hashed_files == 0);
+        match save_index(dir, &roots, old, &walked, &dedup, &cats, r.complete) {
+            Ok(written) => r.index_rewritten = written,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the storage index");
+                r.index_error = Some(e.to_string());
+            }
+        }
     }
     r.index_ms = t2.elapsed().as_millis() as u64;
     r.paced_ms = budget.as_ref().map_or(0, |b| b.slept().as_millis() as u64);
@@ -464,20 +471,71 @@ pub fn scan_summary(cfg: &ScanConfig, cancel: &AtomicBool) -> Result<StorageSumm
 
 /// Writes the new index: this scan's entries, then the old entries this
 /// scan did not cover (outside its roots, or not reached when cancelled).
+/// Returns false when the index already held exactly this (its digest
+/// matched) and was left alone.
 #[allow(clippy::too_many_arguments)]
 fn save_index(
     dir: &Path,
     roots: &[PathBuf],
-    old_roots: &[PathBuf],
+    old: Option<&Index>,
     w: &walk::Walked,
     d: &group::Dedup,
     cats: &[rules::Cats],
     complete: bool,
-) -> Result<u64, IndexError> {
-    let now = ms(SystemTime::now());
-    let mut out = index::Writer::create(dir, now, complete, roots)?;
+) -> Result<bool, IndexError> {
+    let covered = old.is_none_or(|o| {
+        o.roots
+            .iter()
+            .all(|or| roots.iter().any(|r| or.starts_with(r)))
+    });
+    if complete && covered {
+        if let Some(o) = old.filter(|o| o.complete) {
+            let mut dry = index::Writer::dry(dir, complete, roots)?;
+            add_entries(&mut dry, w, d, cats)?;
+            if dry.digest()? == o.digest {
+                return Ok(false);
+            }
+        }
+        let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, roots)?;
+        add_entries(&mut out, w, d, cats)?;
+        return out.finish().map(|_| true);
+    }
+    let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, roots)?;
+    add_entries(&mut out, w, d, cats)?;
+    let seen: std::collections::HashSet<(u64, u64)> = if complete {
+        Default::default()
+    } else {
+        w.files.iter().map(|f| (f.dev, f.ino)).collect()
+    };
+    // Carried over only if the old index reads whole: a damaged one could
+    // hand on wrong hashes under a fresh checksum.
+    let mut keep = Vec::new();
+    let read = index::read(dir, |e| {
+        let p = Path::new(std::ffi::OsStr::from_bytes(e.path));
+        let covered = roots.iter().any(|r| p.starts_with(r));
+        if !covered || (!complete && e.kind == EntryKind::File && !seen.contains(&(e.dev, e.ino))) {
+            keep.push(index::OwnedEntry::new(&e));
+        }
+    });
+    match read {
+        Ok(_) => {
+            for e in &keep {
+                out.add(&e.as_ref())?;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "old storage index unreadable; not carried over"),
+    }
+    out.finish().map(|_| true)
+}
+
+/// This scan's files, empty folders and broken links, in walk order.
+fn add_entries(
+    out: &mut index::Writer,
+    w: &walk::Walked,
+    d: &group::Dedup,
+    cats: &[rules::Cats],
+) -> Result<(), IndexError> {
     let mut path: Vec<u8> = Vec::with_capacity(4096);
-    let mut seen = std::collections::HashSet::new();
     for (i, f) in w.files.iter().enumerate() {
         path.clear();
         path.extend_from_slice(w.dirs[f.dir as usize].as_os_str().as_bytes());
@@ -497,9 +555,6 @@ fn save_index(
             suffix: slot.and_then(|s| s.suffix),
             full: slot.and_then(|s| s.full),
         })?;
-        if !complete {
-            seen.insert((f.dev, f.ino));
-        }
     }
     for (kind, list, cat) in [
         (EntryKind::EmptyDir, &w.empty_dirs, Category::EmptyDirs),
@@ -525,31 +580,5 @@ fn save_index(
             })?;
         }
     }
-    // Nothing to carry over when this complete scan covered the old roots.
-    if complete
-        && old_roots
-            .iter()
-            .all(|o| roots.iter().any(|r| o.starts_with(r)))
-    {
-        return out.finish();
-    }
-    // Carried over only if the old index reads whole: a damaged one could
-    // hand on wrong hashes under a fresh checksum.
-    let mut keep = Vec::new();
-    let old = index::read(dir, |e| {
-        let p = Path::new(std::ffi::OsStr::from_bytes(e.path));
-        let covered = roots.iter().any(|r| p.starts_with(r));
-        if !covered || (!complete && e.kind == EntryKind::File && !seen.contains(&(e.dev, e.ino))) {
-            keep.push(index::OwnedEntry::new(&e));
-        }
-    });
-    match old {
-        Ok(_) => {
-            for e in &keep {
-                out.add(&e.as_ref())?;
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "old storage index unreadable; not carried over"),
-    }
-    out.finish()
+    Ok(())
 }

@@ -60,6 +60,9 @@ pub struct ScanReport {
     pub index_ms: u64,
     /// Time slept to stay within the CPU budget (background mode).
     pub paced_ms: u64,
+    /// The index was written (false: it already held exactly this scan,
+    /// or there is no index).
+    pub index_rewritten: bool,
     /// The index could not be saved (the scan itself is fine).
     pub index_error: Option<String>,
 }

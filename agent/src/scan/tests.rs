@@ -169,9 +169,15 @@ fn rescans_rehash_only_what_changed_and_equal_a_fresh_scan() {
         first.hashed_files, 9,
         "the 9 files in size groups; unique sizes are never read"
     );
+    assert!(first.index_rewritten);
+    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).expect("index");
+    let written = mtime(&index.join(index::FILE_NAME));
     let same = run(&c);
     assert_eq!((same.hashed_files, same.hashed_bytes), (0, 0));
     assert_eq!(same.reused_hashes, 9);
+    // Nothing changed: nothing written either.
+    assert!(!same.index_rewritten);
+    assert_eq!(mtime(&index.join(index::FILE_NAME)), written);
     // Touch one (same content, new mtime), add a copy, delete one, rename one.
     set_mtime(
         &root.join("a/orig1.bin"),
@@ -186,6 +192,7 @@ fn rescans_rehash_only_what_changed_and_equal_a_fresh_scan() {
         "the touched file and the new copy, nothing else"
     );
     assert_eq!(rescan.reused_hashes, 7);
+    assert!(rescan.index_rewritten);
     let fresh = run(&config(&[&root], None));
     assert_eq!(fresh.hashed_files, 9);
     assert_eq!(rescan.duplicates, fresh.duplicates);
