@@ -2,7 +2,7 @@
 //! external broker. Agents and the collector's own client both connect to
 //! it over loopback TCP, exactly as they would to Mosquitto.
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -22,12 +22,20 @@ pub enum BrokerError {
     Thread(std::io::Error),
 }
 
-/// Per-topic in-memory log kept by rumqttd. It retains whole segments, so
-/// memory per topic is bounded by about `SEGMENT_BYTES * SEGMENTS`; a
-/// subscriber lagging further behind than that misses messages, which the
-/// agents' spools then resend.
+/// In-memory log kept by rumqttd per subscription filter. It retains whole
+/// segments, so memory per filter is bounded by about `SEGMENT_BYTES *
+/// SEGMENTS`; a subscriber lagging further behind than that misses
+/// messages, which the agents' spools then resend. Every agent's downlink
+/// is its own filter: keep those small.
 const SEGMENT_BYTES: usize = 64 * 1024;
 const SEGMENTS: usize = 4;
+/// The collector's `sobre/v1/agents/+/up` filter carries the whole fleet's
+/// uplink: with 256 KiB, a burst (a fleet flushing its spools after a
+/// restart) overran it and rumqttd jumped the collector's cursor, losing
+/// envelopes already PUBACKed (BENCHMARKS.md). 4 × 8 MiB holds ~190,000
+/// envelopes of backlog, at most 32 MiB.
+const UPLINK_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+const UPLINK_SEGMENTS: usize = 4;
 
 /// Starts the broker on its own threads and returns the address it
 /// listens on once it accepts connections. Port 0 picks a free port.
@@ -68,6 +76,13 @@ pub fn start(listen: SocketAddr, max_packet_bytes: usize) -> Result<SocketAddr, 
             max_outgoing_packet_count: 200,
             max_segment_size: SEGMENT_BYTES,
             max_segment_count: SEGMENTS,
+            custom_segment: Some(HashMap::from([(
+                sobre_proto::topics::ALL_UP.to_owned(),
+                SegmentConfig {
+                    max_segment_size: UPLINK_SEGMENT_BYTES,
+                    max_segment_count: UPLINK_SEGMENTS,
+                },
+            )])),
             ..Default::default()
         },
         v4: Some(HashMap::from([("v4".to_owned(), server)])),
