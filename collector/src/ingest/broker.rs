@@ -26,9 +26,11 @@ pub enum BrokerError {
 /// segments, so memory per filter is bounded by about `SEGMENT_BYTES *
 /// SEGMENTS`; a subscriber lagging further behind than that misses
 /// messages, which the agents' spools then resend. Every agent's downlink
-/// is its own filter: keep those small.
-const SEGMENT_BYTES: usize = 64 * 1024;
-const SEGMENTS: usize = 4;
+/// is its own filter, kept whether or not it was delivered: keep those
+/// small (BENCHMARKS.md saw memory grow with 4 × 64 KiB per agent), 2 × 4
+/// KiB is a few hundred acks or several nudges per agent.
+const SEGMENT_BYTES: usize = 4 * 1024;
+const SEGMENTS: usize = 2;
 /// The collector's `sobre/v1/agents/+/up` filter carries the whole fleet's
 /// uplink: with 256 KiB, a burst (a fleet flushing its spools after a
 /// restart) overran it and rumqttd jumped the collector's cursor, losing
