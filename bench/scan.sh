@@ -64,8 +64,8 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # measure NAME CMD...: wall seconds and peak RSS (kB) of one run.
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
-  cat "$OUT/time"
+  /usr/bin/time -f "%e %M %U %S" -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+  awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }' "$OUT/time"
 }
 
 # median_of NAME MODE CMD...: RUNS runs (MODE warm|cold), prints "wall rss"
@@ -80,11 +80,11 @@ median_of() {
   printf '%s\n' "${rows[@]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p"
 }
 
-row() { # row LABEL "wall rss" [BASE_WALL]
-  local label=$1 wall rss ratio=""
-  read -r wall rss <<<"$2"
+row() { # row LABEL "wall rss cpu" [BASE_WALL]
+  local label=$1 wall rss cpu ratio=""
+  read -r wall rss cpu <<<"$2"
   [ -n "${3:-}" ] && ratio=$(awk -v a="$wall" -v b="$3" 'BEGIN { printf "%.2fx", a / b }')
-  printf '| %-44s | %7.2f s | %7.1f MB | %s |\n' "$label" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$ratio"
+  printf '| %-46s | %7.2f s | %6.2f s | %7.1f MB | %s |\n' "$label" "$wall" "$cpu" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$ratio"
 }
 
 IDX=$OUT/index
@@ -92,8 +92,8 @@ scan_fresh() { rm -rf "$IDX"; "$SOBRE" scan "$TREE" --index-dir "$IDX" "$@"; }
 
 echo "## Storage scan, $FILES files ($(du -sh --apparent-size "$TREE" | cut -f1)), $(nproc) cores, median of $RUNS"
 echo
-echo "| run | wall | peak RSS | vs fclones' best --threads (warm, or cold for cold rows) |"
-echo "|---|---|---|---|"
+echo "| run | wall | CPU (user+sys) | peak RSS | wall vs fclones' best --threads (warm; cold rows: cold) |"
+echo "|---|---|---|---|---|"
 # Warm the cache once.
 "$SOBRE" scan "$TREE" --no-index >/dev/null 2>&1
 # best LABEL=RESULT...: the fastest "wall rss" among fclones' tuned runs.
@@ -123,7 +123,7 @@ print(f"manifest: {m['expected_dup_groups']} groups, {m['expected_redundant_byte
       f"sobre: {g.group(3) if g else '?'} groups, {g.group(1) if g else '?'}")
 EOF2
 
-if [ "$CAN_DROP" = 1 ]; then
+if [ "$CAN_DROP" = 1 ] && [ "${SKIP_COLD:-0}" != 1 ]; then
   declare -A FCC
   for t in 8 32 64; do FCC[$t]=$(median_of fclones-cold-hdd$t cold "$FCLONES" group --threads "hdd:$t,$t" "$TREE"); done
   cbase=$(best "${FCC[@]}" | cut -d' ' -f1)
@@ -137,13 +137,20 @@ else
   echo "| cold cache: not measured (/proc/sys/vm/drop_caches not writable) | | | |"
 fi
 
-# Rescan, nothing changed: the index from the last full scan is reused.
-scan_fresh >/dev/null 2>&1
-RESCAN=$(median_of sobre-rescan warm "$SOBRE" scan "$TREE" --index-dir "$IDX")
-row "sobre rescan, nothing changed" "$RESCAN" "$base"
-rescan=$(cut -d' ' -f1 <<<"$RESCAN")
+# Rescan, nothing changed, against a full scan: run in pairs, one right
+# after the other, so that load from elsewhere hits both alike.
+fulls=(); rescans=(); ratios=()
+for _ in $(seq 1 "$RUNS"); do
+  f=$(measure sobre-full bash -c 'scan_fresh')
+  r=$(measure sobre-rescan "$SOBRE" scan "$TREE" --index-dir "$IDX")
+  fulls+=("$f"); rescans+=("$r")
+  ratios+=("$(awk -v a="${r%% *}" -v b="${f%% *}" 'BEGIN { printf "%.1f", 100 * a / b }')")
+done
+med() { printf '%s\n' "$@" | sort -n | sed -n "$(((RUNS + 1) / 2))p"; }
+row "sobre full scan (paired with the rescan below)" "$(med "${fulls[@]}")" "$base"
+row "sobre rescan, nothing changed" "$(med "${rescans[@]}")" "$base"
 echo
-echo "Rescan / full scan: $(awk -v a="$rescan" -v b="$full" 'BEGIN { printf "%.0f %%", 100 * a / b }') (goal <= 25 %)."
+echo "Rescan / full scan, per pair: ${ratios[*]} % (median $(med "${ratios[@]}") %; goal <= 25 %)."
 grep -h "Hashed" "$OUT/sobre-rescan.out" | head -1
 "$SOBRE" scan "$TREE" --index-dir "$IDX" --json 2>/dev/null | python3 -c '
 import json, sys
@@ -153,8 +160,8 @@ print("Rescan breakdown: index read {load_ms} ms, walk {walk_ms} ms, grouping {h
 
 # Walk only against find.
 echo
-echo "| walk | wall | peak RSS | vs find -printf |"
-echo "|---|---|---|---|"
+echo "| walk | wall | CPU (user+sys) | peak RSS | vs find -printf |"
+echo "|---|---|---|---|---|"
 FIND_STAT=$(median_of find-stat warm find "$TREE" -printf '%i %s %T@\n')
 fbase=$(cut -d' ' -f1 <<<"$FIND_STAT")
 row "find -printf '%i %s %T@' (stats every entry)" "$FIND_STAT" "$fbase"

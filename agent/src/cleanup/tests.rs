@@ -242,3 +242,35 @@ fn a_kept_copy_is_never_listed_whatever_its_categories() {
         "the temp-named oldest copy stays"
     );
 }
+
+#[test]
+fn names_that_are_not_utf8_go_to_the_trash_and_back_intact() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("h");
+    let latin1 = root.join(std::ffi::OsStr::from_bytes(b"r\xe9sum\xe9 (1).pdf"));
+    put(&root.join("resume.pdf"), &blob(7000, 4), 30);
+    put(&latin1, &blob(7000, 4), 1);
+    let index = dir.path().join("index");
+    run(&config(&[&root], Some(&index)));
+    let list = review(&last_scan(&index).expect("index"), &sel(Keep::Oldest, &[]));
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].path, latin1, "the raw bytes, not a lossy copy");
+    let trash = Trash::at(dir.path().join("Trash"));
+    let out = apply(list, &trash, &index, false).expect("apply");
+    assert_eq!(out.moved.len(), 1);
+    assert!(!latin1.exists());
+    let info = fs::read_to_string(
+        dir.path()
+            .join("Trash/info/r\u{fffd}sum\u{fffd} (1).pdf.trashinfo"),
+    );
+    assert!(info.is_err(), "the info file keeps the raw name too");
+    let info_name = fs::read_dir(dir.path().join("Trash/info"))
+        .expect("info")
+        .map(|e| e.expect("entry").file_name())
+        .next()
+        .expect("one");
+    assert_eq!(info_name.as_bytes(), b"r\xe9sum\xe9 (1).pdf.trashinfo");
+    assert_eq!(undo(&index).expect("undo").restored, std::slice::from_ref(&latin1));
+    assert_eq!(fs::read(&latin1).expect("back"), blob(7000, 4));
+}
