@@ -53,6 +53,45 @@ impl Cursor {
         }
     }
 
+    /// A task that saves the latest rowid sent to it, one write at a time
+    /// on the blocking pool, skipping values overtaken meanwhile. When the
+    /// sender is dropped it saves the last value and returns it.
+    pub fn saver(
+        mut self,
+    ) -> (
+        tokio::sync::watch::Sender<i64>,
+        tokio::task::JoinHandle<i64>,
+    ) {
+        let (tx, mut rx) = tokio::sync::watch::channel(self.rowid);
+        let task = tokio::spawn(async move {
+            loop {
+                let open = rx.changed().await.is_ok();
+                let rowid = *rx.borrow_and_update();
+                if rowid != self.rowid {
+                    let (me, res) = match tokio::task::spawn_blocking(move || {
+                        let r = self.advance(rowid);
+                        (self, r)
+                    })
+                    .await
+                    {
+                        Ok(v) => v,
+                        Err(_) => return rowid,
+                    };
+                    self = me;
+                    if let Err(e) = res {
+                        // After a restart the batches since the last saved
+                        // rowid are sent again (the same points).
+                        tracing::error!(error = %e, "cannot save the sink cursor in data_dir");
+                    }
+                }
+                if !open {
+                    return self.rowid;
+                }
+            }
+        });
+        (tx, task)
+    }
+
     /// Moves the cursor and writes it durably before returning.
     pub fn advance(&mut self, rowid: i64) -> std::io::Result<()> {
         self.rowid = rowid;
@@ -82,6 +121,18 @@ fn parse(text: &str) -> Option<(String, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_saver_keeps_the_last_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, task) = Cursor::load(dir.path(), "t").saver();
+        for r in 1..=100 {
+            tx.send(r).expect("send");
+        }
+        drop(tx);
+        assert_eq!(task.await.expect("saver"), 100);
+        assert_eq!(Cursor::load(dir.path(), "t").rowid, 100);
+    }
 
     #[test]
     fn survives_restart_and_resets_on_new_target() {

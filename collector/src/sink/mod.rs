@@ -106,7 +106,7 @@ impl Sink {
     /// Runs until `cancel`; then returns within about [`STOP_GRACE`] plus
     /// the time of one store read, leaving the cursor on disk.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut cursor = Cursor::load(&self.data_dir, &self.target());
+        let cursor = Cursor::load(&self.data_dir, &self.target());
         tracing::info!(
             url = %self.client.url(),
             after_rowid = cursor.rowid,
@@ -128,6 +128,7 @@ impl Sink {
             keys: points::SeriesKeys::default(),
         };
         let committed = producer.committed.clone();
+        let (save, saver) = cursor.saver();
         let producer = tokio::spawn(producer.run(tx, cancel.clone()));
         let gauge = tokio::spawn(backlog_gauge(
             self.data_dir.clone(),
@@ -156,11 +157,9 @@ impl Sink {
                 break;
             }
             if let Some(rowid) = batch.cursor {
-                if let Err(e) = cursor.advance(rowid) {
-                    // The in-memory position still moves on; after a
-                    // restart the batch is sent again (same points).
-                    tracing::error!(error = %e, "cannot save the sink cursor in data_dir");
-                }
+                // Saved off the sending path (an fsync can take a long
+                // time on a busy disk); the saver keeps only the latest.
+                let _ = save.send(rowid);
                 committed.store(rowid, Relaxed);
                 let behind = (max_rowid.load(Relaxed) - rowid).max(0);
                 self.metrics.sink_backlog.store(behind as u64, Relaxed);
@@ -171,7 +170,9 @@ impl Sink {
             tracing::error!("sink producer panicked");
         }
         gauge.abort();
-        tracing::info!(after_rowid = cursor.rowid, "InfluxDB sink stopped");
+        drop(save);
+        let cursor = saver.await.unwrap_or_default();
+        tracing::info!(after_rowid = cursor, "InfluxDB sink stopped");
     }
 }
 
