@@ -144,14 +144,18 @@ impl Ctx<'_> {
     /// Stage 1: files of the same non-zero size (one per inode already).
     fn size_groups(&mut self, cache: &Cache) -> Vec<Vec<u32>> {
         let files = &self.w.files;
-        let mut order: Vec<u32> = (0..files.len() as u32)
-            .filter(|&i| files[i as usize].size > 0)
+        // (size, file) pairs sort in place, without chasing each file.
+        let mut order: Vec<(u64, u32)> = files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.size > 0)
+            .map(|(i, f)| (f.size, i as u32))
             .collect();
-        order.sort_unstable_by_key(|&i| files[i as usize].size);
+        order.sort_unstable();
         let mut groups = Vec::new();
-        for run in order.chunk_by(|&a, &b| files[a as usize].size == files[b as usize].size) {
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
             if run.len() > 1 {
-                groups.push(run.iter().map(|&f| self.slot_for(f, cache)).collect());
+                groups.push(run.iter().map(|&(_, f)| self.slot_for(f, cache)).collect());
             }
         }
         groups

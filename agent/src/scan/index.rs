@@ -201,11 +201,15 @@ pub(crate) struct Writer {
     crc: crc32fast::Hasher,
     digest: blake3::Hasher,
     prev: Vec<u8>,
-    buf: Vec<u8>,
+    /// Body bytes not yet checksummed, digested and written: hashing in
+    /// large pieces is several times cheaper than entry by entry.
+    pending: Vec<u8>,
     count: u64,
     tmp: PathBuf,
     dir: PathBuf,
 }
+
+const FLUSH_AT: usize = 256 * 1024;
 
 impl Writer {
     pub fn create(
@@ -243,7 +247,7 @@ impl Writer {
             crc: crc32fast::Hasher::new(),
             digest: blake3::Hasher::new(),
             prev: Vec::new(),
-            buf: Vec::with_capacity(128),
+            pending: Vec::with_capacity(FLUSH_AT + 4096),
             count: 0,
             tmp,
             dir: dir.to_owned(),
@@ -271,12 +275,22 @@ impl Writer {
 
     /// Checksummed and digested (everything after the scan time).
     fn body(&mut self, b: &[u8]) -> Result<(), IndexError> {
-        self.crc.update(b);
-        self.digest.update(b);
-        match self.w.as_mut() {
-            Some(f) => f.write_all(b).map_err(io_err(&self.tmp, "write")),
-            None => Ok(()),
+        self.pending.extend_from_slice(b);
+        self.flush(false)
+    }
+
+    fn flush(&mut self, all: bool) -> Result<(), IndexError> {
+        if self.pending.len() < FLUSH_AT && !all {
+            return Ok(());
         }
+        self.crc.update(&self.pending);
+        self.digest.update(&self.pending);
+        if let Some(f) = self.w.as_mut() {
+            f.write_all(&self.pending)
+                .map_err(io_err(&self.tmp, "write"))?;
+        }
+        self.pending.clear();
+        Ok(())
     }
 
     pub fn add(&mut self, e: &EntryRef<'_>) -> Result<(), IndexError> {
@@ -286,14 +300,13 @@ impl Writer {
             .zip(e.path)
             .take_while(|(a, b)| a == b)
             .count();
-        let mut b = std::mem::take(&mut self.buf);
-        b.clear();
+        let b = &mut self.pending;
         b.push(1);
-        put(&mut b, shared as u64);
-        put(&mut b, (e.path.len() - shared) as u64);
+        put(b, shared as u64);
+        put(b, (e.path.len() - shared) as u64);
         b.extend_from_slice(&e.path[shared..]);
         b.push(e.kind as u8);
-        put(&mut b, u64::from(e.cats));
+        put(b, u64::from(e.cats));
         // A file within one block has one hash for prefix and content:
         // stored once (bit 8).
         let same = e.full.is_some() && e.full == e.prefix;
@@ -305,25 +318,24 @@ impl Writer {
                     acc | (u8::from(h.is_some()) << i)
                 }),
         );
-        put(&mut b, e.dev);
-        put(&mut b, e.ino);
-        put(&mut b, e.size);
-        put(&mut b, zigzag(e.mtime_ns));
+        put(b, e.dev);
+        put(b, e.ino);
+        put(b, e.size);
+        put(b, zigzag(e.mtime_ns));
         for h in hs.into_iter().flatten() {
             b.extend_from_slice(&h);
         }
-        self.body(&b)?;
-        self.buf = b;
-        self.prev.clear();
-        self.prev.extend_from_slice(e.path);
+        self.prev.truncate(shared);
+        self.prev.extend_from_slice(&e.path[shared..]);
         self.count += 1;
-        Ok(())
+        self.flush(false)
     }
 
     fn end(&mut self) -> Result<Hash, IndexError> {
         let mut b = vec![0];
         put(&mut b, self.count);
         self.body(&b)?;
+        self.flush(true)?;
         let digest = super::hash::truncate(self.digest.finalize());
         self.crc.update(&digest);
         if let Some(f) = self.w.as_mut() {
