@@ -705,7 +705,19 @@ async fn influxdb_outage_while_agents_stream_loses_and_doubles_nothing() {
     for id in &ids {
         stored.push(c.sample_seqs(id).await);
     }
-    wait_for("the sink to send the last samples", PATIENCE, || async {
+    // The backlog gauge may lag by a second: wait for the server to hold
+    // as many points as the store has samples (a lost point times out
+    // here, a doubled one would show below).
+    for (id, seqs) in ids.iter().zip(&stored) {
+        let influx = &influx;
+        wait_for(
+            "the sink to send the last samples",
+            PATIENCE,
+            || async move { (influx.seqs(id).await.len() >= seqs.len()).then_some(()) },
+        )
+        .await;
+    }
+    wait_for("the backlog gauge at 0", PATIENCE, || async {
         (metric(&c, "sobre_sink_backlog_rows").await == 0).then_some(())
     })
     .await;
