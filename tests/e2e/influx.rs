@@ -66,7 +66,7 @@ impl Server {
             port,
             dir: dir.to_owned(),
             child: None,
-            http: reqwest::Client::new(),
+            http: sobre_tests::http_client(),
         };
         s.restart().await;
         let r = s
@@ -86,7 +86,7 @@ impl Server {
             port: free_port(),
             dir: dir.to_owned(),
             child: None,
-            http: reqwest::Client::new(),
+            http: sobre_tests::http_client(),
         };
         s.restart().await;
         s
@@ -557,7 +557,7 @@ async fn victoriametrics_receives_the_same_points_over_api_v2() {
             .then_some(())
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = sobre_tests::http_client();
     let export = || async {
         client
             .get(vm.url("/internal/force_flush"))
