@@ -271,6 +271,9 @@ fn names_that_are_not_utf8_go_to_the_trash_and_back_intact() {
         .next()
         .expect("one");
     assert_eq!(info_name.as_bytes(), b"r\xe9sum\xe9 (1).pdf.trashinfo");
-    assert_eq!(undo(&index).expect("undo").restored, std::slice::from_ref(&latin1));
+    assert_eq!(
+        undo(&index).expect("undo").restored,
+        std::slice::from_ref(&latin1)
+    );
     assert_eq!(fs::read(&latin1).expect("back"), blob(7000, 4));
 }
