@@ -134,7 +134,7 @@ if [ "$CAN_DROP" = 1 ] && [ "${SKIP_COLD:-0}" != 1 ]; then
     row "sobre scan --threads $t, cold cache" "$(median_of sobre-cold-t$t cold bash -c "scan_fresh --threads $t")" "$cbase"
   done
 else
-  echo "| cold cache: not measured (/proc/sys/vm/drop_caches not writable) | | | |"
+  echo "| cold cache: not measured (SKIP_COLD=1, or /proc/sys/vm/drop_caches not writable) | | | | |"
 fi
 
 # Rescan, nothing changed, against a full scan: run in pairs, one right
