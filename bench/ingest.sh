@@ -28,6 +28,8 @@
 #   CASES ["reference embedded external grpc overload external_nodelay embedded_nodelay"]
 #   KEEP_TMP [0]     1: keep the work dir (stores, logs)
 #   MOSQ_EXTRA_CONF  extra mosquitto.conf lines (e.g. "max_inflight_messages 100")
+#   COLLECTOR_EXTRA_TOML  extra sections for the collector's config, e.g.
+#                    $'[store]\nqueue = 256\nbatch_max = 256'
 #   OUT [target/bench-results/ingest-<time>.txt]   copy of the report
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -147,6 +149,7 @@ listen = "127.0.0.1:$http"
 $mqtt_toml
 [grpc]
 listen = "127.0.0.1:$grpc"
+${COLLECTOR_EXTRA_TOML:-}
 EOF
   SOBRE_LOG=${SOBRE_LOG:-info,rumqttd=warn,rumqttd::server::broker=off,rumqttc=warn} LD_PRELOAD=$preload \
     "$BIN/sobre-collector" --config "$dir/collector.toml" >"$dir/collector.log" 2>&1 </dev/null &
