@@ -113,7 +113,8 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let http_addr = local_addr(&http_listener, "the HTTP API", cfg.http.listen)?;
 
     let (events_tx, events_rx) = mpsc::channel(cfg.store.queue);
-    let (acks_tx, acks_rx) = mpsc::channel(1024);
+    // Room for several batches of acks; the writer never waits for it.
+    let (acks_tx, acks_rx) = mpsc::channel(16 * 1024);
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(events_rx, acks_tx))

@@ -95,9 +95,22 @@ impl Writer {
             }
             let out = self.commit_with_retry(&batch);
             batch.clear();
+            // Never wait for the ack router: it may itself be waiting for
+            // the MQTT client, whose queue drains only when ingest polls,
+            // which waits for this writer (a deadlock seen under overload).
+            // An ack that does not fit is dropped and counted; the agent
+            // resends and the store dedups.
             for ack in out {
-                if acks.blocking_send(ack).is_err() {
-                    tracing::debug!("ack router gone; agents will resend");
+                match acks.try_send(ack) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(a)) => {
+                        self.metrics
+                            .ack_dropped
+                            .fetch_add(a.seqs.len() as u64, Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::debug!("ack router gone; agents will resend");
+                    }
                 }
             }
         }
