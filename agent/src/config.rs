@@ -270,6 +270,7 @@ impl StorageConfig {
 
 // ---- end [storage] ----
 
+/// Why a configuration file could not be used (agent and collector).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -277,29 +278,42 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "invalid config file {path}:\n{message}\nSee agent/sobre-agent.example.toml for every key and its default."
-    )]
-    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}:\n{message}\nSee {example} for every key and its default.")]
+    Parse {
+        path: PathBuf,
+        message: String,
+        example: &'static str,
+    },
     #[error("invalid config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
+/// Reads a TOML config file, parses it (unknown keys and wrong types are
+/// named with their line) and validates it once.
+pub fn load_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    example: &'static str,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let cfg: T = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+        example,
+    })?;
+    validate(&cfg).map_err(|message| ConfigError::Invalid {
+        path: path.to_owned(),
+        message,
+    })?;
+    Ok(cfg)
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })?;
-        Ok(cfg)
+        load_toml(path, "agent/sobre-agent.example.toml", Self::validate)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {

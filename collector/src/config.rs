@@ -158,38 +158,16 @@ impl Default for Limits {
     }
 }
 
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "invalid config file {path}:\n{message}\nSee collector/sobre-collector.example.toml for every key and its default."
-    )]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use sobre_agent::config::ConfigError;
 
 impl CollectorConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let cfg = Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })?;
-        Ok(cfg)
+        sobre_agent::config::load_toml(
+            path,
+            "collector/sobre-collector.example.toml",
+            Self::validate,
+        )
     }
 
     /// Parses TOML text; the error names the key, line and column.
