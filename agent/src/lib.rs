@@ -1,6 +1,7 @@
 //! The Sobre agent: probes the machine, spools every envelope to disk and
 //! sends it over MQTT or gRPC until the collector acknowledges its commit.
 
+pub mod campaign;
 pub mod cleanup;
 pub mod config;
 pub mod nudges;

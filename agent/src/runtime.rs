@@ -36,6 +36,11 @@ struct Shared {
     wake: Notify,
     /// The collector asked for an inventory.
     inventory_wanted: Notify,
+    /// Campaign commands from the downlink, for the campaign loop.
+    campaigns: tokio::sync::mpsc::Sender<v1::CampaignCommand>,
+    /// Held during any storage scan: scheduled scans and campaign counts
+    /// write the same index.
+    scan_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
@@ -83,6 +88,7 @@ pub async fn run<T: Transport>(
     };
     // Fail early and clearly if the machine cannot be read at all.
     sampler.usage.sample(Duration::ZERO)?;
+    let (campaign_tx, campaign_rx) = tokio::sync::mpsc::channel(16);
     let shared = Arc::new(Shared {
         agent_id,
         nudges: crate::nudges::NudgeBox::new(cfg.nudges_path()),
@@ -90,6 +96,8 @@ pub async fn run<T: Transport>(
         bytes_sent: AtomicU64::new(0),
         wake: Notify::new(),
         inventory_wanted: Notify::new(),
+        campaigns: campaign_tx,
+        scan_lock: Arc::new(tokio::sync::Mutex::new(())),
     });
     let stop_sampling = cancel.child_token();
     let sampling = tokio::spawn(sample_loop(
@@ -105,9 +113,15 @@ pub async fn run<T: Transport>(
             stop_sampling.clone(),
         ))
     });
+    let campaigns = tokio::spawn(crate::campaign::run(
+        campaign_ctx(&cfg, &shared),
+        campaign_rx,
+        stop_sampling.clone(),
+    ));
     send_loop(&transport, &shared, &cfg, &cancel).await;
     stop_sampling.cancel();
     let _ = sampling.await;
+    let _ = campaigns.await;
     if let Some(s) = scanning {
         let _ = s.await;
     }
@@ -197,6 +211,27 @@ fn append(shared: &Shared, body: Body, footprint: Option<v1::AgentFootprint>) {
     }
 }
 
+/// What the campaign loop needs: where its book lives, how to scan (or
+/// why it cannot), and the spool.
+fn campaign_ctx(cfg: &AgentConfig, shared: &Arc<Shared>) -> crate::campaign::Ctx {
+    let scan = if cfg.storage.enabled {
+        crate::scan::ScanConfig::from_storage(&cfg.storage).map_err(|e| e.to_string())
+    } else {
+        Err(
+            "storage scans are disabled on this host (storage.enabled = false in the agent's \
+             config): it cannot take part in campaigns"
+                .into(),
+        )
+    };
+    let s = shared.clone();
+    crate::campaign::Ctx {
+        dir: cfg.storage.index_dir.join("campaigns"),
+        scan,
+        scan_lock: shared.scan_lock.clone(),
+        send: Box::new(move |body| append(&s, body, None)),
+    }
+}
+
 /// Scheduled storage scans: the first after `first_delay_ms`, then every
 /// `interval_ms`; each summary goes through the spool like any report.
 /// Stopping the agent stops a scan in progress (its index keeps what it
@@ -217,6 +252,7 @@ async fn scan_loop(shared: Arc<Shared>, cfg: AgentConfig, cancel: CancellationTo
             _ = tokio::time::sleep(wait) => {}
         }
         wait = Duration::from_millis(st.interval_ms.max(60_000));
+        let _scanning = shared.scan_lock.lock().await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let job = tokio::task::spawn_blocking({
             let (c, stop) = (scan_cfg.clone(), stop.clone());
@@ -496,6 +532,12 @@ impl Session {
             }
             Some(downlink::Body::Command(c)) => match c.kind {
                 Some(command::Kind::SendInventory(_)) => shared.inventory_wanted.notify_one(),
+                Some(command::Kind::Campaign(c)) => {
+                    // Full only if the collector floods: it sends again.
+                    if shared.campaigns.try_send(c).is_err() {
+                        tracing::warn!("campaign commands are piling up; dropping one");
+                    }
+                }
                 None => tracing::warn!("ignoring an unknown command"),
             },
             Some(downlink::Body::Nudge(n)) => {

@@ -156,14 +156,48 @@ impl Jobs {
         Ok(r)
     }
 
-    /// Delivers due nudges. Blocking.
+    /// Campaign commands and nudges, then due nudges. Blocking.
     pub fn dispatch(&self, now_ms: i64) -> Result<usize, StoreError> {
         let conn = self.conn();
+        if let Err(e) = crate::campaign::dispatch::pass(
+            &conn,
+            &self.routes,
+            &self.nudge.lang,
+            self.nudge.resend_after_s * 1000,
+            now_ms,
+        ) {
+            tracing::error!(error = %e, "campaign dispatch failed; retrying at the next interval");
+        }
         nudge::dispatch::dispatch(
             &conn,
             &self.nudge,
             self.detect.utc_offset_hours,
             &self.routes,
+            now_ms,
+        )
+    }
+
+    /// Runs `f` on the jobs' connection, for campaign work.
+    pub fn with_campaigns<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, crate::campaign::CampaignError>,
+    ) -> Result<T, crate::campaign::CampaignError> {
+        f(&self.conn())
+    }
+
+    /// A campaign's report, the CCF factors computed with this collector's
+    /// grid intensity now and its server-room PUE.
+    pub fn campaign_report(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<crate::campaign::report::Report, crate::campaign::CampaignError> {
+        let f = &self.footprint;
+        crate::campaign::report::build(
+            &self.conn(),
+            id,
+            f.grid.at(now_ms),
+            f.cfg.pue_server,
             now_ms,
         )
     }

@@ -3,6 +3,7 @@
 //! commit, and serves them over HTTP.
 
 pub mod bench;
+pub mod campaign;
 pub mod config;
 pub mod detect;
 pub mod footprint;

@@ -54,6 +54,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Clean Up Day campaigns: create, list, start, end, archive, report.
+    /// Works on the store in `data_dir`, also while the collector runs.
+    Campaign {
+        #[command(subcommand)]
+        cmd: sobre_collector::campaign::cli::CampaignCmd,
+    },
     /// Benchmark: one detection pass over a synthetic fleet (hourly
     /// roll-up of HOSTS × DAYS) in a temporary store; prints its time and
     /// the process's peak memory.
@@ -107,6 +113,11 @@ fn main() -> anyhow::Result<()> {
                 run,
                 json,
             } => findings(&cfg, kind, state, host, run, json),
+            Command::Campaign { cmd } => {
+                let jobs = offline_jobs(&cfg)?;
+                sobre_collector::campaign::cli::run(&jobs, cmd, sobre_collector::ingest::now_ms())?;
+                Ok(())
+            }
             Command::BenchDetect { hosts, days } => {
                 let dir =
                     std::env::temp_dir().join(format!("sobre-bench-detect-{}", std::process::id()));
@@ -129,6 +140,35 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// The periodic jobs over an existing store, without a running collector
+/// (commands they queue leave with the running collector's next pass).
+fn offline_jobs(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::jobs::Jobs> {
+    use sobre_collector::store;
+    if !cfg.data_dir.join(store::FILE).exists() {
+        anyhow::bail!(
+            "no store in {}: run the collector first, or pass --config with its data_dir",
+            cfg.data_dir.display()
+        );
+    }
+    let grid = match &cfg.footprint.grid_hourly_file {
+        Some(p) => {
+            sobre_collector::footprint::GridIntensity::load(cfg.footprint.grid_g_per_kwh, p)?
+        }
+        None => sobre_collector::footprint::GridIntensity::flat(cfg.footprint.grid_g_per_kwh),
+    };
+    let settings = std::sync::Arc::new(sobre_collector::http::footprint_api::Settings {
+        cfg: cfg.footprint.clone(),
+        grid,
+    });
+    Ok(sobre_collector::jobs::Jobs::new(
+        store::open(&cfg.data_dir, cfg.store.sync_full)?,
+        cfg.detect.clone(),
+        cfg.nudge.clone(),
+        settings,
+        Default::default(),
+    ))
+}
+
 fn findings(
     cfg: &CollectorConfig,
     kind: Option<String>,
@@ -143,31 +183,9 @@ fn findings(
     {
         anyhow::bail!("--kind {k:?} is not a finding kind; see --help");
     }
-    if !cfg.data_dir.join(store::FILE).exists() {
-        anyhow::bail!(
-            "no store in {}: run the collector first, or pass --config with its data_dir",
-            cfg.data_dir.display()
-        );
-    }
+    let jobs = offline_jobs(cfg)?;
     let conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
     if run {
-        let grid = match &cfg.footprint.grid_hourly_file {
-            Some(p) => {
-                sobre_collector::footprint::GridIntensity::load(cfg.footprint.grid_g_per_kwh, p)?
-            }
-            None => sobre_collector::footprint::GridIntensity::flat(cfg.footprint.grid_g_per_kwh),
-        };
-        let settings = std::sync::Arc::new(sobre_collector::http::footprint_api::Settings {
-            cfg: cfg.footprint.clone(),
-            grid,
-        });
-        let jobs = sobre_collector::jobs::Jobs::new(
-            store::open(&cfg.data_dir, cfg.store.sync_full)?,
-            cfg.detect.clone(),
-            cfg.nudge.clone(),
-            settings,
-            Default::default(),
-        );
         let r = jobs.pass(sobre_collector::ingest::now_ms())?;
         eprintln!(
             "pass: {} findings ({} new, {} resolved) on {} hosts, {} nudges queued, {} ms",

@@ -1,6 +1,7 @@
 //! The HTTP API: `/health`, `/metrics` and the read-only `/api/v1/...`
 //! JSON endpoints over the store.
 
+pub mod campaigns_api;
 pub mod findings_api;
 pub mod footprint_api;
 
@@ -50,6 +51,27 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/agents/{id}/nudge-optout/{kind}",
             axum::routing::put(findings_api::opt_out).delete(findings_api::opt_in),
+        )
+        .route(
+            "/api/v1/campaigns",
+            get(campaigns_api::list).post(campaigns_api::create),
+        )
+        .route("/api/v1/campaigns/{id}", get(campaigns_api::get))
+        .route(
+            "/api/v1/campaigns/{id}/start",
+            axum::routing::post(campaigns_api::start),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/end",
+            axum::routing::post(campaigns_api::end),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/archive",
+            axum::routing::post(campaigns_api::archive),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/{file}",
+            get(campaigns_api::report_any),
         )
         .fallback(not_found)
         .with_state(state)

@@ -126,6 +126,7 @@ pub fn check(env: Envelope, sender: Option<&str>, limits: &Limits) -> Result<Env
                 });
             }
         }
+        Some(Body::Campaign(c)) => check_campaign(c, limits)?,
     }
     Ok(env)
 }
@@ -153,6 +154,32 @@ fn check_inventory(inv: &sobre_proto::v1::Inventory, limits: &Limits) -> Result<
     }
     long("disks", inv.disks.len(), limits.max_repeated)?;
     long("batteries", inv.batteries.len(), limits.max_repeated)?;
+    Ok(())
+}
+
+fn check_campaign(c: &sobre_proto::v1::CampaignProgress, limits: &Limits) -> Result<(), Reject> {
+    if !sobre_proto::topics::valid_agent_id(&c.campaign_id) {
+        return Err(Reject::FieldTooLong {
+            field: "campaign_id ([A-Za-z0-9._-]{1,64})",
+            len: c.campaign_id.len(),
+            max: 64,
+        });
+    }
+    for (field, len, max) in [
+        ("campaign.error", c.error.len(), limits.max_string_bytes),
+        ("campaign.deleted", c.deleted.len(), 16),
+    ] {
+        if len > max {
+            return Err(Reject::FieldTooLong { field, len, max });
+        }
+    }
+    if let Some(d) = c.deleted.iter().find(|d| d.category.len() > 32) {
+        return Err(Reject::FieldTooLong {
+            field: "campaign.deleted.category",
+            len: d.category.len(),
+            max: 32,
+        });
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ pub struct Text {
 }
 
 /// "1,5" in French, "1.5" in English, with one decimal below 10.
-fn num(v: f64, lang: &str) -> String {
+pub(crate) fn num(v: f64, lang: &str) -> String {
     let s = if v.abs() < 10.0 {
         format!("{v:.1}")
     } else {
@@ -23,7 +23,7 @@ fn num(v: f64, lang: &str) -> String {
 }
 
 /// Bytes as GB (10⁹), the unit file managers show.
-fn gb(bytes: u64, lang: &str) -> String {
+pub(crate) fn gb(bytes: u64, lang: &str) -> String {
     let v = bytes as f64 / 1e9;
     format!(
         "{} {}",

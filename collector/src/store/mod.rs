@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one writer thread that commits batches and
 //! then releases acks, and a read side for the HTTP API.
 
+pub mod campaigns;
 pub mod dedup;
 pub mod findings;
 pub mod read;

@@ -119,6 +119,40 @@ const MIGRATIONS: &[&str] = &[
         kind     TEXT NOT NULL,
         PRIMARY KEY (agent_id, kind)
     ) WITHOUT ROWID;",
+    // 5: Clean Up Day campaigns, each host's latest count, and the history
+    // of counts (appended in arrival order).
+    "CREATE TABLE campaigns (
+        id                TEXT PRIMARY KEY,
+        name              TEXT NOT NULL,
+        starts_ms         INTEGER NOT NULL,
+        ends_ms           INTEGER NOT NULL,
+        scope             TEXT NOT NULL,
+        factor            TEXT NOT NULL,
+        state             TEXT NOT NULL,
+        rescan_interval_s INTEGER NOT NULL,
+        created_ms        INTEGER NOT NULL,
+        started_ms        INTEGER,
+        ended_ms          INTEGER
+    );
+    CREATE TABLE campaign_hosts (
+        campaign_id     TEXT NOT NULL,
+        agent_id        TEXT NOT NULL,
+        command_sent_ms INTEGER,
+        baseline_ms     INTEGER,
+        counted_ms      INTEGER,
+        final           INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        progress        TEXT,
+        PRIMARY KEY (campaign_id, agent_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE campaign_progress (
+        campaign_id   TEXT NOT NULL,
+        agent_id      TEXT NOT NULL,
+        counted_ms    INTEGER NOT NULL,
+        files_deleted INTEGER NOT NULL,
+        bytes_deleted INTEGER NOT NULL
+    );
+    CREATE INDEX campaign_progress_by_campaign ON campaign_progress(campaign_id, counted_ms);",
 ];
 
 /// Schema version this build writes.

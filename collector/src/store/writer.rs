@@ -338,6 +338,7 @@ fn store_envelope(
                 params![r.at_ms, r.how, r.nudge_id, env.agent_id],
             )?;
         }
+        Some(Body::Campaign(p)) => super::campaigns::record_progress(tx, &env.agent_id, p)?,
         // decode() refuses envelopes without a body.
         None => {}
     }
