@@ -42,6 +42,7 @@ const BAD_PAGE: &str = r#"<!doctype html>
 <img src="/missing.png">
 <div style="width:900px">wider than a phone</div>
 <script>console.error("deliberate console error")</script>
+<script>throw new Error("deliberate uncaught error")</script>
 </body></html>"#;
 
 /// Serves `BAD_PAGE` at `/` and 404 elsewhere, one connection at a time,
@@ -89,6 +90,10 @@ async fn checker_catches_each_problem_it_claims_to() {
         let has = |list: &[String], s: &str| list.iter().any(|e| e.contains(s));
         assert!(
             has(&v.console_errors, "deliberate console error"),
+            "{name}: {v:#?}"
+        );
+        assert!(
+            has(&v.console_errors, "uncaught: deliberate uncaught error"),
             "{name}: {v:#?}"
         );
         assert!(
