@@ -2,6 +2,7 @@
 //! One test binary for the whole suite (see tests/run).
 
 mod bad_input;
+mod browser;
 mod config;
 mod crash;
 mod delivery;

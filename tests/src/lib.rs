@@ -2,6 +2,7 @@
 //! and `sobre-agent` binaries, a real Mosquitto, on free loopback ports,
 //! and waits on conditions (never on fixed sleeps).
 
+pub mod browser;
 pub mod procs;
 
 use std::net::TcpListener;

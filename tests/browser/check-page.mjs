@@ -1,0 +1,222 @@
+// Checks one page of Sobre's in a real browser (Debian's headless Chromium,
+// driven by playwright-core), at phone and desktop widths: console and page
+// errors, failed requests, third-party requests, bytes transferred,
+// horizontal overflow, and axe-core's serious or critical violations.
+//
+//   node tests/browser/check-page.mjs <url> [--max-bytes N]
+//
+// Prints one JSON object on stdout. Exit 0: every check passed; 1: some
+// check failed (the JSON says which); 2: usage or launch error (stderr says
+// why). The browser is never downloaded: CHROMIUM (default /usr/bin/chromium)
+// must exist; tests/run installs Debian's package.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const VIEWPORTS = [
+  { name: 'phone', width: 375, height: 740, mobile: true },
+  { name: 'desktop', width: 1366, height: 900, mobile: false },
+];
+// As root on a closed network: no sandbox, and nothing of Chromium's own
+// phoning home (its refused connections would otherwise make it fail).
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const TIMEOUT_MS = 30_000;
+
+// Exit 2: the check could not run (as opposed to 1: it ran and found problems).
+function fail(msg) {
+  process.stderr.write(`check-page: ${msg}\n`);
+  process.exit(2);
+}
+
+function usage(msg) {
+  fail(`${msg}\nusage: node check-page.mjs <url> [--max-bytes N]`);
+}
+
+function parseArgs(argv) {
+  let url = null;
+  let maxBytes = null;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--max-bytes') {
+      const n = Number(argv[++i]);
+      if (!Number.isSafeInteger(n) || n < 0) usage(`--max-bytes needs a byte count, got ${argv[i]}`);
+      maxBytes = n;
+    } else if (url === null && !argv[i].startsWith('--')) {
+      url = argv[i];
+    } else {
+      usage(`unexpected argument ${argv[i]}`);
+    }
+  }
+  if (url === null) usage('missing <url>');
+  try {
+    const u = new URL(url);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') usage(`not an http(s) URL: ${url}`);
+  } catch {
+    usage(`not a URL: ${url}`);
+  }
+  return { url, maxBytes };
+}
+
+// Only network requests count: data: and blob: URLs never leave the page.
+function isNetwork(url) {
+  return /^(https?|wss?):/.test(url);
+}
+
+async function checkViewport(browser, url, vp, axeSource) {
+  const origin = new URL(url).origin;
+  // bypassCSP: axe is injected as an inline script, which a strict
+  // Content-Security-Policy (as a sober page should have) would refuse.
+  const context = await browser.newContext({
+    viewport: { width: vp.width, height: vp.height },
+    isMobile: vp.mobile,
+    hasTouch: vp.mobile,
+    bypassCSP: true,
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  const r = {
+    name: vp.name,
+    width: vp.width,
+    height: vp.height,
+    status: null,
+    load_error: null,
+    console_errors: [],
+    third_party_requests: [],
+    failed_requests: [],
+    bytes: 0,
+    scroll_width: null,
+    horizontal_overflow: false,
+    violations: [],
+  };
+  const sizes = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') {
+      const loc = m.location();
+      r.console_errors.push(loc && loc.url ? `${m.text()} (${loc.url}:${loc.lineNumber})` : m.text());
+    }
+  });
+  page.on('pageerror', (e) => r.console_errors.push(`uncaught: ${e.message}`));
+  page.on('request', (req) => {
+    const u = req.url();
+    if (isNetwork(u) && new URL(u).origin !== origin) r.third_party_requests.push(u);
+  });
+  page.on('requestfailed', (req) => {
+    r.failed_requests.push(`${req.url()}: ${req.failure()?.errorText ?? 'failed'}`);
+  });
+  page.on('requestfinished', (req) => {
+    sizes.push(
+      req.sizes().then(
+        (s) => s.responseHeadersSize + s.responseBodySize,
+        () => 0,
+      ),
+    );
+    sizes.push(
+      req.response().then((res) => {
+        if (res && res.status() >= 400) r.failed_requests.push(`${req.url()}: HTTP ${res.status()}`);
+        return 0;
+      }),
+    );
+  });
+  // Third-party requests are recorded above and then refused here, so a
+  // page that would call out is caught without waiting on the network.
+  await context.route(
+    (u) => isNetwork(u.href) && u.origin !== origin,
+    (route) => route.abort('blockedbyclient'),
+  );
+
+  try {
+    const res = await page.goto(url, { waitUntil: 'load' });
+    r.status = res ? res.status() : null;
+    // A page that keeps polling never goes idle; it is then checked as it is.
+    await page.waitForLoadState('networkidle', { timeout: 5_000 }).catch(() => {});
+  } catch (e) {
+    r.load_error = e.message.split('\n')[0];
+  }
+  if (r.load_error === null) {
+    const w = await page.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth,
+      client: document.documentElement.clientWidth,
+    }));
+    r.scroll_width = w.scroll;
+    r.horizontal_overflow = w.scroll > w.client;
+    await page.addScriptTag({ content: axeSource });
+    r.violations = await page.evaluate(async () => {
+      // eslint-disable-next-line no-undef
+      const res = await axe.run(document, { resultTypes: ['violations'] });
+      return res.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => ({
+          id: v.id,
+          impact: v.impact,
+          help: v.help,
+          nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.html.slice(0, 160)}`),
+        }));
+    });
+  }
+  r.bytes = (await Promise.all(sizes)).reduce((a, b) => a + b, 0);
+  await context.close();
+  return r;
+}
+
+function passed(r, maxBytes) {
+  return (
+    r.load_error === null &&
+    r.status !== null &&
+    r.status < 400 &&
+    r.console_errors.length === 0 &&
+    r.third_party_requests.length === 0 &&
+    r.failed_requests.length === 0 &&
+    (maxBytes === null || r.bytes <= maxBytes) &&
+    !r.horizontal_overflow &&
+    r.violations.length === 0
+  );
+}
+
+async function main() {
+  const { url, maxBytes } = parseArgs(process.argv.slice(2));
+  const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+  if (!existsSync(executablePath)) {
+    fail(`chromium not found at ${executablePath}: apt-get install chromium (or set CHROMIUM)`);
+  }
+  const require = createRequire(import.meta.url);
+  let axeSource;
+  try {
+    axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+  } catch (e) {
+    fail(`axe-core is not installed (npm ci --prefix tests/browser): ${e.message}`);
+  }
+  // launch() gives Chromium a fresh, empty --user-data-dir in the temp
+  // folder and removes it on close.
+  let browser;
+  try {
+    browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true, timeout: 60_000 });
+  } catch (e) {
+    fail(`cannot start ${executablePath}: ${e.message.split('\n')[0]}`);
+  }
+  const out = { url, max_bytes: maxBytes, ok: true, viewports: [] };
+  try {
+    for (const vp of VIEWPORTS) {
+      const r = await checkViewport(browser, url, vp, axeSource);
+      out.ok &&= passed(r, maxBytes);
+      out.viewports.push(r);
+    }
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+  process.exit(out.ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  process.stderr.write(`check-page: ${e.stack || e}\n`);
+  process.exit(2);
+});
