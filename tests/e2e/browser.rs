@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 /// Issue #7's budget for a page Sobre publishes.
-const MAX_BYTES: u64 = 100_000;
+pub(crate) const MAX_BYTES: u64 = 100_000;
 
 /// `check_page` drives a browser for a few seconds: off the async workers.
-async fn check(url: String, max_bytes: u64) -> PageCheck {
+pub(crate) async fn check(url: String, max_bytes: u64) -> PageCheck {
     tokio::task::spawn_blocking(move || check_page(&url, max_bytes))
         .await
         .expect("check_page")

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod browser;
+mod campaign;
 mod config;
 mod crash;
 mod delivery;

@@ -155,7 +155,7 @@ h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}\
 .kpi strong{display:block;font-size:1.5rem;color:#1b5e20}\
 table{border-collapse:collapse;width:100%;margin:.5rem 0}\
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}\
-td.n,th.n{text-align:right}.wrap{overflow-x:auto}svg{width:100%;height:auto}\
+td.n,th.n{text-align:right}.wrap{overflow-x:auto}.wrap:focus{outline:2px solid #1b5e20}svg{width:100%;height:auto}\
 figcaption,.note{color:#444;font-size:.9rem}\
 @media print{body{max-width:none}.kpi li{break-inside:avoid}}";
 
@@ -228,7 +228,7 @@ pub fn render(r: &Report, lang: &str) -> String {
     o.push_str(&chart(r, fr));
 
     o.push_str(&format!(
-        "<h2>{}</h2><div class=\"wrap\"><table><caption>{}</caption><thead><tr><th scope=\"col\">{}</th>\
+        "<h2>{}</h2><div class=\"wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"t1\"><table><caption id=\"t1\">{}</caption><thead><tr><th scope=\"col\">{}</th>\
          <th scope=\"col\" class=\"n\">{}</th><th scope=\"col\" class=\"n\">{}</th></tr></thead><tbody>",
         t("Par catégorie", "By category"),
         t(
@@ -250,7 +250,7 @@ pub fn render(r: &Report, lang: &str) -> String {
     o.push_str("</tbody></table></div>");
 
     o.push_str(&format!(
-        "<h2>{}</h2><div class=\"wrap\"><table><caption>{}</caption><thead><tr><th scope=\"col\">{}</th>\
+        "<h2>{}</h2><div class=\"wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"t2\"><table><caption id=\"t2\">{}</caption><thead><tr><th scope=\"col\">{}</th>\
          <th scope=\"col\" class=\"n\">{}</th><th scope=\"col\" class=\"n\">{}</th>\
          <th scope=\"col\" class=\"n\">{}</th><th scope=\"col\" class=\"n\">{}</th></tr></thead><tbody>",
         t("Par service", "By department"),
@@ -280,7 +280,7 @@ pub fn render(r: &Report, lang: &str) -> String {
 
     o.push_str(&format!(
         "<h2>{}</h2><p>{} <strong>{}</strong> ({}) : {} {} {}.</p>\
-         <p class=\"note\">{}</p><div class=\"wrap\"><table><caption>{}</caption><thead><tr>\
+         <p class=\"note\">{}</p><div class=\"wrap\" tabindex=\"0\" role=\"region\" aria-labelledby=\"t3\"><table><caption id=\"t3\">{}</caption><thead><tr>\
          <th scope=\"col\">{}</th><th scope=\"col\" class=\"n\">{}</th><th scope=\"col\" class=\"n\">{}</th>\
          <th scope=\"col\">{}</th></tr></thead><tbody>",
         t("Émissions évitées : une estimation", "Emissions avoided: an estimate"),
