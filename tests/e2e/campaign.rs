@@ -154,6 +154,22 @@ async fn campaign_counts_exactly_what_was_deleted_and_only_in_scope() {
     assert!(host_listed(&r["hosts_without_baseline"], "ws-c"), "{r}");
     assert!(!host_listed(&r["hosts_without_baseline"], "ws-b"), "{r}");
 
+    // A nudge for hosts in scope (the day before and during), none outside.
+    let nudged = |id: &'static str| {
+        let c = &c;
+        async move {
+            c.get(&format!("/api/v1/agents/{id}/nudges"))
+                .await
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n["kind"] == "campaign"))
+        }
+    };
+    wait_for("a campaign nudge for ws-a", PATIENCE, || async {
+        nudged("ws-a").await.then_some(())
+    })
+    .await;
+    assert!(!nudged("ws-b").await, "a host outside the scope was nudged");
+
     // During the campaign: delete duplicates and others, move some, add some.
     let before = files(&tree_a);
     let mut by_content: HashMap<(u64, u64), usize> = HashMap::new();
@@ -271,6 +287,47 @@ async fn campaign_counts_exactly_what_was_deleted_and_only_in_scope() {
     let checked = check(url, MAX_BYTES).await;
     let problems = checked.problems();
     assert!(problems.is_empty(), "{problems:#?}");
+
+    // The command line gives the same CSV, and says what is wrong.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(sobre_tests::bin("sobre-collector"))
+            .arg("--config")
+            .arg(c.dir.join("collector.toml"))
+            .arg("campaign")
+            .args(args)
+            .output()
+            .expect("run sobre-collector campaign")
+    };
+    let out = cli(&["report", "cud", "--format", "csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        csv.trim_end()
+    );
+    let out = cli(&[
+        "create",
+        "--id",
+        "next",
+        "--name",
+        "n",
+        "--starts",
+        "tomorrow",
+        "--ends",
+        "2030-01-01",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"tomorrow\" is not a date") && err.contains("YYYY-MM-DD"),
+        "{err}"
+    );
+    let out = cli(&["end", "cud"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is ended: cannot end it"));
 
     for x in [&mut a, &mut b, &mut late] {
         assert!(x.stop().await.success());

@@ -131,12 +131,12 @@ pub(crate) async fn nudges(
 }
 
 fn check_kind(kind: &str) -> Result<(), ApiError> {
-    if kind == "*" || Kind::parse(kind).is_some() {
+    if kind == "*" || kind == "campaign" || Kind::parse(kind).is_some() {
         Ok(())
     } else {
         Err(ApiError(
             StatusCode::BAD_REQUEST,
-            format!("unknown kind {kind:?}; use a finding kind or * for all"),
+            format!("unknown kind {kind:?}; use a finding kind, campaign, or * for all"),
         ))
     }
 }

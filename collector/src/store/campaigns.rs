@@ -295,8 +295,8 @@ pub fn history(
 }
 
 /// Queues a campaign nudge once per (campaign, host, when); delivered by
-/// the nudge dispatcher like any other, opt-outs of kind `campaign`
-/// respected. Returns whether it was new.
+/// the nudge dispatcher like any other, opt-outs of kind `campaign` (or
+/// `*`) respected. Returns whether it was new.
 #[allow(clippy::too_many_arguments)]
 pub fn queue_nudge(
     conn: &Connection,
@@ -311,7 +311,7 @@ pub fn queue_nudge(
     let n = conn.execute(
         "INSERT OR IGNORE INTO nudges (id, agent_id, finding_id, kind, lang, title, body, action, created_ms)
          SELECT ?1, ?2, NULL, 'campaign', ?3, ?4, ?5, ?6, ?7
-         WHERE NOT EXISTS (SELECT 1 FROM nudge_optout WHERE agent_id = ?2 AND kind = 'campaign')",
+         WHERE NOT EXISTS (SELECT 1 FROM nudge_optout WHERE agent_id = ?2 AND kind IN ('campaign', '*'))",
         params![id, agent_id, lang, title, body, action, now_ms],
     )?;
     Ok(n > 0)
