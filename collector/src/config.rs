@@ -48,12 +48,24 @@ pub struct HttpConfig {
     /// Address of the HTTP API (`/health`, `/metrics`, `/api/v1/...`).
     /// Port 0 picks a free port (printed at start).
     pub listen: SocketAddr,
+    /// File holding the admin token (every write needs it: campaigns,
+    /// findings, nudge opt-outs, enrolments). Generated at first start,
+    /// owner-only. Default: `admin.token` in `data_dir`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Optional file of read-only tokens, one per line (`#` comments).
+    pub read_tokens_file: Option<PathBuf>,
+    /// Whether reads (GET) are open without a token. Set to false when the
+    /// API is reachable beyond a trusted network.
+    pub open_read: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token_file: None,
+            read_tokens_file: None,
+            open_read: true,
         }
     }
 }

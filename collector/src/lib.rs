@@ -48,6 +48,8 @@ pub enum StartError {
 /// A started collector: where it listens, and how to wait for its end.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// Where the admin API token is kept (owner-only).
+    pub admin_token_file: std::path::PathBuf,
     /// The broker agents should use over MQTT (the embedded one or the
     /// configured external one).
     pub mqtt_addr: Option<SocketAddr>,
@@ -77,6 +79,14 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     };
     let metrics = Arc::new(Metrics::default());
     let writer_conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
+    // After the store: it creates data_dir, where the admin token lives.
+    let tokens = Arc::new(
+        http::auth::Tokens::load(&cfg.http, &cfg.data_dir)
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    if cfg.http.open_read && !cfg.http.listen.ip().is_loopback() {
+        tracing::warn!(listen = %cfg.http.listen, "reads are open without a token on a non-loopback address; set http.open_read = false unless the network is trusted");
+    }
     let reader = store::Reader::new(store::open_reader(&cfg.data_dir)?);
     let routes = ingest::routes::Routes::default();
     let writer = store::Writer::new(writer_conn, metrics.clone(), cfg.store.batch_max)
@@ -201,7 +211,9 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         metrics: metrics.clone(),
         footprint: footprint_settings,
         jobs,
+        tokens: tokens.clone(),
     });
+    let admin_token_file = tokens.admin_file.clone();
     let shutdown = cancel.clone();
     tracker.spawn(async move {
         if let Err(e) = axum::serve(http_listener, app)
@@ -215,6 +227,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     tracker.close();
     Ok(Running {
         http_addr,
+        admin_token_file,
         mqtt_addr,
         grpc_addr,
         metrics,

@@ -279,8 +279,11 @@ async fn quickstart(
     let agent_cancel = CancellationToken::new();
     let agent_task = tokio::spawn(sobre_agent::run_configured(agent, agent_cancel.clone()));
     let url = format!("http://{}", running.http_addr);
+    // Printed to this terminal only (never to the logs): writes need it.
+    let (token, _) = sobre_collector::http::auth::admin_token(&running.admin_token_file)?;
     say(&format!(
-        "\nSobre is running on this machine.\n\n  Open   {url}\n  API    {url}/api/v1/agents\n         {url}/api/v1/agents/{agent_id}/samples\n\n  Broker mqtt://{broker} (embedded)   Store {}\n  The first usage report arrives after {interval_s} s. Ctrl-C stops.\n",
+        "\nSobre is running on this machine.\n\n  Open   {url}\n  API    {url}/api/v1/agents\n         {url}/api/v1/agents/{agent_id}/samples\n\n  Admin  token {token}\n         (writes need it: Authorization: Bearer <token>; kept in {}, owner-only)\n\n  Broker mqtt://{broker} (embedded)   Store {}\n  The first usage report arrives after {interval_s} s. Ctrl-C stops.\n",
+        running.admin_token_file.display(),
         data_dir.join(sobre_collector::store::FILE).display()
     ));
     let signals = CancellationToken::new();

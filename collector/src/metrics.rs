@@ -32,11 +32,19 @@ pub struct Metrics {
     /// Samples committed to the store and not yet answered for (gauge).
     pub sink_backlog: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    http_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     pub fn rejected(&self, reason: &'static str) {
         if let Ok(mut m) = self.rejected.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// An API request refused for lack of the right token.
+    pub fn http_refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.http_refused.lock() {
             *m.entry(reason).or_default() += 1;
         }
     }
@@ -121,6 +129,15 @@ impl Metrics {
                     out,
                     "sobre_envelopes_rejected_total{{reason=\"{reason}\"}} {n}"
                 );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sobre_http_refused_total API requests refused for lack of the right token, by reason.\n# TYPE sobre_http_refused_total counter"
+        );
+        if let Ok(m) = self.http_refused.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(out, "sobre_http_refused_total{{reason=\"{reason}\"}} {n}");
             }
         }
         out

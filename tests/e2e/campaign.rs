@@ -108,40 +108,39 @@ async fn campaign_counts_exactly_what_was_deleted_and_only_in_scope() {
     })
     .await;
 
-    let client = sobre_tests::http_client();
-    let api = format!("http://127.0.0.1:{}/api/v1/campaigns", c.http);
+    let api = "/api/v1/campaigns";
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
-    let created = client
-        .post(&api)
-        .json(&json!({
-            "id": "cud", "name": "Clean Up Day", "starts_at_ms": now + 3_600_000,
-            "ends_at_ms": now + 7_200_000, "scope": {"groups": ["dsi"]},
-            "rescan_interval_s": 60
-        }))
+    let new = json!({
+        "id": "cud", "name": "Clean Up Day", "starts_at_ms": now + 3_600_000,
+        "ends_at_ms": now + 7_200_000, "scope": {"groups": ["dsi"]},
+        "rescan_interval_s": 60
+    });
+    // Writes need the admin token.
+    let anonymous = sobre_tests::http_client()
+        .post(format!("http://127.0.0.1:{}{api}", c.http))
+        .json(&new)
         .send()
         .await
-        .expect("create");
+        .expect("anonymous create");
+    assert_eq!(anonymous.status(), 401);
+    let created = c.post_admin(api, Some(&new)).await;
     assert_eq!(
         created.status(),
         201,
         "{}",
         created.text().await.unwrap_or_default()
     );
-    let bad = client
-        .post(&api)
-        .json(&json!({"id": "x y", "name": "n", "starts_at_ms": 1, "ends_at_ms": 2}))
-        .send()
-        .await
-        .expect("bad create");
+    let bad = c
+        .post_admin(
+            api,
+            Some(&json!({"id": "x y", "name": "n", "starts_at_ms": 1, "ends_at_ms": 2})),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
-    let started = client
-        .post(format!("{api}/cud/start"))
-        .send()
-        .await
-        .expect("start");
+    let started = c.post_admin(&format!("{api}/cud/start"), None).await;
     assert_eq!(started.status(), 200);
 
     // ws-a takes its baseline; ws-c, offline, is reported without one.
@@ -214,11 +213,7 @@ async fn campaign_counts_exactly_what_was_deleted_and_only_in_scope() {
         (report(&c).await["hosts_with_baseline"] == 2).then_some(())
     })
     .await;
-    let ended = client
-        .post(format!("{api}/cud/end"))
-        .send()
-        .await
-        .expect("end");
+    let ended = c.post_admin(&format!("{api}/cud/end"), None).await;
     assert_eq!(ended.status(), 200);
     let r = wait_for("final counts", PATIENCE, || async {
         let r = report(&c).await;

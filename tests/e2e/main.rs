@@ -12,6 +12,7 @@ mod full_disk;
 mod influx;
 mod nudges;
 mod quickstart;
+mod security;
 mod storage;
 
 use std::time::Duration;

@@ -91,14 +91,7 @@ async fn raw_client(port: u16) -> AsyncClient {
 }
 
 async fn post(c: &Collector, path: &str) -> serde_json::Value {
-    sobre_tests::http_client()
-        .post(format!("http://127.0.0.1:{}{path}", c.http))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON")
+    c.post_admin(path, None).await.json().await.expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

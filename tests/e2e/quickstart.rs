@@ -29,12 +29,19 @@ async fn quickstart_lists_this_machine_with_inventory_and_samples() {
         .expect("start quickstart");
     // The banner says where to go.
     let stdout = child.stdout.take().expect("stdout");
-    let url = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let url = lines
         .find_map(|l| l.trim().strip_prefix("Open").map(|u| u.trim().to_owned()))
         .expect("the banner prints the address to open");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let token = lines
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Admin  token")
+                .map(|t| t.trim().to_owned())
+        })
+        .expect("the banner prints the admin token");
+    assert_eq!(token.len(), 64, "{token}");
 
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .expect("hostname")
@@ -74,6 +81,21 @@ async fn quickstart_lists_this_machine_with_inventory_and_samples() {
     );
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let _guard = PrintOnPanic(&log);
+    // Secure by default: writes need the printed token, which the logs
+    // never show.
+    let detect = |t: Option<&str>| {
+        let mut r = client.post(format!("{url}/api/v1/detect"));
+        if let Some(t) = t {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(detect(None).await.expect("POST").status(), 401);
+    assert_eq!(detect(Some(&token)).await.expect("POST").status(), 200);
+    assert!(
+        !log().contains(&token),
+        "the admin token leaked into the logs"
+    );
     wait_for("live samples", PATIENCE, || {
         let (client, url, id) = (client.clone(), url.clone(), id.clone());
         async move {

@@ -42,12 +42,15 @@ pub struct CollectorOpts {
     /// Where the store lives; default: `data` in the collector's folder.
     pub data_dir: Option<PathBuf>,
     pub extra_toml: String,
+    /// More keys for the `[http]` section.
+    pub http_toml: String,
 }
 
 /// A `sobre-collector` process. Ports are chosen once, so a restart comes
 /// back where the agents expect it.
 pub struct Collector {
     pub dir: PathBuf,
+    pub data_dir: PathBuf,
     pub http: u16,
     pub mqtt: u16,
     pub grpc: u16,
@@ -63,18 +66,18 @@ impl Collector {
             None => format!("embedded = true\nlisten = \"127.0.0.1:{mqtt}\""),
             Some(p) => format!("embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\""),
         };
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let cfg = format!(
-            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
-            opts.data_dir
-                .clone()
-                .unwrap_or_else(|| dir.join("data"))
-                .display(),
+            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
+            data_dir.display(),
             opts.extra_toml,
+            opts.http_toml,
         );
         std::fs::create_dir_all(dir).expect("collector dir");
         std::fs::write(dir.join("collector.toml"), cfg).expect("write config");
         let mut c = Collector {
             dir: dir.to_owned(),
+            data_dir,
             http,
             mqtt,
             grpc,
@@ -127,6 +130,25 @@ impl Collector {
         let url = format!("http://127.0.0.1:{}{path}", self.http);
         let r = self.http_client.get(&url).send().await.expect("GET");
         r.json().await.expect("JSON body")
+    }
+
+    /// The admin API token the collector generated in its data_dir.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir.join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// POST `path` with the admin token (and a JSON body if given).
+    pub async fn post_admin(&self, path: &str, body: Option<&Value>) -> reqwest::Response {
+        let url = format!("http://127.0.0.1:{}{path}", self.http);
+        let mut req = self.http_client.post(&url).bearer_auth(self.admin_token());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("POST")
     }
 
     pub async fn get_status(&self, path: &str) -> (u16, String) {

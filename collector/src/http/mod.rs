@@ -1,6 +1,7 @@
 //! The HTTP API: `/health`, `/metrics` and the read-only `/api/v1/...`
 //! JSON endpoints over the store.
 
+pub mod auth;
 pub mod campaigns_api;
 pub mod findings_api;
 pub mod footprint_api;
@@ -21,9 +22,14 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub footprint: Arc<footprint_api::Settings>,
     pub jobs: Arc<crate::jobs::Jobs>,
+    pub tokens: Arc<auth::Tokens>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let guard = auth::AuthState {
+        tokens: state.tokens.clone(),
+        metrics: state.metrics.clone(),
+    };
     Router::new()
         .route("/", get(index))
         .route("/health", get(health))
@@ -74,6 +80,7 @@ pub fn router(state: AppState) -> Router {
             get(campaigns_api::report_any),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .with_state(state)
 }
 
