@@ -149,6 +149,9 @@ listen = "127.0.0.1:$http"
 $mqtt_toml
 [grpc]
 listen = "127.0.0.1:$grpc"
+# The load generator's simulated agents do not enrol (SECURITY.md).
+[security]
+require_enrolment = false
 ${COLLECTOR_EXTRA_TOML:-}
 EOF
   SOBRE_LOG=${SOBRE_LOG:-info,rumqttd=warn,rumqttd::server::broker=off,rumqttc=warn} LD_PRELOAD=$preload \

@@ -32,6 +32,25 @@ pub struct AgentConfig {
     /// Where nudges from the collector are kept for `sobre-agent nudges`.
     /// Default: `nudges.jsonl` beside the spool directory.
     pub nudges_file: Option<PathBuf>,
+    /// Enrolment with the collector: see [`EnrolConfig`].
+    pub enrol: EnrolConfig,
+}
+
+/// Enrolment: a one-time token from the collector's admin, traded at the
+/// first start for this agent's key, which then authenticates every
+/// envelope (SECURITY.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrolConfig {
+    /// The token (`sobre-collector enrol --agent ID`). Used once; it may be
+    /// removed from the config afterwards.
+    pub token: Option<String>,
+    /// Where the key is kept, owner-only. Default: `credential` beside the
+    /// spool directory.
+    pub credential_file: Option<PathBuf>,
+    /// The collector's gRPC address for enrolment. Default:
+    /// `transport.grpc_endpoint` (also for MQTT agents).
+    pub endpoint: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -48,6 +67,7 @@ impl Default for AgentConfig {
             power: crate::probe::ModelCoefficients::default(),
             storage: StorageConfig::default(),
             nudges_file: None,
+            enrol: EnrolConfig::default(),
         }
     }
 }
@@ -382,8 +402,29 @@ impl AgentConfig {
         })
     }
 
+    /// Where the enrolment key is kept.
+    pub fn credential_path(&self) -> PathBuf {
+        self.enrol.credential_file.clone().unwrap_or_else(|| {
+            self.spool
+                .dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("credential")
+        })
+    }
+
+    /// The effective config as TOML, secrets (the enrolment token, the
+    /// fingerprint key) replaced by a marker.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        let hide = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some("<secret: set, not shown>".into());
+            }
+        };
+        hide(&mut shown.enrol.token);
+        hide(&mut shown.storage.fingerprint_key);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 

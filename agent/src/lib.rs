@@ -4,6 +4,7 @@
 pub mod campaign;
 pub mod cleanup;
 pub mod config;
+pub mod enrol;
 pub mod nudges;
 pub mod probe;
 pub mod runtime;

@@ -41,6 +41,10 @@ struct Shared {
     /// Held during any storage scan: scheduled scans and campaign counts
     /// write the same index.
     scan_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The enrolment key envelopes are signed with when sent.
+    key: std::sync::RwLock<Option<[u8; 32]>>,
+    /// Enrolling: hold envelopes (spooled) until the key arrives.
+    awaiting_key: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -98,7 +102,10 @@ pub async fn run<T: Transport>(
         inventory_wanted: Notify::new(),
         campaigns: campaign_tx,
         scan_lock: Arc::new(tokio::sync::Mutex::new(())),
+        key: std::sync::RwLock::new(None),
+        awaiting_key: std::sync::atomic::AtomicBool::new(false),
     });
+    let enrolling = start_enrolment(&cfg, &shared, &cancel);
     let stop_sampling = cancel.child_token();
     let sampling = tokio::spawn(sample_loop(
         sampler,
@@ -122,6 +129,9 @@ pub async fn run<T: Transport>(
     stop_sampling.cancel();
     let _ = sampling.await;
     let _ = campaigns.await;
+    if let Some(e) = enrolling {
+        e.abort();
+    }
     if let Some(s) = scanning {
         let _ = s.await;
     }
@@ -201,6 +211,7 @@ fn append(shared: &Shared, body: Body, footprint: Option<v1::AgentFootprint>) {
             spool_floor: floor,
             footprint,
             body: Some(body),
+            mac: Vec::new(),
         }
         .encode_to_vec()
     });
@@ -209,6 +220,41 @@ fn append(shared: &Shared, body: Body, footprint: Option<v1::AgentFootprint>) {
         Ok(_) => shared.wake.notify_one(),
         Err(e) => tracing::error!(error = %e, "cannot spool an envelope; it is lost"),
     }
+}
+
+/// Loads the enrolment key, or starts enrolling with `[enrol] token`
+/// (envelopes wait in the spool meanwhile).
+fn start_enrolment(
+    cfg: &AgentConfig,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match crate::enrol::load(&cfg.credential_path()) {
+        Ok(Some(key)) => {
+            if let Ok(mut k) = shared.key.write() {
+                *k = Some(key);
+            }
+            return None;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot use the enrolment key"),
+    }
+    let Some(token) = cfg.enrol.token.clone() else {
+        tracing::info!(
+            "not enrolled ([enrol] token unset): reports are unsigned; a collector that requires enrolment refuses them"
+        );
+        return None;
+    };
+    shared.awaiting_key.store(true, Relaxed);
+    let (cfg, shared, cancel) = (cfg.clone(), shared.clone(), cancel.clone());
+    Some(tokio::spawn(async move {
+        let key = crate::enrol::enrol(&cfg, &shared.agent_id, &token, &cancel).await;
+        if let (Some(key), Ok(mut k)) = (key, shared.key.write()) {
+            *k = Some(key);
+        }
+        shared.awaiting_key.store(false, Relaxed);
+        shared.wake.notify_one();
+    }))
 }
 
 /// What the campaign loop needs: where its book lives, how to scan (or
@@ -490,9 +536,10 @@ impl Session {
     /// Sends pending envelopes, oldest first, up to the in-flight window.
     async fn fill(&mut self, link: &Link, shared: &Shared) -> bool {
         let room = self.max_inflight.saturating_sub(self.inflight.len());
-        if room == 0 {
+        if room == 0 || shared.awaiting_key.load(Relaxed) {
             return true;
         }
+        let key = shared.key.read().ok().and_then(|k| *k);
         let batch: Vec<(u64, Vec<u8>)> = {
             let spool = shared.spool();
             spool
@@ -510,6 +557,11 @@ impl Session {
                 .collect()
         };
         for (seq, bytes) in batch {
+            let bytes = match key {
+                // Spooled bytes are our own encoding: decoding cannot fail.
+                Some(k) => crate::enrol::sign(&k, &bytes).unwrap_or(bytes),
+                None => bytes,
+            };
             let len = bytes.len() as u64;
             if link.up.send(bytes).await.is_err() {
                 return false;

@@ -23,6 +23,29 @@ pub struct CollectorConfig {
     /// InfluxDB-compatible time-series server fed from the store (off by
     /// default); keys and defaults in `crate::sink::SinkConfig`.
     pub sink: crate::sink::SinkConfig,
+    pub security: SecurityConfig,
+}
+
+/// Agent identity (SECURITY.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Refuse envelopes from agents that have not enrolled (no credential)
+    /// or whose MAC does not verify. Enrol agents with a one-time token:
+    /// `sobre-collector enrol --agent ID`, then `[enrol] token` in the
+    /// agent's config.
+    pub require_enrolment: bool,
+    /// How long an enrolment token stays valid, in hours.
+    pub enrol_token_ttl_hours: i64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            require_enrolment: true,
+            enrol_token_ttl_hours: 24,
+        }
+    }
 }
 
 impl Default for CollectorConfig {
@@ -34,6 +57,7 @@ impl Default for CollectorConfig {
             grpc: GrpcConfig::default(),
             store: StoreConfig::default(),
             limits: Limits::default(),
+            security: SecurityConfig::default(),
             footprint: crate::footprint::FootprintConfig::default(),
             detect: crate::detect::DetectConfig::default(),
             nudge: crate::nudge::NudgeConfig::default(),
@@ -157,6 +181,16 @@ pub struct Limits {
     /// Most large-file fingerprints (or opted-in paths) in one storage
     /// summary.
     pub max_fingerprints: usize,
+    /// Envelopes per second one agent may send, sustained (an agent sends
+    /// one every 10 s; a spool drain after an outage goes faster). Above
+    /// it envelopes are refused unacked (`rate_limited`): the agent resends
+    /// later, nothing is lost, and a flooding agent cannot starve others.
+    pub max_envelopes_per_s: f64,
+    /// Envelopes one agent may send in a burst above the sustained rate.
+    pub burst: f64,
+    /// Timestamps more than this far in the future (agent clock ahead) are
+    /// refused (`bad_timestamp`).
+    pub max_clock_ahead_s: i64,
 }
 
 impl Default for Limits {
@@ -166,6 +200,9 @@ impl Default for Limits {
             max_repeated: 256,
             max_string_bytes: 1024,
             max_fingerprints: 2000,
+            max_envelopes_per_s: 200.0,
+            burst: 2000.0,
+            max_clock_ahead_s: 86_400,
         }
     }
 }
@@ -205,6 +242,12 @@ impl CollectorConfig {
         if let Some(path) = &self.footprint.grid_hourly_file {
             crate::footprint::GridIntensity::load(self.footprint.grid_g_per_kwh, path)
                 .map_err(|e| e.to_string())?;
+        }
+        if self.security.enrol_token_ttl_hours < 1 {
+            return Err("security.enrol_token_ttl_hours must be at least 1".into());
+        }
+        if !(self.limits.max_envelopes_per_s > 0.0 && self.limits.burst >= 1.0) {
+            return Err("limits.max_envelopes_per_s must be > 0 and limits.burst >= 1".into());
         }
         if self.limits.max_envelope_bytes < 256 {
             return Err("limits.max_envelope_bytes must be at least 256".into());

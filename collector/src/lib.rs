@@ -131,11 +131,28 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         .spawn(move || writer.run(events_rx, acks_tx))
         .map_err(StartError::Thread)?;
 
+    let credentials = Arc::new(
+        ingest::credentials::Credentials::load(
+            &store::open(&cfg.data_dir, cfg.store.sync_full)?,
+            cfg.security.require_enrolment,
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    if !cfg.security.require_enrolment {
+        tracing::warn!(
+            "security.require_enrolment = false: envelopes from agents without a credential are accepted"
+        );
+    }
     let ctx = IngestCtx {
         events: events_tx,
         metrics: metrics.clone(),
         limits: cfg.limits.clone(),
         routes: routes.clone(),
+        credentials: credentials.clone(),
+        rate: Arc::new(ingest::rate::RateLimit::new(
+            cfg.limits.max_envelopes_per_s,
+            cfg.limits.burst,
+        )),
     };
     let tracker = TaskTracker::new();
 
@@ -178,7 +195,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         let listener = bind("gRPC", cfg.grpc.listen).await?;
         let addr = local_addr(&listener, "gRPC", cfg.grpc.listen)?;
         let svc = sobre_proto::v1::telemetry_server::TelemetryServer::new(
-            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone()),
+            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone(), cfg.data_dir.clone()),
         )
         .max_decoding_message_size(cfg.limits.max_envelope_bytes);
         let shutdown = cancel.clone();
@@ -212,6 +229,8 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         footprint: footprint_settings,
         jobs,
         tokens: tokens.clone(),
+        credentials,
+        security: cfg.security.clone(),
     });
     let admin_token_file = tokens.admin_file.clone();
     let shutdown = cancel.clone();

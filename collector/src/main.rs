@@ -60,6 +60,19 @@ enum Command {
         #[command(subcommand)]
         cmd: sobre_collector::campaign::cli::CampaignCmd,
     },
+    /// Issue a one-time enrolment token for an agent (printed once; it
+    /// expires after security.enrol_token_ttl_hours). Put it in the agent's
+    /// config as `[enrol] token = "..."`.
+    Enrol {
+        /// Bind the token to this agent id (recommended); without it any
+        /// agent id may use it, once.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Revoke an agent's credential: its reports are refused until it is
+    /// enrolled again. Takes effect when the collector (re)starts; use
+    /// `DELETE /api/v1/agents/{id}/credential` on a running collector.
+    Revoke { agent: String },
     /// Benchmark: one detection pass over a synthetic fleet (hourly
     /// roll-up of HOSTS × DAYS) in a temporary store; prints its time and
     /// the process's peak memory.
@@ -118,6 +131,27 @@ fn main() -> anyhow::Result<()> {
                 sobre_collector::campaign::cli::run(&jobs, cmd, sobre_collector::ingest::now_ms())?;
                 Ok(())
             }
+            Command::Enrol { agent } => {
+                use sobre_collector::ingest::credentials::Credentials;
+                let conn = offline_store(&cfg)?;
+                let ttl = cfg.security.enrol_token_ttl_hours * 3_600_000;
+                let token =
+                    Credentials::issue(&conn, agent.as_deref(), ttl, sobre_collector::ingest::now_ms())?;
+                println!("{token}");
+                eprintln!(
+                    "one-time enrolment token for {}, valid {} h: set it as [enrol] token in the agent's config",
+                    agent.as_deref().unwrap_or("any agent id"),
+                    cfg.security.enrol_token_ttl_hours
+                );
+                Ok(())
+            }
+            Command::Revoke { agent } => {
+                use sobre_collector::ingest::credentials::Credentials;
+                let conn = offline_store(&cfg)?;
+                Credentials::load(&conn, true)?.revoke(&conn, &agent, sobre_collector::ingest::now_ms())?;
+                eprintln!("{agent} revoked; a running collector applies it at its next start (or use DELETE /api/v1/agents/{agent}/credential)");
+                Ok(())
+            }
             Command::BenchDetect { hosts, days } => {
                 let dir =
                     std::env::temp_dir().join(format!("sobre-bench-detect-{}", std::process::id()));
@@ -140,9 +174,8 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// The periodic jobs over an existing store, without a running collector
-/// (commands they queue leave with the running collector's next pass).
-fn offline_jobs(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::jobs::Jobs> {
+/// The store of a collector that ran before (maybe running now).
+fn offline_store(cfg: &CollectorConfig) -> anyhow::Result<rusqlite::Connection> {
     use sobre_collector::store;
     if !cfg.data_dir.join(store::FILE).exists() {
         anyhow::bail!(
@@ -150,6 +183,13 @@ fn offline_jobs(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::jobs::
             cfg.data_dir.display()
         );
     }
+    Ok(store::open(&cfg.data_dir, cfg.store.sync_full)?)
+}
+
+/// The periodic jobs over an existing store, without a running collector
+/// (commands they queue leave with the running collector's next pass).
+fn offline_jobs(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::jobs::Jobs> {
+    let conn = offline_store(cfg)?;
     let grid = match &cfg.footprint.grid_hourly_file {
         Some(p) => {
             sobre_collector::footprint::GridIntensity::load(cfg.footprint.grid_g_per_kwh, p)?
@@ -161,7 +201,7 @@ fn offline_jobs(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::jobs::
         grid,
     });
     Ok(sobre_collector::jobs::Jobs::new(
-        store::open(&cfg.data_dir, cfg.store.sync_full)?,
+        conn,
         cfg.detect.clone(),
         cfg.nudge.clone(),
         settings,
@@ -276,6 +316,20 @@ async fn quickstart(
     // Scans the current user's home folder, gently, a minute after start.
     agent.storage.index_dir = data_dir.join("agent-index");
     let agent_id = sobre_agent::config::resolve_agent_id(&agent);
+    // The local agent enrols like any other (unless it already has a key
+    // from an earlier quick start): a one-time token, traded over gRPC.
+    if !agent.credential_path().exists() {
+        let conn = sobre_collector::store::open(&data_dir, true)?;
+        agent.enrol.token = Some(sobre_collector::ingest::credentials::Credentials::issue(
+            &conn,
+            Some(&agent_id),
+            3_600_000,
+            sobre_collector::ingest::now_ms(),
+        )?);
+    }
+    if let Some(grpc) = running.grpc_addr {
+        agent.transport.grpc_endpoint = format!("http://{grpc}");
+    }
     let agent_cancel = CancellationToken::new();
     let agent_task = tokio::spawn(sobre_agent::run_configured(agent, agent_cancel.clone()));
     let url = format!("http://{}", running.http_addr);

@@ -10,6 +10,7 @@ use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_fo
 
 fn envelope(agent_id: &str, version: u32) -> Vec<u8> {
     Envelope {
+        mac: Vec::new(),
         agent_id: agent_id.into(),
         seq: 1,
         sent_at_ms: 0,

@@ -267,6 +267,7 @@ async fn storage_host(mqtt_port: u16, id: &str) {
     ];
     for (i, body) in bodies.into_iter().enumerate() {
         let env = Envelope {
+            mac: Vec::new(),
             agent_id: id.into(),
             seq: i as u64 + 1,
             sent_at_ms: now,

@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod footprint;
 mod full_disk;
+mod identity;
 mod influx;
 mod nudges;
 mod quickstart;

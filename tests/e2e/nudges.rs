@@ -15,6 +15,7 @@ const HOUR: i64 = 3_600_000;
 
 fn envelope(agent: &str, seq: u64, sent_at_ms: i64, body: Body) -> Vec<u8> {
     Envelope {
+        mac: Vec::new(),
         agent_id: agent.into(),
         seq,
         sent_at_ms,

@@ -44,6 +44,9 @@ pub struct CollectorOpts {
     pub extra_toml: String,
     /// More keys for the `[http]` section.
     pub http_toml: String,
+    /// Require agents to enrol (the collector's default). Off unless a
+    /// test is about enrolment: the harness's agents do not enrol.
+    pub enrolment: bool,
 }
 
 /// A `sobre-collector` process. Ports are chosen once, so a restart comes
@@ -68,10 +71,11 @@ impl Collector {
         };
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let cfg = format!(
-            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
+            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[security]\nrequire_enrolment = {}\n",
             data_dir.display(),
             opts.extra_toml,
             opts.http_toml,
+            opts.enrolment,
         );
         std::fs::create_dir_all(dir).expect("collector dir");
         std::fs::write(dir.join("collector.toml"), cfg).expect("write config");
@@ -228,6 +232,8 @@ pub struct AgentOpts {
     pub extra_toml: String,
     /// The `[storage]` section; default: scans off.
     pub storage_toml: Option<String>,
+    /// The `[enrol]` section (token, credential_file...); default: none.
+    pub enrol_toml: String,
 }
 
 impl AgentOpts {
@@ -239,6 +245,7 @@ impl AgentOpts {
             ack_timeout_ms: 2_000,
             extra_toml: String::new(),
             storage_toml: None,
+            enrol_toml: String::new(),
         }
     }
 }
@@ -258,7 +265,7 @@ impl Agent {
             Transport::Grpc => "grpc",
         };
         let cfg = format!(
-            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"http://127.0.0.1:{grpc_port}\"\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n",
+            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"http://127.0.0.1:{grpc_port}\"\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n[enrol]\n{enrol}\n",
             id = opts.id,
             iv = opts.interval_ms,
             extra = opts.extra_toml,
@@ -266,6 +273,7 @@ impl Agent {
             spool = dir.join("spool").display(),
             index = dir.join("index").display(),
             storage = opts.storage_toml.as_deref().unwrap_or("enabled = false"),
+            enrol = opts.enrol_toml,
         );
         std::fs::create_dir_all(dir).expect("agent dir");
         std::fs::write(dir.join("agent.toml"), cfg).expect("write agent config");

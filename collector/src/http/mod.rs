@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod campaigns_api;
+pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub footprint: Arc<footprint_api::Settings>,
     pub jobs: Arc<crate::jobs::Jobs>,
     pub tokens: Arc<auth::Tokens>,
+    pub credentials: Arc<crate::ingest::credentials::Credentials>,
+    pub security: crate::config::SecurityConfig,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -78,6 +81,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/campaigns/{id}/{file}",
             get(campaigns_api::report_any),
+        )
+        .route("/api/v1/enrolments", axum::routing::post(enrol_api::issue))
+        .route(
+            "/api/v1/agents/{id}/credential",
+            axum::routing::delete(enrol_api::revoke),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))

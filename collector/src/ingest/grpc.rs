@@ -1,9 +1,10 @@
 //! gRPC ingest: `sobre.v1.Telemetry/Connect`, one bidirectional stream per
 //! agent carrying Envelopes up and Downlinks (acks) down.
 
+use super::credentials::EnrolError;
 use super::{Event, IngestCtx, Reply, now_ms, rejected};
 use sobre_proto::v1::telemetry_server::Telemetry;
-use sobre_proto::v1::{Downlink, Envelope};
+use sobre_proto::v1::{Downlink, EnrolReply, EnrolRequest, Envelope};
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,11 +18,17 @@ pub const DOWNLINK_QUEUE: usize = 256;
 pub struct TelemetryService {
     ctx: IngestCtx,
     cancel: CancellationToken,
+    /// For enrolments (rare: a short-lived store connection each).
+    data_dir: std::path::PathBuf,
 }
 
 impl TelemetryService {
-    pub fn new(ctx: IngestCtx, cancel: CancellationToken) -> Self {
-        TelemetryService { ctx, cancel }
+    pub fn new(ctx: IngestCtx, cancel: CancellationToken, data_dir: std::path::PathBuf) -> Self {
+        TelemetryService {
+            ctx,
+            cancel,
+            data_dir,
+        }
     }
 }
 
@@ -47,6 +54,35 @@ impl Telemetry for TelemetryService {
             peer,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn enrol(&self, request: Request<EnrolRequest>) -> Result<Response<EnrolReply>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let req = request.into_inner();
+        let (creds, dir) = (self.ctx.credentials.clone(), self.data_dir.clone());
+        let agent = req.agent_id.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let conn = crate::store::open(&dir, true)?;
+            creds.enrol(&conn, &req.agent_id, &req.token, now_ms())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        match result {
+            Ok(key) => Ok(Response::new(EnrolReply { key: key.to_vec() })),
+            Err(e) => {
+                self.ctx.metrics.rejected("enrol_refused");
+                tracing::warn!(%peer, agent = %agent.chars().take(80).collect::<String>(), error = %e, "enrolment refused");
+                Err(match e {
+                    EnrolError::Token | EnrolError::AgentId(_) => {
+                        Status::permission_denied(e.to_string())
+                    }
+                    _ => Status::internal(e.to_string()),
+                })
+            }
+        }
     }
 }
 
@@ -80,7 +116,8 @@ async fn serve_stream(
             }
         };
         ctx.metrics.received.fetch_add(1, Relaxed);
-        let env = match super::check(env, agent.as_deref(), &ctx.limits) {
+        let env = match super::check(env, agent.as_deref(), &ctx.limits).and_then(|e| ctx.admit(e))
+        {
             Ok(env) => env,
             Err(why) => {
                 rejected(&ctx.metrics, "grpc", &peer, &why);

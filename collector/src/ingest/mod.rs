@@ -3,8 +3,10 @@
 
 pub mod acks;
 pub mod broker;
+pub mod credentials;
 pub mod grpc;
 pub mod mqtt;
+pub mod rate;
 pub mod routes;
 
 use crate::config::Limits;
@@ -60,6 +62,22 @@ pub enum Reject {
     InvalidAgentId(String),
     #[error("envelope has no body (usage or inventory)")]
     EmptyBody,
+    #[error(
+        "agent {0:?} has not enrolled: the collector requires enrolment; issue a token with `sobre-collector enrol --agent {0}` and set [enrol] token in the agent's config"
+    )]
+    Unenrolled(String),
+    #[error(
+        "envelope from {0:?} fails its MAC check (another agent's key, a tampered message, or an agent newer than this collector: upgrade the collector first)"
+    )]
+    BadMac(String),
+    #[error("agent {0:?} is revoked: an admin must enrol it again")]
+    Revoked(String),
+    #[error("agent {0:?} exceeds limits.max_envelopes_per_s; refused unacked, it will resend")]
+    RateLimited(String),
+    #[error(
+        "envelope sent_at_ms {0} is more than limits.max_clock_ahead_s in the future: fix the agent's clock"
+    )]
+    BadTimestamp(i64),
     #[error("envelope field {field} is too long ({len}, limit {max})")]
     FieldTooLong {
         field: &'static str,
@@ -78,6 +96,11 @@ impl Reject {
             Reject::InvalidAgentId(_) => "invalid_agent_id",
             Reject::EmptyBody => "empty_body",
             Reject::FieldTooLong { .. } => "field_too_long",
+            Reject::Unenrolled(_) => "unenrolled",
+            Reject::BadMac(_) => "bad_mac",
+            Reject::Revoked(_) => "revoked",
+            Reject::RateLimited(_) => "rate_limited",
+            Reject::BadTimestamp(_) => "bad_timestamp",
         }
     }
 }
@@ -240,6 +263,23 @@ pub struct IngestCtx {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub routes: routes::Routes,
+    pub credentials: Arc<credentials::Credentials>,
+    pub rate: Arc<rate::RateLimit>,
+}
+
+impl IngestCtx {
+    /// What comes after the structural checks: the agent's identity (its
+    /// MAC), a sane clock, and its rate.
+    pub fn admit(&self, env: Envelope) -> Result<Envelope, Reject> {
+        let env = self.credentials.verify(env)?;
+        if env.sent_at_ms > now_ms() + self.limits.max_clock_ahead_s * 1000 {
+            return Err(Reject::BadTimestamp(env.sent_at_ms));
+        }
+        if !self.rate.allow(&env.agent_id, std::time::Instant::now()) {
+            return Err(Reject::RateLimited(env.agent_id));
+        }
+        Ok(env)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use super::{Event, IngestCtx, Reply, now_ms, rejected};
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Packet, Publish, QoS};
 use sobre_proto::topics::{self, Kind};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +45,11 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
-    loop {
+    // Statuses of agents without a credential yet (enrolling): applied when
+    // their first authenticated envelope arrives, so an unauthenticated
+    // client cannot create agents, and an enrolling one still shows online.
+    let mut deferred: HashMap<String, bool> = HashMap::new();
+    'run: loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => break,
             ev = eventloop.poll() => ev,
@@ -62,10 +67,10 @@ pub async fn run(
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 // Waiting here when the store is behind stops reading from
                 // the broker: backpressure instead of unbounded memory.
-                if let Some(ev) = on_publish(&ctx, &p)
-                    && ctx.events.send(ev).await.is_err()
-                {
-                    break;
+                for ev in on_publish(&ctx, &p, &mut deferred).into_iter().flatten() {
+                    if ctx.events.send(ev).await.is_err() {
+                        break 'run;
+                    }
                 }
             }
             Ok(_) => {}
@@ -83,24 +88,49 @@ pub async fn run(
     tracing::info!("MQTT ingest stopped");
 }
 
-fn on_publish(ctx: &IngestCtx, p: &Publish) -> Option<Event> {
+/// Statuses kept for agents still enrolling, at most.
+const MAX_DEFERRED: usize = 10_000;
+
+fn presence(agent_id: &str, online: bool) -> Event {
+    Event::Presence {
+        agent_id: agent_id.to_owned(),
+        online,
+        transport: "mqtt",
+        at_ms: now_ms(),
+    }
+}
+
+/// The events one MQTT message makes: an envelope, a presence, or a
+/// deferred presence then the envelope that vouches for it.
+fn on_publish(
+    ctx: &IngestCtx,
+    p: &Publish,
+    deferred: &mut HashMap<String, bool>,
+) -> [Option<Event>; 2] {
     let topic = p.topic.as_str();
     let Some((agent_id, kind)) = topics::parse(topic) else {
         tracing::debug!(%topic, "ignoring message on a foreign topic");
-        return None;
+        return [None, None];
     };
     match kind {
         Kind::Up => {
             ctx.metrics.received.fetch_add(1, Relaxed);
-            match super::decode(&p.payload, Some(agent_id), &ctx.limits) {
-                Ok(env) => Some(Event::Envelope {
-                    env,
-                    reply: Reply::Mqtt,
-                    received_ms: now_ms(),
-                }),
+            let checked =
+                super::decode(&p.payload, Some(agent_id), &ctx.limits).and_then(|e| ctx.admit(e));
+            match checked {
+                Ok(env) => [
+                    deferred
+                        .remove(agent_id)
+                        .map(|online| presence(agent_id, online)),
+                    Some(Event::Envelope {
+                        env,
+                        reply: Reply::Mqtt,
+                        received_ms: now_ms(),
+                    }),
+                ],
                 Err(why) => {
                     rejected(&ctx.metrics, "mqtt", topic, &why);
-                    None
+                    [None, None]
                 }
             }
         }
@@ -109,18 +139,22 @@ fn on_publish(ctx: &IngestCtx, p: &Publish) -> Option<Event> {
                 b if b == topics::ONLINE => true,
                 b if b == topics::OFFLINE => false,
                 // A retained status is cleared with an empty payload.
-                _ => return None,
+                _ => return [None, None],
             };
+            // Presence creates an agent's row: only for agents that may
+            // send; others' waits for their first authenticated envelope.
+            if !ctx.credentials.may_send(agent_id) {
+                if deferred.len() >= MAX_DEFERRED {
+                    deferred.clear();
+                }
+                deferred.insert(agent_id.to_owned(), online);
+                return [None, None];
+            }
             if online {
                 ctx.routes.online.notify_one();
             }
-            Some(Event::Presence {
-                agent_id: agent_id.to_owned(),
-                online,
-                transport: "mqtt",
-                at_ms: now_ms(),
-            })
+            [Some(presence(agent_id, online)), None]
         }
-        Kind::Down => None,
+        Kind::Down => [None, None],
     }
 }

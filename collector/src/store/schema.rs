@@ -153,6 +153,22 @@ const MIGRATIONS: &[&str] = &[
         bytes_deleted INTEGER NOT NULL
     );
     CREATE INDEX campaign_progress_by_campaign ON campaign_progress(campaign_id, counted_ms);",
+    // 6: agent credentials (the key of each agent's envelope MACs) and
+    // one-time enrolment tokens (stored as BLAKE3 hashes only).
+    "CREATE TABLE credentials (
+        agent_id   TEXT PRIMARY KEY,
+        key        BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE enrol_tokens (
+        token_hash BLOB PRIMARY KEY,
+        agent_id   TEXT,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        used_ms    INTEGER,
+        used_by    TEXT
+    ) WITHOUT ROWID;",
 ];
 
 /// Schema version this build writes.

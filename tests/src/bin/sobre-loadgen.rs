@@ -495,6 +495,7 @@ impl SimAgent {
             spool_pending: pending as u64,
         };
         let env = Envelope {
+            mac: Vec::new(),
             agent_id: self.id.clone(),
             seq,
             sent_at_ms: unix_ms(),

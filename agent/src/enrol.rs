@@ -1,0 +1,207 @@
+//! Enrolment: trades the one-time token of `[enrol]` for this agent's key
+//! (gRPC `Telemetry/Enrol`), keeps the key in an owner-only file, and signs
+//! each envelope with it when it is sent (so envelopes spooled before the
+//! key arrived are signed too).
+
+use crate::config::AgentConfig;
+use prost::Message;
+use sobre_proto::v1::telemetry_client::TelemetryClient;
+use sobre_proto::v1::{EnrolRequest, Envelope};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::Endpoint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    #[error("cannot {op} the credential file {path}: {err}")]
+    Io {
+        op: &'static str,
+        path: String,
+        err: io::Error,
+    },
+    #[error(
+        "the credential file {0} is damaged (not 64 hex characters); delete it and enrol again with a new token"
+    )]
+    Damaged(String),
+    #[error("the collector refused the enrolment: {0}")]
+    Refused(String),
+    #[error("cannot reach the collector at {endpoint} to enrol: {reason}; retrying")]
+    Unreachable { endpoint: String, reason: String },
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The key in `path`, if the agent enrolled before.
+pub fn load(path: &Path) -> Result<Option<[u8; 32]>, EnrolError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(EnrolError::Io {
+                op: "read",
+                path: path.display().to_string(),
+                err,
+            });
+        }
+    };
+    crate::scan::parse_key(text.trim())
+        .map(Some)
+        .ok_or_else(|| EnrolError::Damaged(path.display().to_string()))
+}
+
+/// Writes the key, owner-only, atomically.
+pub fn save(path: &Path, key: &[u8; 32]) -> Result<(), EnrolError> {
+    let io = |op, err| EnrolError::Io {
+        op,
+        path: path.display().to_string(),
+        err,
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| io("create the folder of", e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io("create", e))?;
+    f.write_all(format!("{}\n", hex(key)).as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
+}
+
+/// One enrolment attempt.
+pub async fn enrol_once(
+    endpoint: &str,
+    agent_id: &str,
+    token: &str,
+) -> Result<[u8; 32], EnrolError> {
+    let unreachable = |reason: String| EnrolError::Unreachable {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let channel = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let reply = TelemetryClient::new(channel)
+        .enrol(EnrolRequest {
+            agent_id: agent_id.to_owned(),
+            token: token.to_owned(),
+        })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
+                EnrolError::Refused(s.message().to_owned())
+            }
+            _ => unreachable(s.message().to_owned()),
+        })?
+        .into_inner();
+    <[u8; 32]>::try_from(reply.key.as_slice())
+        .map_err(|_| EnrolError::Refused("the collector sent a key of the wrong size".into()))
+}
+
+/// Enrols, retrying with backoff while the collector is unreachable;
+/// None when the collector refused (the error is logged) or on `cancel`.
+pub async fn enrol(
+    cfg: &AgentConfig,
+    agent_id: &str,
+    token: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<[u8; 32]> {
+    let endpoint = cfg
+        .enrol
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| cfg.transport.grpc_endpoint.clone());
+    let mut wait = Duration::from_millis(cfg.transport.backoff_min_ms.max(50));
+    loop {
+        match enrol_once(&endpoint, agent_id, token).await {
+            Ok(key) => {
+                let path = cfg.credential_path();
+                if let Err(e) = save(&path, &key) {
+                    tracing::error!(error = %e, "enrolled, but the key cannot be kept: it is used until the agent stops");
+                } else {
+                    tracing::info!(file = %path.display(), "enrolled with the collector; key kept owner-only");
+                }
+                return Some(key);
+            }
+            Err(EnrolError::Refused(why)) => {
+                tracing::error!(reason = %why, "enrolment refused: reports stay spooled; ask an admin for a new token (sobre-collector enrol --agent {agent_id})");
+                return None;
+            }
+            Err(e) => tracing::warn!(error = %e, "enrolment failed"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_millis(
+            cfg.transport.backoff_max_ms.max(1000),
+        ));
+    }
+}
+
+/// The envelope in `bytes` with its MAC set (re-encoded).
+pub fn sign(key: &[u8; 32], bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut env = Envelope::decode(bytes).ok()?;
+    env.mac.clear();
+    let mac = blake3::keyed_hash(key, &env.encode_to_vec());
+    env.mac = mac.as_bytes().to_vec();
+    Some(env.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_kept_owner_only_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/credential");
+        assert_eq!(load(&path).expect("absent"), None);
+        let key = [7u8; 32];
+        save(&path, &key).expect("save");
+        assert_eq!(load(&path).expect("load"), Some(key));
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "short").expect("damage");
+        assert!(matches!(load(&path), Err(EnrolError::Damaged(_))));
+    }
+
+    #[test]
+    fn signing_sets_a_mac_over_the_envelope_without_it() {
+        let env = Envelope {
+            agent_id: "a".into(),
+            seq: 3,
+            version: 1,
+            ..Default::default()
+        };
+        let key = [1u8; 32];
+        let signed =
+            Envelope::decode(&sign(&key, &env.encode_to_vec()).expect("sign")[..]).expect("decode");
+        assert_eq!(
+            signed.mac,
+            blake3::keyed_hash(&key, &env.encode_to_vec())
+                .as_bytes()
+                .to_vec()
+        );
+        // Signing again gives the same bytes (an old MAC is replaced).
+        let twice = sign(&key, &signed.encode_to_vec()).expect("sign");
+        assert_eq!(
+            Envelope::decode(&twice[..]).expect("decode").mac,
+            signed.mac
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Agent identity end to end: agents enrol with one-time tokens and sign
+//! every envelope; an unenrolled agent, an agent using another agent's
+//! key and a revoked agent are refused, logged and counted, while the
+//! enrolled agents keep working.
+
+use crate::PATIENCE;
+use serde_json::json;
+use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for};
+
+async fn token(c: &Collector, agent: &str) -> String {
+    let r = c
+        .post_admin("/api/v1/enrolments", Some(&json!({ "agent_id": agent })))
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.expect("JSON");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+fn agent(dir: &std::path::Path, id: &str, t: Transport, enrol: String, c: &Collector) -> Agent {
+    let mut o = AgentOpts::new(id, t);
+    o.interval_ms = 100;
+    o.enrol_toml = enrol;
+    Agent::start(&dir.join(id), &o, c.mqtt, c.grpc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_enrolled_unrevoked_agents_are_heard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            enrolment: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let d = dir.path();
+    let t1 = token(&c, "good-mqtt").await;
+    let t2 = token(&c, "good-grpc").await;
+    let mut good1 = agent(
+        d,
+        "good-mqtt",
+        Transport::Mqtt,
+        format!("token = \"{t1}\""),
+        &c,
+    );
+    let mut good2 = agent(
+        d,
+        "good-grpc",
+        Transport::Grpc,
+        format!("token = \"{t2}\""),
+        &c,
+    );
+    c.wait_samples("good-mqtt", 3, PATIENCE).await;
+    c.wait_samples("good-grpc", 3, PATIENCE).await;
+    let key_file = d.join("good-grpc/credential");
+    let key = std::fs::read_to_string(&key_file).expect("the agent kept its key");
+    assert_eq!(key.trim().len(), 64);
+    assert!(!good2.log().contains(key.trim()), "the key is never logged");
+
+    // No enrolment at all; and a thief posing as good-mqtt with the key it
+    // stole from good-grpc (in its own folder, as another process).
+    let mut rogue = agent(d, "rogue", Transport::Mqtt, String::new(), &c);
+    let mut o = AgentOpts::new("good-mqtt", Transport::Grpc);
+    o.interval_ms = 100;
+    o.enrol_toml = format!("credential_file = \"{}\"", key_file.display());
+    let mut thief = Agent::start(&d.join("thief"), &o, c.mqtt, c.grpc);
+    // A token bound to another agent does not enrol this one.
+    let t3 = token(&c, "someone-else").await;
+    let mut wrong = agent(
+        d,
+        "wrong-token",
+        Transport::Grpc,
+        format!("token = \"{t3}\""),
+        &c,
+    );
+    wait_for("refusals counted", PATIENCE, || async {
+        let (u, m) = (
+            c.metric("sobre_envelopes_rejected_total{reason=\"unenrolled\"}")
+                .await,
+            c.metric("sobre_envelopes_rejected_total{reason=\"bad_mac\"}")
+                .await,
+        );
+        (u > 0 && m > 0).then_some(())
+    })
+    .await;
+    wait_for("the wrong token refused", PATIENCE, || async {
+        wrong.log().contains("enrolment refused").then_some(())
+    })
+    .await;
+    for id in ["rogue", "wrong-token"] {
+        assert_eq!(
+            c.get_status(&format!("/api/v1/agents/{id}")).await.0,
+            404,
+            "{id} was stored"
+        );
+    }
+
+    // The thief's reports under good-mqtt's name were not stored: the real
+    // agent's seqs are still each once, in order (the thief's seqs would
+    // interleave).
+    crate::assert_once_in_order(&c.sample_seqs("good-mqtt").await);
+
+    // Revoke good-grpc: refused from then on; good-mqtt goes on.
+    let revoke = sobre_tests::http_client()
+        .delete(format!(
+            "http://127.0.0.1:{}/api/v1/agents/good-grpc/credential",
+            c.http
+        ))
+        .bearer_auth(c.admin_token())
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoke.status(), 200);
+    wait_for("good-grpc refused", PATIENCE, || async {
+        (c.metric("sobre_envelopes_rejected_total{reason=\"revoked\"}")
+            .await
+            > 0)
+        .then_some(())
+    })
+    .await;
+    let after = c.sample_seqs("good-grpc").await.len();
+    let mqtt_before = c.sample_seqs("good-mqtt").await.len();
+    // 2 s of good-mqtt's reports: good-grpc would have sent as many.
+    c.wait_samples("good-mqtt", mqtt_before + 20, PATIENCE)
+        .await;
+    // A few may have been admitted just before the revocation.
+    assert!(
+        c.sample_seqs("good-grpc").await.len() <= after + 3,
+        "a revoked agent's reports kept being stored"
+    );
+    let log = c.log();
+    for reason in ["unenrolled", "bad_mac", "revoked"] {
+        assert!(
+            log.contains(&format!("reason=\"{reason}\""))
+                || log.contains(&format!("reason={reason}")),
+            "{reason} not logged"
+        );
+    }
+    // The refused agents cannot drain their spool (nothing is acked): each
+    // waits its drain timeout, so they stop side by side.
+    let stops = tokio::join!(
+        good1.stop(),
+        good2.stop(),
+        rogue.stop(),
+        thief.stop(),
+        wrong.stop()
+    );
+    for s in [stops.0, stops.1, stops.2, stops.3, stops.4] {
+        assert!(s.success(), "{s:?}");
+    }
+}
