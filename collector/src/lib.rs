@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod campaign;
 pub mod config;
+pub mod console;
 pub mod detect;
 pub mod footprint;
 pub mod http;

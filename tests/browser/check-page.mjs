@@ -1,22 +1,29 @@
 // Checks one page of Sobre's in a real browser (Debian's headless Chromium,
 // driven by playwright-core), at phone and desktop widths: console and page
 // errors, failed requests, third-party requests, bytes transferred,
-// horizontal overflow, and axe-core's serious or critical violations.
+// horizontal overflow, and axe-core's serious or critical violations; and
+// once more at phone width with JavaScript disabled (the same checks: the
+// page must be whole without script).
 //
-//   node tests/browser/check-page.mjs <url> [--max-bytes N]
+//   node tests/browser/check-page.mjs <url> [--max-bytes N] [--screenshots DIR]
 //
+// --screenshots DIR saves a full-page PNG per viewport as DIR/<name>.png
+// (test artefacts) and names it in the viewport's `screenshot`.
 // Prints one JSON object on stdout. Exit 0: every check passed; 1: some
 // check failed (the JSON says which); 2: usage or launch error (stderr says
 // why). The browser is never downloaded: CHROMIUM (default /usr/bin/chromium)
 // must exist; tests/run installs Debian's package.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 
+// The widths issue #10 asks for: an old phone and a common laptop.
 const VIEWPORTS = [
-  { name: 'phone', width: 375, height: 740, mobile: true },
-  { name: 'desktop', width: 1366, height: 900, mobile: false },
+  { name: 'phone', width: 360, height: 740, mobile: true, js: true },
+  { name: 'desktop', width: 1280, height: 900, mobile: false, js: true },
+  { name: 'phone-nojs', width: 360, height: 740, mobile: true, js: false },
 ];
 // As root on a closed network: no sandbox, and nothing of Chromium's own
 // phoning home (its refused connections would otherwise make it fail).
@@ -39,17 +46,21 @@ function fail(msg) {
 }
 
 function usage(msg) {
-  fail(`${msg}\nusage: node check-page.mjs <url> [--max-bytes N]`);
+  fail(`${msg}\nusage: node check-page.mjs <url> [--max-bytes N] [--screenshots DIR]`);
 }
 
 function parseArgs(argv) {
   let url = null;
   let maxBytes = null;
+  let screenshots = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--max-bytes') {
       const n = Number(argv[++i]);
       if (!Number.isSafeInteger(n) || n < 0) usage(`--max-bytes needs a byte count, got ${argv[i]}`);
       maxBytes = n;
+    } else if (argv[i] === '--screenshots') {
+      screenshots = argv[++i];
+      if (!screenshots) usage('--screenshots needs a folder');
     } else if (url === null && !argv[i].startsWith('--')) {
       url = argv[i];
     } else {
@@ -63,7 +74,7 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${url}`);
   }
-  return { url, maxBytes };
+  return { url, maxBytes, screenshots };
 }
 
 // Only network requests count: data: and blob: URLs never leave the page.
@@ -71,7 +82,7 @@ function isNetwork(url) {
   return /^(https?|wss?):/.test(url);
 }
 
-async function checkViewport(browser, url, vp, axeSource) {
+async function checkViewport(browser, url, vp, axeSource, screenshots) {
   const origin = new URL(url).origin;
   // bypassCSP: axe is injected as an inline script, which a strict
   // Content-Security-Policy (as a sober page should have) would refuse.
@@ -80,6 +91,7 @@ async function checkViewport(browser, url, vp, axeSource) {
     isMobile: vp.mobile,
     hasTouch: vp.mobile,
     bypassCSP: true,
+    javaScriptEnabled: vp.js,
   });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT_MS);
@@ -87,6 +99,7 @@ async function checkViewport(browser, url, vp, axeSource) {
     name: vp.name,
     width: vp.width,
     height: vp.height,
+    javascript: vp.js,
     status: null,
     load_error: null,
     console_errors: [],
@@ -96,6 +109,7 @@ async function checkViewport(browser, url, vp, axeSource) {
     scroll_width: null,
     horizontal_overflow: false,
     violations: [],
+    screenshot: null,
   };
   const sizes = [];
   page.on('console', (m) => {
@@ -148,6 +162,15 @@ async function checkViewport(browser, url, vp, axeSource) {
     }));
     r.scroll_width = w.scroll;
     r.horizontal_overflow = w.scroll > w.client;
+    if (screenshots) {
+      mkdirSync(screenshots, { recursive: true });
+      r.screenshot = join(screenshots, `${vp.name}.png`);
+      await page.screenshot({ path: r.screenshot, fullPage: true });
+    }
+  }
+  // axe-core is a script: it runs in the passes with JavaScript (the page
+  // is the same HTML in the one without).
+  if (r.load_error === null && vp.js) {
     await page.addScriptTag({ content: axeSource });
     r.violations = await page.evaluate(async () => {
       // eslint-disable-next-line no-undef
@@ -182,7 +205,7 @@ function passed(r, maxBytes) {
 }
 
 async function main() {
-  const { url, maxBytes } = parseArgs(process.argv.slice(2));
+  const { url, maxBytes, screenshots } = parseArgs(process.argv.slice(2));
   const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
   if (!existsSync(executablePath)) {
     fail(`chromium not found at ${executablePath}: apt-get install chromium (or set CHROMIUM)`);
@@ -205,7 +228,7 @@ async function main() {
   const out = { url, max_bytes: maxBytes, ok: true, viewports: [] };
   try {
     for (const vp of VIEWPORTS) {
-      const r = await checkViewport(browser, url, vp, axeSource);
+      const r = await checkViewport(browser, url, vp, axeSource, screenshots);
       out.ok &&= passed(r, maxBytes);
       out.viewports.push(r);
     }

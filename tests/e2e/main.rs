@@ -5,6 +5,7 @@ mod bad_input;
 mod browser;
 mod campaign;
 mod config;
+mod console;
 mod crash;
 mod delivery;
 mod footprint;

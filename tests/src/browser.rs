@@ -4,16 +4,20 @@
 //! into a list of readable problems a test can assert is empty.
 
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the browser saw at one viewport width.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Viewport {
-    /// `phone` (375×740, mobile emulation) or `desktop` (1366×900).
+    /// `phone` (360×740, mobile emulation), `desktop` (1280×900), or
+    /// `phone-nojs` (the phone with JavaScript disabled; no axe pass).
     pub name: String,
     pub width: u32,
     pub height: u32,
+    /// Whether JavaScript was enabled.
+    #[serde(default = "yes")]
+    pub javascript: bool,
     /// HTTP status of the page itself, if it loaded.
     pub status: Option<u16>,
     /// Why the page did not load, if it did not.
@@ -31,6 +35,13 @@ pub struct Viewport {
     pub scroll_width: Option<u32>,
     /// axe-core violations of impact serious or critical.
     pub violations: Vec<Violation>,
+    /// The full-page PNG saved, when screenshots were asked for.
+    #[serde(default)]
+    pub screenshot: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One axe-core rule the page breaks, and where.
@@ -117,12 +128,18 @@ pub fn checker_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
-/// Loads `url` in headless Chromium at phone and desktop widths and checks
-/// it (see the module doc). Panics, with the checker's own message, when
+/// Loads `url` in headless Chromium at phone and desktop widths (and the
+/// phone without JavaScript) and checks it (see the module doc). Panics, with the checker's own message, when
 /// the check cannot run at all (no Chromium, packages not installed:
 /// `tests/run` installs both); a page that fails checks is not a panic but
 /// a [`PageCheck`] with [`problems`](PageCheck::problems).
 pub fn check_page(url: &str, max_bytes: u64) -> PageCheck {
+    check_page_with(url, max_bytes, None)
+}
+
+/// [`check_page`], saving a full-page screenshot per viewport as
+/// `screenshots/<viewport>.png` when a folder is given (test artefacts).
+pub fn check_page_with(url: &str, max_bytes: u64, screenshots: Option<&Path>) -> PageCheck {
     let dir = checker_dir();
     assert!(
         dir.join("node_modules").exists(),
@@ -135,6 +152,11 @@ pub fn check_page(url: &str, max_bytes: u64) -> PageCheck {
         .arg(url)
         .arg("--max-bytes")
         .arg(max_bytes.to_string())
+        .args(
+            screenshots
+                .map(|d| vec![std::ffi::OsStr::new("--screenshots"), d.as_os_str()])
+                .unwrap_or_default(),
+        )
         .output()
         .unwrap_or_else(|e| panic!("cannot run node (install nodejs; tests/run does it): {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);

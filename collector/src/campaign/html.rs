@@ -3,87 +3,8 @@
 //! phone, printable, in French or English.
 
 use super::report::{HostIssue, Report};
-use crate::nudge::text::num;
-
-/// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// Bytes in decimal units (what file managers show), "Go" in French.
-fn bytes(n: u64, fr: bool) -> String {
-    let units: [&str; 5] = if fr {
-        ["o", "ko", "Mo", "Go", "To"]
-    } else {
-        ["B", "kB", "MB", "GB", "TB"]
-    };
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < units.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    let lang = if fr { "fr" } else { "en" };
-    if u == 0 {
-        format!("{n} {}", units[0])
-    } else {
-        format!("{} {}", num(v, lang), units[u])
-    }
-}
-
-fn count(n: u64, fr: bool) -> String {
-    let s = n.to_string();
-    let sep = if fr { '\u{202f}' } else { ',' };
-    let mut o = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            o.push(sep);
-        }
-        o.push(c);
-    }
-    o
-}
-
-/// "2026-12-01 09:00 UTC".
-pub fn date(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        sod / 3600,
-        (sod % 3600) / 60
-    )
-}
-
-fn kg(v: f64, fr: bool) -> String {
-    let lang = if fr { "fr" } else { "en" };
-    if v >= 1.0 {
-        format!("{} kg", num(v, lang))
-    } else {
-        format!("{} g", num(v * 1000.0, lang))
-    }
-}
+pub use crate::console::fmt::date;
+use crate::console::fmt::{bytes, count, esc, kg};
 
 /// A line chart of bytes deleted over time, with its numbers in words for
 /// screen readers (the table below it says the same).
@@ -347,33 +268,4 @@ pub fn render(r: &Report, lang: &str) -> String {
         date(r.generated_at_ms),
     ));
     o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_utc_civil_dates() {
-        assert_eq!(date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(date(1_735_689_600_000), "2025-01-01 00:00 UTC");
-        assert_eq!(date(1_709_210_096_000), "2024-02-29 12:34 UTC");
-    }
-
-    #[test]
-    fn bytes_and_counts_read_naturally_in_both_languages() {
-        assert_eq!(bytes(12_400_000_000, true), "12 Go");
-        assert_eq!(bytes(1_500_000, false), "1.5 MB");
-        assert_eq!(bytes(999, false), "999 B");
-        assert_eq!(count(1_234_567, false), "1,234,567");
-        assert_eq!(count(1_234, true), "1\u{202f}234");
-    }
-
-    #[test]
-    fn text_is_escaped() {
-        assert_eq!(
-            esc("<b>\"R&D\"</b>"),
-            "&lt;b&gt;&quot;R&amp;D&quot;&lt;/b&gt;"
-        );
-    }
 }

@@ -1,5 +1,5 @@
-//! The HTTP API: `/health`, `/metrics` and the read-only `/api/v1/...`
-//! JSON endpoints over the store.
+//! The HTTP API: `/health`, `/metrics` and the `/api/v1/...` JSON
+//! endpoints over the store; the web console's pages (`console/`).
 
 pub mod auth;
 pub mod campaigns_api;
@@ -7,6 +7,7 @@ pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
 
+use crate::console;
 use crate::metrics::Metrics;
 use crate::store::{Reader, StoreError};
 use axum::extract::{Path, Query, State};
@@ -34,7 +35,34 @@ pub fn router(state: AppState) -> Router {
         metrics: state.metrics.clone(),
     };
     Router::new()
-        .route("/", get(index))
+        .route("/", get(console::overview::page))
+        .route("/api", get(index))
+        .route("/machines/{id}", get(console::machine::page))
+        .route("/findings", get(console::findings::page))
+        .route(
+            "/findings/{id}/acknowledge",
+            axum::routing::post(console::findings::acknowledge),
+        )
+        .route(
+            "/findings/{id}/snooze",
+            axum::routing::post(console::findings::snooze),
+        )
+        .route(
+            "/campaigns",
+            get(console::campaigns::page).post(console::campaigns::create),
+        )
+        .route(
+            "/campaigns/{id}/start",
+            axum::routing::post(console::campaigns::start),
+        )
+        .route(
+            "/campaigns/{id}/end",
+            axum::routing::post(console::campaigns::end),
+        )
+        .route(
+            "/campaigns/{id}/archive",
+            axum::routing::post(console::campaigns::archive),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(agents))
@@ -243,6 +271,6 @@ pub(crate) fn unknown_agent(id: &str) -> ApiError {
 async fn not_found() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see / for the list".into(),
+        "no such endpoint; see /api for the list".into(),
     )
 }
