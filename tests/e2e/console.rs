@@ -25,6 +25,8 @@ async fn check(url: String, name: &str) -> PageCheck {
 struct Site {
     base: String,
     client: reqwest::Client,
+    /// The admin token, sent as the sign-in cookie with every form.
+    token: String,
 }
 
 impl Site {
@@ -49,6 +51,7 @@ impl Site {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
+            .header("cookie", format!("sobre_token={}", self.token))
             .header("origin", origin)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body.to_owned())
@@ -111,11 +114,7 @@ async fn console_pages_show_the_fleet_and_their_forms_act_on_it() {
         .to_owned();
     let client = sobre_tests::http_client();
     let base = format!("http://127.0.0.1:{}", c.http);
-    client
-        .post(format!("{base}/api/v1/detect"))
-        .send()
-        .await
-        .expect("detect");
+    assert_eq!(c.post_admin("/api/v1/detect", None).await.status(), 200);
     let findings = c.get("/api/v1/findings?kind=bloat").await;
     let finding = findings[0]["id"]
         .as_str()
@@ -136,7 +135,48 @@ async fn console_pages_show_the_fleet_and_their_forms_act_on_it() {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),
+        token: c.admin_token(),
     };
+
+    // Forms need the admin token: without it, the sign-in page; with a
+    // wrong one, refused; with the right one, an HttpOnly, SameSite=Strict
+    // cookie that the forms then carry.
+    let anonymous = site
+        .client
+        .post(format!("{base}/campaigns/x/start"))
+        .header("origin", &base)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()["location"], "/login?back=%2F");
+    let login = site.page("/login", None).await;
+    assert!(
+        login.contains("type=\"password\"") && login.contains("admin.token"),
+        "{login}"
+    );
+    let (st, body) = site
+        .post("/login", &base, "token=nope&back=%2Ffindings")
+        .await;
+    assert_eq!(st, 401, "{body}");
+    let signed = site
+        .client
+        .post(format!("{base}/login"))
+        .header("origin", &base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}&back=%2Ffindings", site.token))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed.status(), 303);
+    assert_eq!(signed.headers()["location"], "/findings");
+    let cookie = signed.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(
+        cookie.starts_with(&format!("sobre_token={}", site.token))
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 
     // Fleet overview: French by default, both machines, the storage.
     let home = site.page("/", None).await;
@@ -271,6 +311,7 @@ async fn console_pages_show_the_fleet_and_their_forms_act_on_it() {
     let r = site
         .client
         .post(format!("{base}/campaigns/cud/start"))
+        .header("cookie", format!("sobre_token={}", site.token))
         .header("sec-fetch-site", "cross-site")
         .send()
         .await

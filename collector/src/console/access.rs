@@ -29,13 +29,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 }
 
 /// Whether this request may change state (acknowledge, snooze, create,
-/// start, end, archive). For now every request may: the lead wires this
-/// to the admin token check of issue #8 ("Security and trust"). Forms
-/// cannot add headers, so with no cookie the browser must send the token
-/// by itself: HTTP Basic with the token as password does (one prompt per
-/// session), as does a TLS client certificate.
-pub fn require_admin(_parts: &Parts) -> Result<(), ConsoleError> {
-    Ok(())
+/// start, end, archive): it carries the admin token (the sign-in cookie or
+/// a bearer header), as the HTTP layer found (`http/auth.rs`, which has
+/// already refused any other POST; this is the second line, so a console
+/// route can never be left open by a routing mistake).
+pub fn require_admin(parts: &Parts) -> Result<(), ConsoleError> {
+    match parts.extensions.get::<crate::http::auth::Role>() {
+        Some(crate::http::auth::Role::Admin) => Ok(()),
+        _ => Err(ConsoleError::Forbidden(
+            "this needs the admin token: sign in at /login".into(),
+        )),
+    }
 }
 
 /// Refuses a request another site made the browser send. Browsers say

@@ -10,6 +10,7 @@ pub mod chart;
 pub mod findings;
 pub mod fmt;
 pub mod layout;
+pub mod login;
 pub mod machine;
 pub mod overview;
 

@@ -168,7 +168,13 @@ fn presented(req: &Request) -> Option<&str> {
 /// Paths open to anyone: health checks, and enrolment (its one-time token
 /// is checked by the handler).
 fn public(path: &str) -> bool {
-    path == "/health" || path == "/api/v1/enrol"
+    matches!(path, "/health" | "/login" | "/logout")
+}
+
+/// The console's pages (not the API, not /metrics): a refused request is
+/// sent to the sign-in page rather than answered with JSON.
+fn console_page(path: &str) -> bool {
+    !(path == "/api" || path.starts_with("/api/") || path == "/metrics")
 }
 
 #[derive(Clone)]
@@ -188,13 +194,18 @@ fn needed(method: &Method) -> Role {
 
 /// Middleware: refuses a request without the role it needs, with a JSON
 /// error that says what to send; counts refusals by reason.
-pub async fn guard(State(s): State<AuthState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(s): State<AuthState>, mut req: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
     let need = needed(req.method());
+    let role = presented(&req).and_then(|t| s.tokens.role_of(t));
+    // Handlers may ask who is calling (the console shows its actions to
+    // admins only, and checks again before acting).
+    if let Some(r) = role {
+        req.extensions_mut().insert(r);
+    }
     if public(req.uri().path()) || (need == Role::Read && s.tokens.open_read) {
         return next.run(req).await;
     }
-    let role = presented(&req).and_then(|t| s.tokens.role_of(t));
     let refused = match (role, need) {
         (Some(have), need) if have >= need => return next.run(req).await,
         (Some(_), _) => Some((
@@ -223,6 +234,14 @@ pub async fn guard(State(s): State<AuthState>, req: Request, next: Next) -> Resp
     let (status, reason, msg) = refused.unwrap_or((StatusCode::UNAUTHORIZED, "no_token", ""));
     s.metrics.http_refused(reason);
     tracing::warn!(method = %req.method(), path = req.uri().path(), reason, "API request refused");
+    if console_page(req.uri().path()) {
+        let back = match req.method() {
+            &Method::GET => req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            _ => "/",
+        };
+        let to = format!("/login?back={}", crate::console::fmt::urlenc(back));
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+    }
     let mut resp = ApiError(status, msg.into()).into_response();
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
@@ -284,7 +303,9 @@ mod tests {
         assert_eq!(needed(&Method::POST), Role::Admin);
         assert_eq!(needed(&Method::PUT), Role::Admin);
         assert_eq!(needed(&Method::DELETE), Role::Admin);
-        assert!(public("/health"));
+        assert!(public("/health") && public("/login"));
         assert!(!public("/api/v1/campaigns"));
+        assert!(console_page("/campaigns") && console_page("/"));
+        assert!(!console_page("/api/v1/agents") && !console_page("/metrics"));
     }
 }

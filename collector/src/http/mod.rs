@@ -40,6 +40,11 @@ pub fn router(state: AppState) -> Router {
         .route("/machines/{id}", get(console::machine::page))
         .route("/findings", get(console::findings::page))
         .route(
+            "/login",
+            get(console::login::page).post(console::login::submit),
+        )
+        .route("/logout", axum::routing::post(console::login::logout))
+        .route(
             "/findings/{id}/acknowledge",
             axum::routing::post(console::findings::acknowledge),
         )

@@ -1,0 +1,143 @@
+//! Signing in to the console: a form that takes an API token (admin or
+//! read-only) and keeps it in an HttpOnly, SameSite=Strict cookie, which
+//! the HTTP layer (`http/auth.rs`) reads like a bearer token; and signing
+//! out. A browser cannot add an `Authorization` header to a plain form.
+
+use super::access::same_origin;
+use super::fmt::esc;
+use super::layout::{self, Ctx, Nav};
+use super::{PageError, PageResult, form};
+use crate::http::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+/// The cookie the HTTP layer reads the token from.
+pub const COOKIE: &str = "sobre_token";
+
+fn safe_back(back: Option<&str>) -> &str {
+    back.filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or("/")
+}
+
+fn form_html(ctx: &Ctx, back: &str, error: Option<&str>) -> String {
+    format!(
+        "<h1>{h}</h1>{err}<p>{p}</p>\
+         <form method=\"post\" action=\"{action}\"><p><label for=\"token\">{l}</label><br>\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required \
+         size=\"40\"></p><input type=\"hidden\" name=\"back\" value=\"{back}\">\
+         <p><button type=\"submit\">{b}</button></p></form>",
+        h = ctx.t("Se connecter", "Sign in"),
+        err = error
+            .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+            .unwrap_or_default(),
+        p = ctx.t(
+            "Les actions (constats, campagnes) demandent le jeton d'administration : le \
+             démarrage rapide l'affiche, et le collecteur le garde dans le fichier admin.token \
+             de son dossier de données. Un jeton en lecture seule permet de consulter.",
+            "Actions (findings, campaigns) need the admin token: the quick start prints it, and \
+             the collector keeps it in admin.token in its data folder. A read-only token lets \
+             you look."
+        ),
+        action = esc(&ctx.href("/login")),
+        l = ctx.t("Jeton", "Token"),
+        back = esc(back),
+        b = ctx.t("Se connecter", "Sign in"),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Back {
+    back: Option<String>,
+}
+
+/// `GET /login`.
+pub async fn page(ctx: Ctx, q: axum::extract::Query<Back>) -> Response {
+    let back = safe_back(q.back.as_deref()).to_owned();
+    layout::page(
+        &ctx,
+        ctx.t("Se connecter", "Sign in"),
+        Nav::None,
+        &form_html(&ctx, &back, None),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct Login {
+    token: String,
+    back: Option<String>,
+}
+
+fn cookie(value: &str, max_age_s: u32) -> HeaderValue {
+    // A token is hex: always a valid header value.
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("sobre_token=; Path=/; Max-Age=0"))
+}
+
+/// `POST /login`: a valid token becomes the cookie (12 hours).
+pub async fn submit(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> PageResult {
+    same_origin(&headers, ctx.fr).map_err(|e| PageError(ctx.clone(), e))?;
+    let f: Login = form(&body).map_err(|e| PageError(ctx.clone(), e))?;
+    let back = safe_back(f.back.as_deref()).to_owned();
+    let token = f.token.trim();
+    if s.tokens.role_of(token).is_none() {
+        s.metrics.http_refused("bad_token");
+        tracing::warn!("console sign-in with a token that is not valid");
+        let msg = ctx.t("Ce jeton n'est pas valide.", "This token is not valid.");
+        return Ok(layout::respond(
+            StatusCode::UNAUTHORIZED,
+            layout::shell(
+                &ctx,
+                ctx.t("Se connecter", "Sign in"),
+                Nav::None,
+                &form_html(&ctx, &back, Some(msg)),
+            ),
+        ));
+    }
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, ctx.href(&back))]).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, cookie(token, 12 * 3600));
+    Ok(r)
+}
+
+/// `POST /logout`: forgets the cookie.
+pub async fn logout(ctx: Ctx, headers: axum::http::HeaderMap) -> PageResult {
+    same_origin(&headers, ctx.fr).map_err(|e| PageError(ctx.clone(), e))?;
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, ctx.href("/"))]).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, cookie("", 0));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_sends_back_to_this_site_only() {
+        assert_eq!(
+            safe_back(Some("/findings?kind=bloat")),
+            "/findings?kind=bloat"
+        );
+        assert_eq!(safe_back(Some("//evil.example/")), "/");
+        assert_eq!(safe_back(Some("https://evil.example/")), "/");
+        assert_eq!(safe_back(None), "/");
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_and_same_site_strict() {
+        let c = cookie("abc", 60);
+        let c = c.to_str().expect("ascii");
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=60")
+        );
+    }
+}
