@@ -112,7 +112,6 @@ async fn console_pages_show_the_fleet_and_their_forms_act_on_it() {
         .as_str()
         .expect("hostname")
         .to_owned();
-    let client = sobre_tests::http_client();
     let base = format!("http://127.0.0.1:{}", c.http);
     assert_eq!(c.post_admin("/api/v1/detect", None).await.status(), 200);
     let findings = c.get("/api/v1/findings?kind=bloat").await;
