@@ -82,6 +82,10 @@ pub struct TransportConfig {
     pub mqtt_broker: String,
     /// gRPC endpoint of the collector, `http://host:port`.
     pub grpc_endpoint: String,
+    /// PEM file of the certificate authority that signed the collector's
+    /// gRPC certificate; needed for an `https://` grpc_endpoint (TLS,
+    /// rustls). Also used for enrolment.
+    pub ca_file: Option<PathBuf>,
     /// Resend an envelope not acknowledged after this long.
     pub ack_timeout_ms: u64,
     /// Most envelopes sent and not yet acknowledged.
@@ -95,12 +99,20 @@ pub struct TransportConfig {
     pub drain_timeout_ms: u64,
 }
 
+impl TransportConfig {
+    /// The CA file's PEM (checked readable by `validate`).
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca_file.as_ref().and_then(|p| std::fs::read(p).ok())
+    }
+}
+
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             kind: TransportKind::Mqtt,
             mqtt_broker: "mqtt://127.0.0.1:1883".into(),
             grpc_endpoint: "http://127.0.0.1:50051".into(),
+            ca_file: None,
             ack_timeout_ms: 30_000,
             max_inflight: 64,
             backoff_min_ms: 500,
@@ -341,6 +353,21 @@ impl AgentConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(ca) = &self.transport.ca_file
+            && let Err(e) = std::fs::read(ca)
+        {
+            return Err(format!(
+                "cannot read transport.ca_file {}: {e}",
+                ca.display()
+            ));
+        }
+        if self.transport.grpc_endpoint.starts_with("https://") && self.transport.ca_file.is_none()
+        {
+            return Err(format!(
+                "transport.grpc_endpoint {} is https: set transport.ca_file to the PEM of the CA that signed the collector's certificate",
+                self.transport.grpc_endpoint
+            ));
+        }
         if let Some(id) = &self.agent_id
             && !sobre_proto::topics::valid_agent_id(id)
         {

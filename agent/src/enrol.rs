@@ -11,7 +11,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolError {
@@ -80,6 +79,7 @@ pub fn save(path: &Path, key: &[u8; 32]) -> Result<(), EnrolError> {
 /// One enrolment attempt.
 pub async fn enrol_once(
     endpoint: &str,
+    ca_pem: Option<&[u8]>,
     agent_id: &str,
     token: &str,
 ) -> Result<[u8; 32], EnrolError> {
@@ -87,8 +87,8 @@ pub async fn enrol_once(
         endpoint: endpoint.to_owned(),
         reason,
     };
-    let channel = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| unreachable(e.to_string()))?
+    let channel = crate::transport::grpc::endpoint(endpoint, ca_pem)
+        .map_err(unreachable)?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .connect()
@@ -126,7 +126,14 @@ pub async fn enrol(
         .unwrap_or_else(|| cfg.transport.grpc_endpoint.clone());
     let mut wait = Duration::from_millis(cfg.transport.backoff_min_ms.max(50));
     loop {
-        match enrol_once(&endpoint, agent_id, token).await {
+        match enrol_once(
+            &endpoint,
+            cfg.transport.ca_pem().as_deref(),
+            agent_id,
+            token,
+        )
+        .await
+        {
             Ok(key) => {
                 let path = cfg.credential_path();
                 if let Err(e) = save(&path, &key) {

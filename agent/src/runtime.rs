@@ -648,6 +648,7 @@ pub async fn run_configured(cfg: AgentConfig, cancel: CancellationToken) -> Resu
             let t = GrpcTransport {
                 endpoint: cfg.transport.grpc_endpoint.clone(),
                 max_message_bytes: MAX_DOWNLINK,
+                ca_pem: cfg.transport.ca_pem(),
             };
             run(cfg, t, cancel).await
         }

@@ -132,6 +132,10 @@ pub struct GrpcConfig {
     pub enabled: bool,
     /// Address of the `sobre.v1.Telemetry` gRPC service.
     pub listen: SocketAddr,
+    /// TLS (rustls): the server's certificate chain and private key, PEM.
+    /// Both or neither; with them, agents must use `https://` endpoints.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for GrpcConfig {
@@ -139,6 +143,28 @@ impl Default for GrpcConfig {
         GrpcConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl GrpcConfig {
+    /// The TLS identity, read from the configured files; None without TLS.
+    pub fn tls_identity(&self) -> Result<Option<tonic::transport::Identity>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(c), Some(k)) => {
+                let read = |p: &PathBuf, what: &str| {
+                    std::fs::read(p)
+                        .map_err(|e| format!("cannot read grpc.{what} {}: {e}", p.display()))
+                };
+                Ok(Some(tonic::transport::Identity::from_pem(
+                    read(c, "tls_cert")?,
+                    read(k, "tls_key")?,
+                )))
+            }
+            _ => Err("grpc.tls_cert and grpc.tls_key go together: set both or neither".into()),
         }
     }
 }
@@ -243,6 +269,7 @@ impl CollectorConfig {
             crate::footprint::GridIntensity::load(self.footprint.grid_g_per_kwh, path)
                 .map_err(|e| e.to_string())?;
         }
+        self.grpc.tls_identity()?;
         if self.security.enrol_token_ttl_hours < 1 {
             return Err("security.enrol_token_ttl_hours must be at least 1".into());
         }

@@ -200,9 +200,16 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         )
         .max_decoding_message_size(cfg.limits.max_envelope_bytes);
         let shutdown = cancel.clone();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(identity) = cfg.grpc.tls_identity().map_err(StartError::Config)? {
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| StartError::Config(format!("grpc TLS: {e}")))?;
+            tracing::info!("gRPC over TLS");
+        }
         tracker.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(e) = tonic::transport::Server::builder()
+            if let Err(e) = server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
                 .await

@@ -16,6 +16,7 @@ mod nudges;
 mod quickstart;
 mod security;
 mod storage;
+mod tls;
 
 use std::time::Duration;
 

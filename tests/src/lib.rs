@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod procs;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -47,6 +47,8 @@ pub struct CollectorOpts {
     /// Require agents to enrol (the collector's default). Off unless a
     /// test is about enrolment: the harness's agents do not enrol.
     pub enrolment: bool,
+    /// More keys for the `[grpc]` section (e.g. TLS files).
+    pub grpc_toml: String,
 }
 
 /// A `sobre-collector` process. Ports are chosen once, so a restart comes
@@ -71,10 +73,11 @@ impl Collector {
         };
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let cfg = format!(
-            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[security]\nrequire_enrolment = {}\n",
+            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n{}\n[security]\nrequire_enrolment = {}\n",
             data_dir.display(),
             opts.extra_toml,
             opts.http_toml,
+            opts.grpc_toml,
             opts.enrolment,
         );
         std::fs::create_dir_all(dir).expect("collector dir");
@@ -234,6 +237,10 @@ pub struct AgentOpts {
     pub storage_toml: Option<String>,
     /// The `[enrol]` section (token, credential_file...); default: none.
     pub enrol_toml: String,
+    /// Replaces `http://127.0.0.1:{grpc port}` (e.g. `https://`).
+    pub grpc_scheme: &'static str,
+    /// More keys for the `[transport]` section (e.g. `ca_file`).
+    pub transport_toml: String,
 }
 
 impl AgentOpts {
@@ -246,6 +253,8 @@ impl AgentOpts {
             extra_toml: String::new(),
             storage_toml: None,
             enrol_toml: String::new(),
+            grpc_scheme: "http",
+            transport_toml: String::new(),
         }
     }
 }
@@ -265,7 +274,7 @@ impl Agent {
             Transport::Grpc => "grpc",
         };
         let cfg = format!(
-            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"http://127.0.0.1:{grpc_port}\"\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n[enrol]\n{enrol}\n",
+            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"{scheme}://127.0.0.1:{grpc_port}\"\n{transport}\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n[enrol]\n{enrol}\n",
             id = opts.id,
             iv = opts.interval_ms,
             extra = opts.extra_toml,
@@ -274,6 +283,8 @@ impl Agent {
             index = dir.join("index").display(),
             storage = opts.storage_toml.as_deref().unwrap_or("enabled = false"),
             enrol = opts.enrol_toml,
+            scheme = opts.grpc_scheme,
+            transport = opts.transport_toml,
         );
         std::fs::create_dir_all(dir).expect("agent dir");
         std::fs::write(dir.join("agent.toml"), cfg).expect("write agent config");

@@ -15,20 +15,48 @@ use tonic::transport::Endpoint;
 pub struct GrpcTransport {
     pub endpoint: String,
     pub max_message_bytes: usize,
+    /// PEM of the CA that signed the collector's certificate (`https://`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// An endpoint for `url`: plain for `http://`, TLS (rustls) for
+/// `https://`, trusting only the given CA.
+pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, String> {
+    let ep = Endpoint::from_shared(url.to_owned()).map_err(|e| e.to_string())?;
+    if !url.starts_with("https://") {
+        return Ok(ep);
+    }
+    let ca = ca_pem.ok_or_else(|| {
+        format!("{url} is https: set transport.ca_file to the CA that signed the collector's certificate")
+    })?;
+    ep.tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+    )
+    .map_err(|e| e.to_string())
 }
 
 impl GrpcTransport {
     fn error(&self, reason: impl ToString) -> TransportError {
+        let mut reason = reason.to_string();
+        // What a plain-text client sees from a TLS listener.
+        if self.endpoint.starts_with("http://")
+            && (reason.contains("h2 protocol error") || reason.contains("http2 error"))
+        {
+            reason.push_str(
+                " (the collector may require TLS: use an https:// grpc_endpoint and set transport.ca_file)",
+            );
+        }
         TransportError::Grpc {
             endpoint: self.endpoint.clone(),
-            reason: reason.to_string(),
+            reason,
         }
     }
 }
 
 impl Transport for GrpcTransport {
     async fn connect(&self) -> Result<Link, TransportError> {
-        let channel = Endpoint::from_shared(self.endpoint.clone())
+        let channel = endpoint(&self.endpoint, self.ca_pem.as_deref())
             .map_err(|e| self.error(e))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)

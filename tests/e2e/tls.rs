@@ -1,0 +1,85 @@
+//! TLS on gRPC end to end (rustls on both sides): an agent that trusts the
+//! collector's CA delivers; a plain-text agent against the TLS listener and
+//! an agent facing an expired certificate are refused, with a clear error
+//! in their logs, and nothing of theirs is stored.
+
+use crate::PATIENCE;
+use sobre_tests::tls::pki;
+use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for};
+
+fn tls_collector_opts(p: &sobre_tests::tls::Pki) -> CollectorOpts {
+    CollectorOpts {
+        grpc_toml: format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            p.cert.display(),
+            p.key.display()
+        ),
+        ..Default::default()
+    }
+}
+
+fn tls_agent(id: &str, ca: &std::path::Path) -> AgentOpts {
+    let mut o = AgentOpts::new(id, Transport::Grpc);
+    o.interval_ms = 100;
+    o.grpc_scheme = "https";
+    o.transport_toml = format!("ca_file = \"{}\"", ca.display());
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_delivers_and_refuses_plain_text_and_expired_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let good = pki(&d.join("pki"), false);
+    let c = Collector::start(&d.join("collector"), tls_collector_opts(&good)).await;
+    assert!(c.log().contains("gRPC over TLS"), "{}", c.log());
+
+    let mut secure = Agent::start(
+        &d.join("secure"),
+        &tls_agent("secure", &good.ca),
+        c.mqtt,
+        c.grpc,
+    );
+    crate::assert_once_in_order(&c.wait_samples("secure", 5, PATIENCE).await);
+
+    // Plain text against the TLS listener.
+    let mut o = AgentOpts::new("plain", Transport::Grpc);
+    o.interval_ms = 100;
+    let mut plain = Agent::start(&d.join("plain"), &o, c.mqtt, c.grpc);
+    wait_for("the plain-text agent's error", PATIENCE, || async {
+        plain
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("the collector may require TLS"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(c.get_status("/api/v1/agents/plain").await.0, 404);
+
+    // A collector whose certificate expired.
+    let old = pki(&d.join("pki-expired"), true);
+    let c2 = Collector::start(&d.join("collector2"), tls_collector_opts(&old)).await;
+    let mut late = Agent::start(
+        &d.join("late"),
+        &tls_agent("late", &old.ca),
+        c2.mqtt,
+        c2.grpc,
+    );
+    let line = wait_for("the expired certificate's error", PATIENCE, || async {
+        late.log()
+            .lines()
+            .find(|l| l.to_lowercase().contains("expired"))
+            .map(String::from)
+    })
+    .await;
+    assert!(
+        line.contains("certificate expired") && line.contains("gRPC"),
+        "{line}"
+    );
+    assert_eq!(c2.get_status("/api/v1/agents/late").await.0, 404);
+
+    let stops = tokio::join!(secure.stop(), plain.stop(), late.stop());
+    for s in [stops.0, stops.1, stops.2] {
+        assert!(s.success(), "{s:?}");
+    }
+}
