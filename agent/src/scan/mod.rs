@@ -357,21 +357,33 @@ pub fn scan(
     .map_err(ScanError::Threads)?;
     let walk_ms = t0.elapsed().as_millis() as u64;
     counters.phase.store(1, Relaxed);
-    // Loaded after the walk: the two biggest things in memory never meet.
-    let t_load = Instant::now();
-    let (cache, old) = match &cfg.index_dir {
-        Some(dir) => index::load_cache(dir).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
-            (index::Cache::new(), None)
-        }),
-        None => (index::Cache::new(), None),
-    };
-    let load_ms = t_load.elapsed().as_millis() as u64;
-
     let t1 = Instant::now();
+    // The old index is read after the walk, as a stream, and its hashes go
+    // straight to the files they belong to: it is never whole in memory.
+    let mut old: Option<Index> = None;
+    let mut load = Duration::ZERO;
+    let mut prior = |each: &mut dyn FnMut(&index::EntryRef<'_>)| -> bool {
+        let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) else {
+            return true;
+        };
+        let t = Instant::now();
+        let read = index::read(dir, |e| each(&e));
+        load = t.elapsed();
+        match read {
+            Ok(header) => {
+                old = header;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
+                false
+            }
+        }
+    };
     let skip = AtomicBool::new(cfg.walk_only);
     // Slow (background) scans save what they hashed between stages, at
-    // most once a minute, so a crash or a reboot loses little.
+    // most once a minute, so a crash or a reboot loses little. (Not complete:
+    // the old index's header does not matter.)
     let mut last_save = Instant::now();
     let mut checkpoint = |d: &group::Dedup| {
         let Some(dir) = cfg.index_dir.as_ref() else {
@@ -384,14 +396,14 @@ pub fn scan(
             return;
         }
         let cats = report::file_cats(&walked, d, &rules, now_ns);
-        if let Err(e) = save_index(dir, &roots, old.as_ref(), &walked, d, &cats, false) {
+        if let Err(e) = save_index(dir, &roots, None, false, &walked, d, &cats, false) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
         last_save = Instant::now();
     };
     let dedup = group::find_duplicates(
         &walked,
-        cache,
+        &mut prior,
         &group::DedupOptions {
             threads,
             budget: budget.as_ref(),
@@ -404,7 +416,8 @@ pub fn scan(
         &mut checkpoint,
     )
     .map_err(ScanError::Threads)?;
-    let hash_ms = t1.elapsed().as_millis() as u64;
+    let load_ms = load.as_millis() as u64;
+    let hash_ms = t1.elapsed().saturating_sub(load).as_millis() as u64;
     counters.phase.store(2, Relaxed);
     poll();
     let cats = report::file_cats(&walked, &dedup, &rules, now_ns);
@@ -435,8 +448,17 @@ pub fn scan(
     let t2 = Instant::now();
     if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
         // Nothing hashed: maybe nothing changed, and then nothing is written.
-        let old = old.as_ref().filter(|_| r.hashed_files == 0);
-        match save_index(dir, &roots, old, &walked, &dedup, &cats, r.complete) {
+        let same = r.hashed_files == 0;
+        match save_index(
+            dir,
+            &roots,
+            old.as_ref(),
+            same,
+            &walked,
+            &dedup,
+            &cats,
+            r.complete,
+        ) {
             Ok(written) => r.index_rewritten = written,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot save the storage index");
@@ -471,13 +493,16 @@ pub fn scan_summary(cfg: &ScanConfig, cancel: &AtomicBool) -> Result<StorageSumm
 
 /// Writes the new index: this scan's entries, then the old entries this
 /// scan did not cover (outside its roots, or not reached when cancelled).
-/// Returns false when the index already held exactly this (its digest
-/// matched) and was left alone.
+/// `old` is the old index's header (needed whenever `complete`: it says
+/// which roots the old entries may lie under). Returns false when `same`
+/// (nothing was hashed) and the index already held exactly this (its
+/// digest matched) and was left alone.
 #[allow(clippy::too_many_arguments)]
 fn save_index(
     dir: &Path,
     roots: &[PathBuf],
     old: Option<&Index>,
+    same: bool,
     w: &walk::Walked,
     d: &group::Dedup,
     cats: &[rules::Cats],
@@ -489,7 +514,7 @@ fn save_index(
             .all(|or| roots.iter().any(|r| or.starts_with(r)))
     });
     if complete && covered {
-        if let Some(o) = old.filter(|o| o.complete) {
+        if let Some(o) = old.filter(|o| o.complete && same) {
             let mut dry = index::Writer::dry(dir, complete, roots)?;
             add_entries(&mut dry, w, d, cats)?;
             if dry.digest()? == o.digest {
@@ -500,8 +525,6 @@ fn save_index(
         add_entries(&mut out, w, d, cats)?;
         return out.finish().map(|_| true);
     }
-    let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, roots)?;
-    add_entries(&mut out, w, d, cats)?;
     let seen: std::collections::HashSet<(u64, u64)> = if complete {
         Default::default()
     } else {
@@ -517,13 +540,27 @@ fn save_index(
             keep.push(index::OwnedEntry::new(&e));
         }
     });
+    // The header lists the old roots this scan does not cover too: the
+    // entries carried over lie under them, and the next scan must know it
+    // to carry them over again.
+    let mut all_roots = roots.to_vec();
     match read {
-        Ok(_) => {
-            for e in &keep {
-                out.add(&e.as_ref())?;
-            }
+        Ok(header) => all_roots.extend(
+            header
+                .iter()
+                .flat_map(|h| &h.roots)
+                .filter(|or| !roots.iter().any(|r| or.starts_with(r)))
+                .cloned(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "old storage index unreadable; not carried over");
+            keep.clear();
         }
-        Err(e) => tracing::warn!(error = %e, "old storage index unreadable; not carried over"),
+    }
+    let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, &all_roots)?;
+    add_entries(&mut out, w, d, cats)?;
+    for e in &keep {
+        out.add(&e.as_ref())?;
     }
     out.finish().map(|_| true)
 }
