@@ -40,6 +40,12 @@ impl Slot {
     }
 }
 
+/// Candidates of the same size, and so far of the same hashes.
+struct Group {
+    size: u64,
+    slots: Vec<u32>,
+}
+
 pub(crate) struct DedupOptions<'a> {
     pub threads: usize,
     pub budget: Option<&'a super::pace::Budget>,
@@ -102,14 +108,21 @@ pub(crate) fn find_duplicates(
             ..Dedup::default()
         },
     };
+    let t = std::time::Instant::now();
     let (groups, large) = ctx.candidates();
+    tracing::debug!(
+        groups = groups.len(),
+        slots = ctx.d.slots.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "scan: size groups"
+    );
     ctx.reuse(prior);
     let groups = ctx.stage(Stage::Prefix, groups, poll)?;
     checkpoint(&ctx.d);
     let groups = ctx.stage(Stage::Suffix, groups, poll)?;
     checkpoint(&ctx.d);
     let groups = ctx.stage(Stage::Full, groups, poll)?;
-    ctx.d.groups = groups;
+    ctx.d.groups = groups.into_iter().map(|g| g.slots).collect();
     ctx.full_hash_large(large, poll)?;
     ctx.d.partial = cancel.load(Relaxed);
     Ok(ctx.d)
@@ -120,7 +133,7 @@ impl Ctx<'_> {
     /// already), and the large files that need a full hash anyway; each
     /// gets a slot, in walk order (the index's order: a rescan fills them
     /// front to back).
-    fn candidates(&mut self) -> (Vec<Vec<u32>>, Vec<u32>) {
+    fn candidates(&mut self) -> (Vec<Group>, Vec<u32>) {
         const WANTED: u32 = NO_SLOT - 1;
         let files = &self.w.files;
         let slot_of = &mut self.d.slot_of;
@@ -158,7 +171,10 @@ impl Ctx<'_> {
         let groups = order
             .chunk_by(|a, b| a.0 == b.0)
             .filter(|r| r.len() > 1)
-            .map(|run| run.iter().map(|&(_, f)| slot_of[f as usize]).collect())
+            .map(|run| Group {
+                size: run[0].0,
+                slots: run.iter().map(|&(_, f)| slot_of[f as usize]).collect(),
+            })
             .collect();
         let large = match large_min {
             Some(min) => (0..files.len())
@@ -228,17 +244,15 @@ impl Ctx<'_> {
     fn stage(
         &mut self,
         stage: Stage,
-        groups: Vec<Vec<u32>>,
+        groups: Vec<Group>,
         poll: &mut dyn FnMut(),
-    ) -> io::Result<Vec<Vec<u32>>> {
+    ) -> io::Result<Vec<Group>> {
         let applies = |size: u64| stage == Stage::Prefix || size > BLOCK;
         let mut jobs = Vec::new();
-        for g in &groups {
-            if !applies(self.size(g[0])) {
-                continue;
-            }
+        for g in groups.iter().filter(|g| applies(g.size)) {
             jobs.extend(
-                g.iter()
+                g.slots
+                    .iter()
                     .copied()
                     .filter(|&s| self.d.slots[s as usize].get(stage).is_none()),
             );
@@ -253,19 +267,29 @@ impl Ctx<'_> {
             "scan stage"
         );
         let mut out = Vec::with_capacity(groups.len());
+        let slots = &self.d.slots;
+        let hash = |s: u32| slots[s as usize].get(stage);
         for mut g in groups {
-            if !applies(self.size(g[0])) {
+            if !applies(g.size) {
                 out.push(g);
                 continue;
             }
-            let slots = &self.d.slots;
-            g.retain(|&s| slots[s as usize].get(stage).is_some());
-            g.sort_unstable_by_key(|&s| (slots[s as usize].get(stage), slots[s as usize].file));
-            for run in
-                g.chunk_by(|&a, &b| slots[a as usize].get(stage) == slots[b as usize].get(stage))
-            {
+            g.slots.retain(|&s| hash(s).is_some());
+            let first = g.slots.first().map(|&s| hash(s));
+            if g.slots.len() > 1 && g.slots.iter().all(|&s| Some(hash(s)) == first) {
+                // Still one group (true copies, the common case): as it
+                // is, still in walk order.
+                out.push(g);
+                continue;
+            }
+            // Slots are in walk order: the slot index orders ties.
+            g.slots.sort_unstable_by_key(|&s| (hash(s), s));
+            for run in g.slots.chunk_by(|&a, &b| hash(a) == hash(b)) {
                 if run.len() > 1 {
-                    out.push(run.to_vec());
+                    out.push(Group {
+                        size: g.size,
+                        slots: run.to_vec(),
+                    });
                 }
             }
         }

@@ -420,6 +420,7 @@ pub fn scan(
     let hash_ms = t1.elapsed().saturating_sub(load).as_millis() as u64;
     counters.phase.store(2, Relaxed);
     poll();
+    let t_report = Instant::now();
     let cats = report::file_cats(&walked, &dedup, &rules, now_ns);
     let mut r = ScanReport {
         started_at_ms: ms(started),
@@ -445,6 +446,10 @@ pub fn scan(
         .take(walk::MAX_ISSUES)
         .cloned()
         .collect();
+    tracing::debug!(
+        ms = t_report.elapsed().as_millis() as u64,
+        "scan: categories and report"
+    );
     let t2 = Instant::now();
     if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
         // Nothing hashed: maybe nothing changed, and then nothing is written.

@@ -161,6 +161,13 @@ impl Tops {
                 .collect();
         }
         let h = &mut self.0[cat.index()];
+        // Most files are not among the largest: no push and pop for them.
+        if h.len() >= k
+            && h.peek()
+                .is_some_and(|Reverse(min)| *min >= (size, kind, idx))
+        {
+            return;
+        }
         h.push(Reverse((size, kind, idx)));
         if h.len() > k {
             h.pop();

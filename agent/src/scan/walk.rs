@@ -225,7 +225,15 @@ pub(crate) fn walk(
         poll,
     )?;
     let n_dirs = shared.next_id.load(Relaxed) as usize;
-    Ok(merge(seed, locals, n_dirs, opts.follow_symlinks))
+    let t = std::time::Instant::now();
+    let walked = merge(seed, locals, n_dirs, opts.follow_symlinks);
+    tracing::debug!(
+        dirs = n_dirs,
+        files = walked.files.len(),
+        merge_ms = t.elapsed().as_millis() as u64,
+        "scan: walk merged"
+    );
+    Ok(walked)
 }
 
 fn seed_root(shared: &Shared<'_>, root: &Path, local: &mut Local) {
@@ -466,6 +474,36 @@ fn symlink(
     }
 }
 
+/// `Path`'s order (component by component) computed on the bytes, several
+/// times faster: a separator sorts before any other byte. The same for the
+/// walk's paths (joined names: no `//`, no `.` components).
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    let i = shared_prefix(a, b);
+    let key = |p: &[u8]| p.get(i).map(|&c| if c == b'/' { 0 } else { c });
+    key(a).cmp(&key(b))
+}
+
+/// How many leading bytes `a` and `b` share, 16 at a time (paths sorted
+/// or written one after the other share their folders', often 50 bytes).
+pub(crate) fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let wide = |c: &[u8]| u128::from_ne_bytes(c.try_into().unwrap_or([0; 16]));
+    let same = a
+        .chunks_exact(16)
+        .zip(b.chunks_exact(16))
+        .take_while(|(x, y)| wide(x) == wide(y))
+        .count()
+        * 16;
+    same + a[same..]
+        .iter()
+        .zip(&b[same..])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 /// Puts the workers' finds together in a deterministic order (directories
 /// by path, files by directory then name) and keeps one name per inode.
 fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked {
@@ -488,7 +526,7 @@ fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked
     }
     // Directories sorted by path; ids remapped.
     let mut order: Vec<u32> = (0..n_dirs as u32).collect();
-    order.sort_unstable_by(|&a, &b| dirs_by_id[a as usize].cmp(&dirs_by_id[b as usize]));
+    order.sort_unstable_by(|&a, &b| path_order(&dirs_by_id[a as usize], &dirs_by_id[b as usize]));
     let mut remap = vec![0u32; n_dirs];
     for (new_id, &old) in order.iter().enumerate() {
         remap[old as usize] = new_id as u32;
@@ -521,4 +559,48 @@ fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked
         .retain(|f| !(f.multi_link || follow) || seen.insert((f.dev, f.ino)));
     out.stats.hard_link_names += (before - out.files.len()) as u64;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn path_order_is_paths_order() {
+        let names = [
+            "a", "a-b", "a b", "a.b", "ab", "b", "é", "a/b", "a-b/c", "\u{1}",
+        ];
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for x in names {
+            for y in names {
+                paths.push(PathBuf::from("/r").join(x).join(y));
+            }
+            paths.push(PathBuf::from("/r").join(x));
+        }
+        paths.push(PathBuf::from("/r"));
+        paths.push(PathBuf::from("/r-s/t"));
+        let mut by_path = paths.clone();
+        by_path.sort();
+        paths.sort_by(|a, b| super::path_order(a, b));
+        assert_eq!(paths, by_path);
+    }
+
+    #[test]
+    fn shared_prefix() {
+        let long = b"/home/agent/Documents/Projets/2024/rapport-final.pdf";
+        for (a, b) in [
+            (
+                &long[..],
+                &b"/home/agent/Documents/Projets/2024/rapport-final.odt"[..],
+            ),
+            (long, b"/home/agent/Documents/Projets/2023"),
+            (long, long),
+            (long, b""),
+            (b"/a", b"/b"),
+        ] {
+            let slow = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            assert_eq!(super::shared_prefix(a, b), slow, "{a:?} {b:?}");
+            assert_eq!(super::shared_prefix(b, a), slow);
+        }
+    }
 }

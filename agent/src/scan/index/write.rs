@@ -4,6 +4,7 @@
 
 use super::{EntryRef, FILE_NAME, IndexError, MAGIC, io_err, put, zigzag};
 use crate::scan::hash::{self, Hash};
+use crate::scan::walk::shared_prefix;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -109,12 +110,7 @@ impl Writer {
     }
 
     pub fn add(&mut self, e: &EntryRef<'_>) -> Result<(), IndexError> {
-        let shared = self
-            .prev
-            .iter()
-            .zip(e.path)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared = shared_prefix(&self.prev, e.path);
         let b = &mut self.pending;
         b.push(1);
         put(b, shared as u64);
