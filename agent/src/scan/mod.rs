@@ -29,6 +29,7 @@ pub mod index;
 mod pace;
 mod report;
 pub mod rules;
+mod save;
 mod walk;
 
 #[cfg(test)]
@@ -44,7 +45,6 @@ use crate::config::StorageConfig;
 use serde::Serialize;
 use sobre_proto::v1::StorageSummary;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -396,7 +396,7 @@ pub fn scan(
             return;
         }
         let cats = report::file_cats(&walked, d, &rules, now_ns);
-        if let Err(e) = save_index(dir, &roots, None, false, &walked, d, &cats, false) {
+        if let Err(e) = save::save_index(dir, &roots, None, false, &walked, d, &cats, false) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
         last_save = Instant::now();
@@ -454,7 +454,7 @@ pub fn scan(
     if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
         // Nothing hashed: maybe nothing changed, and then nothing is written.
         let same = r.hashed_files == 0;
-        match save_index(
+        match save::save_index(
             dir,
             &roots,
             old.as_ref(),
@@ -494,133 +494,4 @@ pub fn scan(
 /// calls on its schedule (from a blocking thread).
 pub fn scan_summary(cfg: &ScanConfig, cancel: &AtomicBool) -> Result<StorageSummary, ScanError> {
     Ok(scan(cfg, &|_| {}, cancel)?.summary(cfg))
-}
-
-/// Writes the new index: this scan's entries, then the old entries this
-/// scan did not cover (outside its roots, or not reached when cancelled).
-/// `old` is the old index's header (needed whenever `complete`: it says
-/// which roots the old entries may lie under). Returns false when `same`
-/// (nothing was hashed) and the index already held exactly this (its
-/// digest matched) and was left alone.
-#[allow(clippy::too_many_arguments)]
-fn save_index(
-    dir: &Path,
-    roots: &[PathBuf],
-    old: Option<&Index>,
-    same: bool,
-    w: &walk::Walked,
-    d: &group::Dedup,
-    cats: &[rules::Cats],
-    complete: bool,
-) -> Result<bool, IndexError> {
-    let covered = old.is_none_or(|o| {
-        o.roots
-            .iter()
-            .all(|or| roots.iter().any(|r| or.starts_with(r)))
-    });
-    if complete && covered {
-        if let Some(o) = old.filter(|o| o.complete && same) {
-            let mut dry = index::Writer::dry(dir, complete, roots)?;
-            add_entries(&mut dry, w, d, cats)?;
-            if dry.digest()? == o.digest {
-                return Ok(false);
-            }
-        }
-        let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, roots)?;
-        add_entries(&mut out, w, d, cats)?;
-        return out.finish().map(|_| true);
-    }
-    let seen: std::collections::HashSet<(u64, u64)> = if complete {
-        Default::default()
-    } else {
-        w.files.iter().map(|f| (f.dev, f.ino)).collect()
-    };
-    // Carried over only if the old index reads whole: a damaged one could
-    // hand on wrong hashes under a fresh checksum.
-    let mut keep = Vec::new();
-    let read = index::read(dir, |e| {
-        let p = Path::new(std::ffi::OsStr::from_bytes(e.path));
-        let covered = roots.iter().any(|r| p.starts_with(r));
-        if !covered || (!complete && e.kind == EntryKind::File && !seen.contains(&(e.dev, e.ino))) {
-            keep.push(index::OwnedEntry::new(&e));
-        }
-    });
-    // The header lists the old roots this scan does not cover too: the
-    // entries carried over lie under them, and the next scan must know it
-    // to carry them over again.
-    let mut all_roots = roots.to_vec();
-    match read {
-        Ok(header) => all_roots.extend(
-            header
-                .iter()
-                .flat_map(|h| &h.roots)
-                .filter(|or| !roots.iter().any(|r| or.starts_with(r)))
-                .cloned(),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "old storage index unreadable; not carried over");
-            keep.clear();
-        }
-    }
-    let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, &all_roots)?;
-    add_entries(&mut out, w, d, cats)?;
-    for e in &keep {
-        out.add(&e.as_ref())?;
-    }
-    out.finish().map(|_| true)
-}
-
-/// This scan's files, empty folders and broken links, in walk order.
-fn add_entries(
-    out: &mut index::Writer,
-    w: &walk::Walked,
-    d: &group::Dedup,
-    cats: &[rules::Cats],
-) -> Result<(), IndexError> {
-    let mut path: Vec<u8> = Vec::with_capacity(4096);
-    for (i, f) in w.files.iter().enumerate() {
-        path.clear();
-        path.extend_from_slice(w.dirs[f.dir as usize].as_os_str().as_bytes());
-        path.push(b'/');
-        path.extend_from_slice(f.name.as_bytes());
-        let s = d.slot_of[i];
-        let slot = (s != group::NO_SLOT).then(|| &d.slots[s as usize]);
-        out.add(&index::EntryRef {
-            path: &path,
-            kind: EntryKind::File,
-            cats: cats[i],
-            dev: f.dev,
-            ino: f.ino,
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            prefix: slot.and_then(|s| s.prefix),
-            suffix: slot.and_then(|s| s.suffix),
-            full: slot.and_then(|s| s.full),
-        })?;
-    }
-    for (kind, list, cat) in [
-        (EntryKind::EmptyDir, &w.empty_dirs, Category::EmptyDirs),
-        (
-            EntryKind::BrokenLink,
-            &w.broken_links,
-            Category::BrokenLinks,
-        ),
-    ] {
-        for o in list {
-            let p = w.other_path(o);
-            out.add(&index::EntryRef {
-                path: p.as_os_str().as_bytes(),
-                kind,
-                cats: cat.bit(),
-                dev: o.dev,
-                ino: o.ino,
-                size: 0,
-                mtime_ns: o.mtime_ns,
-                prefix: None,
-                suffix: None,
-                full: None,
-            })?;
-        }
-    }
-    Ok(())
 }
