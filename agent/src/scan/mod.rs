@@ -421,57 +421,78 @@ pub fn scan(
     counters.phase.store(2, Relaxed);
     poll();
     let t_report = Instant::now();
+    let complete = !cancel.load(Relaxed) && !dedup.partial;
+    let hashed_files = counters.hashed_files.load(Relaxed);
     let cats = report::file_cats(&walked, &dedup, &rules, now_ns);
-    let mut r = ScanReport {
-        started_at_ms: ms(started),
-        roots: roots.clone(),
-        complete: !cancel.load(Relaxed) && !dedup.partial,
-        walk: walked.stats,
-        hash_vanished: dedup.vanished,
-        hash_unreadable: dedup.unreadable,
-        hash_changed: dedup.changed,
-        hashed_files: counters.hashed_files.load(Relaxed),
-        hashed_bytes: counters.hashed_bytes.load(Relaxed),
-        reused_hashes: dedup.reused,
-        load_ms,
-        walk_ms,
-        hash_ms,
-        ..ScanReport::default()
+    let build = || {
+        let mut r = ScanReport {
+            started_at_ms: ms(started),
+            roots: roots.clone(),
+            complete,
+            walk: walked.stats,
+            hash_vanished: dedup.vanished,
+            hash_unreadable: dedup.unreadable,
+            hash_changed: dedup.changed,
+            hashed_files,
+            hashed_bytes: counters.hashed_bytes.load(Relaxed),
+            reused_hashes: dedup.reused,
+            load_ms,
+            walk_ms,
+            hash_ms,
+            ..ScanReport::default()
+        };
+        report::fill(&mut r, &walked, &dedup, &cats, cfg, now_ns);
+        r.issues = walked
+            .issues
+            .iter()
+            .chain(&dedup.issues)
+            .take(walk::MAX_ISSUES)
+            .cloned()
+            .collect();
+        tracing::debug!(
+            ms = t_report.elapsed().as_millis() as u64,
+            "scan: categories and report"
+        );
+        r
     };
-    report::fill(&mut r, &walked, &dedup, &cats, cfg, now_ns);
-    r.issues = walked
-        .issues
-        .iter()
-        .chain(&dedup.issues)
-        .take(walk::MAX_ISSUES)
-        .cloned()
-        .collect();
-    tracing::debug!(
-        ms = t_report.elapsed().as_millis() as u64,
-        "scan: categories and report"
-    );
-    let t2 = Instant::now();
-    if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
+    let save = || {
+        let t = Instant::now();
+        let dir = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only);
         // Nothing hashed: maybe nothing changed, and then nothing is written.
-        let same = r.hashed_files == 0;
-        match save::save_index(
-            dir,
-            &roots,
-            old.as_ref(),
-            same,
-            &walked,
-            &dedup,
-            &cats,
-            r.complete,
-        ) {
-            Ok(written) => r.index_rewritten = written,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot save the storage index");
-                r.index_error = Some(e.to_string());
-            }
+        let saved = dir.map(|dir| {
+            let same = hashed_files == 0;
+            let old = old.as_ref();
+            save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, complete)
+        });
+        (saved, t.elapsed().as_millis() as u64)
+    };
+    // At full speed the report and the index (or the check that it is
+    // unchanged) are made side by side: the walkers are done, a core is
+    // free. Background scans keep to one thread.
+    let (mut r, (saved, index_ms)) = if cfg.cpu_budget.is_none() {
+        std::thread::scope(|s| {
+            let saving = std::thread::Builder::new()
+                .name("sobre-scan-save".into())
+                .spawn_scoped(s, save);
+            let r = build();
+            let saved = match saving {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => save(),
+            };
+            (r, saved)
+        })
+    } else {
+        (build(), save())
+    };
+    match saved {
+        Some(Ok(written)) => r.index_rewritten = written,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot save the storage index");
+            r.index_error = Some(e.to_string());
         }
+        None => {}
     }
-    r.index_ms = t2.elapsed().as_millis() as u64;
+    r.index_ms = index_ms;
     r.paced_ms = budget.as_ref().map_or(0, |b| b.slept().as_millis() as u64);
     r.finished_at_ms = ms(SystemTime::now());
     tracing::info!(

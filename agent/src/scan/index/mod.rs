@@ -336,7 +336,9 @@ mod tests {
         for v in [0, 1, 127, 128, 300, u64::MAX] {
             let mut b = Vec::new();
             put(&mut b, v);
-            assert_eq!(read::varint(&b), Some(v));
+            assert_eq!(read::varint(&b), Some(v), "the last bytes of a piece");
+            b.extend_from_slice(&[0x80; 10]);
+            assert_eq!(read::varint(&b), Some(v), "the bytes in hand");
         }
         for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
             assert_eq!(unzigzag(zigzag(v)), v);

@@ -73,6 +73,19 @@ impl Body {
     }
 
     fn get(&mut self) -> Result<u64, Fail> {
+        // Ten bytes in hand (all but the last few of each piece): no
+        // refill check per byte.
+        if let Some(b) = self.buf.get(self.pos..self.pos + 10) {
+            let mut v = 0u64;
+            for (i, &b) in b.iter().enumerate() {
+                v |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    self.pos += i + 1;
+                    return Ok(v);
+                }
+            }
+            return Err(Fail::Short);
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
