@@ -1,11 +1,14 @@
 //! Duplicate finding in stages, each one narrowing the candidates before
 //! the next reads more: size → (hard links already dropped by the walk) →
 //! prefix hash → suffix hash → full hash. Hashes the index still holds for
-//! an unchanged file (same dev, inode, size, mtime) are reused, not read.
+//! an unchanged file (same dev, inode, size, mtime) are reused, not read:
+//! they go straight from the streamed index into the slots, with no cache
+//! of the whole index in memory.
 
 use super::hash::{self, BLOCK, Hash, HashFail, Stage};
-use super::index::Cache;
+use super::index::{EntryKind, EntryRef};
 use super::pace::Pacer;
+use super::walk::FileRec;
 use super::walk::Walked;
 use super::{Counters, Issue, IssueKind, run_workers};
 use std::collections::BTreeMap;
@@ -37,6 +40,12 @@ impl Slot {
     }
 }
 
+/// Candidates of the same size, and so far of the same hashes.
+struct Group {
+    size: u64,
+    slots: Vec<u32>,
+}
+
 pub(crate) struct DedupOptions<'a> {
     pub threads: usize,
     pub budget: Option<&'a super::pace::Budget>,
@@ -64,22 +73,25 @@ pub(crate) struct Dedup {
     pub changed: u64,
 }
 
+/// Where a rescan finds the last scan's hashes: calls `each` with every
+/// entry of the old index, in its order; false when the index could not be
+/// read whole (what it handed out is then forgotten).
+pub(crate) type Prior<'a> = dyn FnMut(&mut dyn FnMut(&EntryRef<'_>)) -> bool + 'a;
+
 struct Ctx<'a> {
     w: &'a Walked,
-    /// Each file's position in the cache, or `u32::MAX`.
-    cached: Vec<u32>,
     opts: &'a DedupOptions<'a>,
     counters: &'a Counters,
     cancel: &'a AtomicBool,
     d: Dedup,
 }
 
-/// Runs every stage over the walk's files. The cache is dropped as soon
-/// as every candidate has its slot (it is the largest thing in memory on a
-/// rescan).
+/// Runs every stage over the walk's files, after taking from `prior` the
+/// hashes of files unchanged since the last scan (same dev, inode, size
+/// and mtime).
 pub(crate) fn find_duplicates(
     w: &Walked,
-    cache: Cache,
+    prior: &mut Prior<'_>,
     opts: &DedupOptions<'_>,
     counters: &Counters,
     cancel: &AtomicBool,
@@ -88,7 +100,6 @@ pub(crate) fn find_duplicates(
 ) -> io::Result<Dedup> {
     let mut ctx = Ctx {
         w,
-        cached: cache.positions(w.files.iter().map(|f| (f.dev, f.ino))),
         opts,
         counters,
         cancel,
@@ -97,53 +108,35 @@ pub(crate) fn find_duplicates(
             ..Dedup::default()
         },
     };
-    let groups = ctx.size_groups(&cache);
-    let large = opts
-        .full_hash_min
-        .map(|min| ctx.large_slots(min, &cache))
-        .unwrap_or_default();
-    drop(cache);
-    ctx.cached = Vec::new();
+    let t = std::time::Instant::now();
+    let (groups, large) = ctx.candidates();
+    tracing::debug!(
+        groups = groups.len(),
+        slots = ctx.d.slots.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "scan: size groups"
+    );
+    ctx.reuse(prior);
     let groups = ctx.stage(Stage::Prefix, groups, poll)?;
     checkpoint(&ctx.d);
     let groups = ctx.stage(Stage::Suffix, groups, poll)?;
     checkpoint(&ctx.d);
     let groups = ctx.stage(Stage::Full, groups, poll)?;
-    ctx.d.groups = groups;
+    ctx.d.groups = groups.into_iter().map(|g| g.slots).collect();
     ctx.full_hash_large(large, poll)?;
     ctx.d.partial = cancel.load(Relaxed);
     Ok(ctx.d)
 }
 
 impl Ctx<'_> {
-    fn slot_for(&mut self, file: u32, cache: &Cache) -> u32 {
-        let cur = self.d.slot_of[file as usize];
-        if cur != NO_SLOT {
-            return cur;
-        }
-        let f = &self.w.files[file as usize];
-        let mut slot = Slot {
-            file,
-            ..Slot::default()
-        };
-        if let Some(c) = cache.at(self.cached[file as usize])
-            && c.size == f.size
-            && c.mtime_ns == f.mtime_ns
-        {
-            (slot.prefix, slot.suffix, slot.full) = (c.prefix, c.suffix, c.full);
-            if c.prefix.is_some() || c.full.is_some() {
-                self.d.reused += 1;
-            }
-        }
-        let id = self.d.slots.len() as u32;
-        self.d.slots.push(slot);
-        self.d.slot_of[file as usize] = id;
-        id
-    }
-
-    /// Stage 1: files of the same non-zero size (one per inode already).
-    fn size_groups(&mut self, cache: &Cache) -> Vec<Vec<u32>> {
+    /// Stage 1: groups of files of the same non-zero size (one per inode
+    /// already), and the large files that need a full hash anyway; each
+    /// gets a slot, in walk order (the index's order: a rescan fills them
+    /// front to back).
+    fn candidates(&mut self) -> (Vec<Group>, Vec<u32>) {
+        const WANTED: u32 = NO_SLOT - 1;
         let files = &self.w.files;
+        let slot_of = &mut self.d.slot_of;
         // (size, file) pairs sort in place, without chasing each file.
         let mut order: Vec<(u64, u32)> = files
             .iter()
@@ -152,13 +145,93 @@ impl Ctx<'_> {
             .map(|(i, f)| (f.size, i as u32))
             .collect();
         order.sort_unstable();
-        let mut groups = Vec::new();
-        for run in order.chunk_by(|a, b| a.0 == b.0) {
-            if run.len() > 1 {
-                groups.push(run.iter().map(|&(_, f)| self.slot_for(f, cache)).collect());
+        for run in order.chunk_by(|a, b| a.0 == b.0).filter(|r| r.len() > 1) {
+            for &(_, f) in run {
+                slot_of[f as usize] = WANTED;
             }
         }
-        groups
+        let large_min = self.opts.full_hash_min.map(|m| m.max(1));
+        if let Some(min) = large_min {
+            for (i, f) in files.iter().enumerate() {
+                if f.size >= min {
+                    slot_of[i] = WANTED;
+                }
+            }
+        }
+        let slots = &mut self.d.slots;
+        for (i, s) in slot_of.iter_mut().enumerate() {
+            if *s == WANTED {
+                *s = slots.len() as u32;
+                slots.push(Slot {
+                    file: i as u32,
+                    ..Slot::default()
+                });
+            }
+        }
+        let groups = order
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|r| r.len() > 1)
+            .map(|run| Group {
+                size: run[0].0,
+                slots: run.iter().map(|&(_, f)| slot_of[f as usize]).collect(),
+            })
+            .collect();
+        let large = match large_min {
+            Some(min) => (0..files.len())
+                .filter(|&i| files[i].size >= min)
+                .map(|i| slot_of[i])
+                .collect(),
+            None => Vec::new(),
+        };
+        (groups, large)
+    }
+
+    /// Takes the hashes of unchanged files from the last scan's index.
+    fn reuse(&mut self, prior: &mut Prior<'_>) {
+        let files = &self.w.files;
+        let Dedup {
+            slots,
+            slot_of,
+            reused,
+            ..
+        } = &mut self.d;
+        let mut find = Finder {
+            files,
+            next: 0,
+            sorted: None,
+        };
+        let whole = prior(&mut |e| {
+            if e.kind != EntryKind::File {
+                return;
+            }
+            let Some(i) = find.find(e.dev, e.ino) else {
+                return;
+            };
+            let (f, s) = (&files[i], slot_of[i]);
+            if s == NO_SLOT
+                || (e.prefix.is_none() && e.full.is_none())
+                || f.size != e.size
+                || f.mtime_ns != e.mtime_ns
+            {
+                return;
+            }
+            let slot = &mut slots[s as usize];
+            if slot.prefix.is_none() && slot.full.is_none() {
+                *reused += 1;
+            }
+            (slot.prefix, slot.suffix, slot.full) = (e.prefix, e.suffix, e.full);
+        });
+        if !whole {
+            for s in slots.iter_mut() {
+                (s.prefix, s.suffix, s.full) = (None, None, None);
+            }
+            *reused = 0;
+        }
+        tracing::debug!(
+            reused = *reused,
+            out_of_order = find.sorted.is_some(),
+            "scan: hashes taken from the index"
+        );
     }
 
     fn size(&self, slot: u32) -> u64 {
@@ -171,17 +244,15 @@ impl Ctx<'_> {
     fn stage(
         &mut self,
         stage: Stage,
-        groups: Vec<Vec<u32>>,
+        groups: Vec<Group>,
         poll: &mut dyn FnMut(),
-    ) -> io::Result<Vec<Vec<u32>>> {
+    ) -> io::Result<Vec<Group>> {
         let applies = |size: u64| stage == Stage::Prefix || size > BLOCK;
         let mut jobs = Vec::new();
-        for g in &groups {
-            if !applies(self.size(g[0])) {
-                continue;
-            }
+        for g in groups.iter().filter(|g| applies(g.size)) {
             jobs.extend(
-                g.iter()
+                g.slots
+                    .iter()
                     .copied()
                     .filter(|&s| self.d.slots[s as usize].get(stage).is_none()),
             );
@@ -196,31 +267,33 @@ impl Ctx<'_> {
             "scan stage"
         );
         let mut out = Vec::with_capacity(groups.len());
+        let slots = &self.d.slots;
+        let hash = |s: u32| slots[s as usize].get(stage);
         for mut g in groups {
-            if !applies(self.size(g[0])) {
+            if !applies(g.size) {
                 out.push(g);
                 continue;
             }
-            let slots = &self.d.slots;
-            g.retain(|&s| slots[s as usize].get(stage).is_some());
-            g.sort_unstable_by_key(|&s| (slots[s as usize].get(stage), slots[s as usize].file));
-            for run in
-                g.chunk_by(|&a, &b| slots[a as usize].get(stage) == slots[b as usize].get(stage))
-            {
+            g.slots.retain(|&s| hash(s).is_some());
+            let first = g.slots.first().map(|&s| hash(s));
+            if g.slots.len() > 1 && g.slots.iter().all(|&s| Some(hash(s)) == first) {
+                // Still one group (true copies, the common case): as it
+                // is, still in walk order.
+                out.push(g);
+                continue;
+            }
+            // Slots are in walk order: the slot index orders ties.
+            g.slots.sort_unstable_by_key(|&s| (hash(s), s));
+            for run in g.slots.chunk_by(|&a, &b| hash(a) == hash(b)) {
                 if run.len() > 1 {
-                    out.push(run.to_vec());
+                    out.push(Group {
+                        size: g.size,
+                        slots: run.to_vec(),
+                    });
                 }
             }
         }
         Ok(out)
-    }
-
-    /// Slots for the files of at least `min` bytes.
-    fn large_slots(&mut self, min: u64, cache: &Cache) -> Vec<u32> {
-        (0..self.w.files.len() as u32)
-            .filter(|&i| self.w.files[i as usize].size >= min.max(1))
-            .map(|f| self.slot_for(f, cache))
-            .collect()
     }
 
     /// Large files get a full hash whether or not they have a twin here:
@@ -334,6 +407,48 @@ impl Ctx<'_> {
             Stage::Suffix => slot.suffix = Some(h),
             Stage::Full => slot.full = Some(h),
         }
+    }
+}
+
+/// Finds the walk's file of an index entry: the index lists files in walk
+/// order, so on a rescan the next entry is nearly always the next file, or
+/// one of the few after it (a file added); anything else (a file moved)
+/// is looked up by (dev, inode) in a table made on the first such miss.
+struct Finder<'a> {
+    files: &'a [FileRec],
+    next: usize,
+    sorted: Option<Vec<(u64, u64, u32)>>,
+}
+
+/// Files after the expected one tried before the table.
+const LOOK_AHEAD: usize = 4;
+
+impl Finder<'_> {
+    fn find(&mut self, dev: u64, ino: u64) -> Option<usize> {
+        let ahead = self.files.get(self.next..).unwrap_or_default();
+        if let Some(k) = ahead
+            .iter()
+            .take(LOOK_AHEAD + 1)
+            .position(|f| (f.dev, f.ino) == (dev, ino))
+        {
+            self.next += k + 1;
+            return Some(self.next - 1);
+        }
+        let files = self.files;
+        let sorted = self.sorted.get_or_insert_with(|| {
+            let mut v: Vec<(u64, u64, u32)> = files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.dev, f.ino, i as u32))
+                .collect();
+            v.sort_unstable();
+            v
+        });
+        let k = sorted
+            .binary_search_by(|&(d, i, _)| (d, i).cmp(&(dev, ino)))
+            .ok()?;
+        self.next = sorted[k].2 as usize + 1;
+        Some(self.next - 1)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod index;
 mod pace;
 mod report;
 pub mod rules;
+mod save;
 mod walk;
 
 #[cfg(test)]
@@ -44,7 +45,6 @@ use crate::config::StorageConfig;
 use serde::Serialize;
 use sobre_proto::v1::StorageSummary;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -357,21 +357,33 @@ pub fn scan(
     .map_err(ScanError::Threads)?;
     let walk_ms = t0.elapsed().as_millis() as u64;
     counters.phase.store(1, Relaxed);
-    // Loaded after the walk: the two biggest things in memory never meet.
-    let t_load = Instant::now();
-    let (cache, old) = match &cfg.index_dir {
-        Some(dir) => index::load_cache(dir).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
-            (index::Cache::new(), None)
-        }),
-        None => (index::Cache::new(), None),
-    };
-    let load_ms = t_load.elapsed().as_millis() as u64;
-
     let t1 = Instant::now();
+    // The old index is read after the walk, as a stream, and its hashes go
+    // straight to the files they belong to: it is never whole in memory.
+    let mut old: Option<Index> = None;
+    let mut load = Duration::ZERO;
+    let mut prior = |each: &mut dyn FnMut(&index::EntryRef<'_>)| -> bool {
+        let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) else {
+            return true;
+        };
+        let t = Instant::now();
+        let read = index::read(dir, |e| each(&e));
+        load = t.elapsed();
+        match read {
+            Ok(header) => {
+                old = header;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
+                false
+            }
+        }
+    };
     let skip = AtomicBool::new(cfg.walk_only);
     // Slow (background) scans save what they hashed between stages, at
-    // most once a minute, so a crash or a reboot loses little.
+    // most once a minute, so a crash or a reboot loses little. (Not complete:
+    // the old index's header does not matter.)
     let mut last_save = Instant::now();
     let mut checkpoint = |d: &group::Dedup| {
         let Some(dir) = cfg.index_dir.as_ref() else {
@@ -384,14 +396,14 @@ pub fn scan(
             return;
         }
         let cats = report::file_cats(&walked, d, &rules, now_ns);
-        if let Err(e) = save_index(dir, &roots, old.as_ref(), &walked, d, &cats, false) {
+        if let Err(e) = save::save_index(dir, &roots, None, false, &walked, d, &cats, false) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
         last_save = Instant::now();
     };
     let dedup = group::find_duplicates(
         &walked,
-        cache,
+        &mut prior,
         &group::DedupOptions {
             threads,
             budget: budget.as_ref(),
@@ -404,47 +416,83 @@ pub fn scan(
         &mut checkpoint,
     )
     .map_err(ScanError::Threads)?;
-    let hash_ms = t1.elapsed().as_millis() as u64;
+    let load_ms = load.as_millis() as u64;
+    let hash_ms = t1.elapsed().saturating_sub(load).as_millis() as u64;
     counters.phase.store(2, Relaxed);
     poll();
+    let t_report = Instant::now();
+    let complete = !cancel.load(Relaxed) && !dedup.partial;
+    let hashed_files = counters.hashed_files.load(Relaxed);
     let cats = report::file_cats(&walked, &dedup, &rules, now_ns);
-    let mut r = ScanReport {
-        started_at_ms: ms(started),
-        roots: roots.clone(),
-        complete: !cancel.load(Relaxed) && !dedup.partial,
-        walk: walked.stats,
-        hash_vanished: dedup.vanished,
-        hash_unreadable: dedup.unreadable,
-        hash_changed: dedup.changed,
-        hashed_files: counters.hashed_files.load(Relaxed),
-        hashed_bytes: counters.hashed_bytes.load(Relaxed),
-        reused_hashes: dedup.reused,
-        load_ms,
-        walk_ms,
-        hash_ms,
-        ..ScanReport::default()
+    let build = || {
+        let mut r = ScanReport {
+            started_at_ms: ms(started),
+            roots: roots.clone(),
+            complete,
+            walk: walked.stats,
+            hash_vanished: dedup.vanished,
+            hash_unreadable: dedup.unreadable,
+            hash_changed: dedup.changed,
+            hashed_files,
+            hashed_bytes: counters.hashed_bytes.load(Relaxed),
+            reused_hashes: dedup.reused,
+            load_ms,
+            walk_ms,
+            hash_ms,
+            ..ScanReport::default()
+        };
+        report::fill(&mut r, &walked, &dedup, &cats, cfg, now_ns);
+        r.issues = walked
+            .issues
+            .iter()
+            .chain(&dedup.issues)
+            .take(walk::MAX_ISSUES)
+            .cloned()
+            .collect();
+        tracing::debug!(
+            ms = t_report.elapsed().as_millis() as u64,
+            "scan: categories and report"
+        );
+        r
     };
-    report::fill(&mut r, &walked, &dedup, &cats, cfg, now_ns);
-    r.issues = walked
-        .issues
-        .iter()
-        .chain(&dedup.issues)
-        .take(walk::MAX_ISSUES)
-        .cloned()
-        .collect();
-    let t2 = Instant::now();
-    if let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) {
+    let save = || {
+        let t = Instant::now();
+        let dir = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only);
         // Nothing hashed: maybe nothing changed, and then nothing is written.
-        let old = old.as_ref().filter(|_| r.hashed_files == 0);
-        match save_index(dir, &roots, old, &walked, &dedup, &cats, r.complete) {
-            Ok(written) => r.index_rewritten = written,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot save the storage index");
-                r.index_error = Some(e.to_string());
-            }
+        let saved = dir.map(|dir| {
+            let same = hashed_files == 0;
+            let old = old.as_ref();
+            save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, complete)
+        });
+        (saved, t.elapsed().as_millis() as u64)
+    };
+    // At full speed the report and the index (or the check that it is
+    // unchanged) are made side by side: the walkers are done, a core is
+    // free. Background scans keep to one thread.
+    let (mut r, (saved, index_ms)) = if cfg.cpu_budget.is_none() {
+        std::thread::scope(|s| {
+            let saving = std::thread::Builder::new()
+                .name("sobre-scan-save".into())
+                .spawn_scoped(s, save);
+            let r = build();
+            let saved = match saving {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => save(),
+            };
+            (r, saved)
+        })
+    } else {
+        (build(), save())
+    };
+    match saved {
+        Some(Ok(written)) => r.index_rewritten = written,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot save the storage index");
+            r.index_error = Some(e.to_string());
         }
+        None => {}
     }
-    r.index_ms = t2.elapsed().as_millis() as u64;
+    r.index_ms = index_ms;
     r.paced_ms = budget.as_ref().map_or(0, |b| b.slept().as_millis() as u64);
     r.finished_at_ms = ms(SystemTime::now());
     tracing::info!(
@@ -467,118 +515,4 @@ pub fn scan(
 /// calls on its schedule (from a blocking thread).
 pub fn scan_summary(cfg: &ScanConfig, cancel: &AtomicBool) -> Result<StorageSummary, ScanError> {
     Ok(scan(cfg, &|_| {}, cancel)?.summary(cfg))
-}
-
-/// Writes the new index: this scan's entries, then the old entries this
-/// scan did not cover (outside its roots, or not reached when cancelled).
-/// Returns false when the index already held exactly this (its digest
-/// matched) and was left alone.
-#[allow(clippy::too_many_arguments)]
-fn save_index(
-    dir: &Path,
-    roots: &[PathBuf],
-    old: Option<&Index>,
-    w: &walk::Walked,
-    d: &group::Dedup,
-    cats: &[rules::Cats],
-    complete: bool,
-) -> Result<bool, IndexError> {
-    let covered = old.is_none_or(|o| {
-        o.roots
-            .iter()
-            .all(|or| roots.iter().any(|r| or.starts_with(r)))
-    });
-    if complete && covered {
-        if let Some(o) = old.filter(|o| o.complete) {
-            let mut dry = index::Writer::dry(dir, complete, roots)?;
-            add_entries(&mut dry, w, d, cats)?;
-            if dry.digest()? == o.digest {
-                return Ok(false);
-            }
-        }
-        let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, roots)?;
-        add_entries(&mut out, w, d, cats)?;
-        return out.finish().map(|_| true);
-    }
-    let mut out = index::Writer::create(dir, ms(SystemTime::now()), complete, roots)?;
-    add_entries(&mut out, w, d, cats)?;
-    let seen: std::collections::HashSet<(u64, u64)> = if complete {
-        Default::default()
-    } else {
-        w.files.iter().map(|f| (f.dev, f.ino)).collect()
-    };
-    // Carried over only if the old index reads whole: a damaged one could
-    // hand on wrong hashes under a fresh checksum.
-    let mut keep = Vec::new();
-    let read = index::read(dir, |e| {
-        let p = Path::new(std::ffi::OsStr::from_bytes(e.path));
-        let covered = roots.iter().any(|r| p.starts_with(r));
-        if !covered || (!complete && e.kind == EntryKind::File && !seen.contains(&(e.dev, e.ino))) {
-            keep.push(index::OwnedEntry::new(&e));
-        }
-    });
-    match read {
-        Ok(_) => {
-            for e in &keep {
-                out.add(&e.as_ref())?;
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "old storage index unreadable; not carried over"),
-    }
-    out.finish().map(|_| true)
-}
-
-/// This scan's files, empty folders and broken links, in walk order.
-fn add_entries(
-    out: &mut index::Writer,
-    w: &walk::Walked,
-    d: &group::Dedup,
-    cats: &[rules::Cats],
-) -> Result<(), IndexError> {
-    let mut path: Vec<u8> = Vec::with_capacity(4096);
-    for (i, f) in w.files.iter().enumerate() {
-        path.clear();
-        path.extend_from_slice(w.dirs[f.dir as usize].as_os_str().as_bytes());
-        path.push(b'/');
-        path.extend_from_slice(f.name.as_bytes());
-        let s = d.slot_of[i];
-        let slot = (s != group::NO_SLOT).then(|| &d.slots[s as usize]);
-        out.add(&index::EntryRef {
-            path: &path,
-            kind: EntryKind::File,
-            cats: cats[i],
-            dev: f.dev,
-            ino: f.ino,
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            prefix: slot.and_then(|s| s.prefix),
-            suffix: slot.and_then(|s| s.suffix),
-            full: slot.and_then(|s| s.full),
-        })?;
-    }
-    for (kind, list, cat) in [
-        (EntryKind::EmptyDir, &w.empty_dirs, Category::EmptyDirs),
-        (
-            EntryKind::BrokenLink,
-            &w.broken_links,
-            Category::BrokenLinks,
-        ),
-    ] {
-        for o in list {
-            let p = w.other_path(o);
-            out.add(&index::EntryRef {
-                path: p.as_os_str().as_bytes(),
-                kind,
-                cats: cat.bit(),
-                dev: o.dev,
-                ino: o.ino,
-                size: 0,
-                mtime_ns: o.mtime_ns,
-                prefix: None,
-                suffix: None,
-                full: None,
-            })?;
-        }
-    }
-    Ok(())
 }

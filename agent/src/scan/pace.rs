@@ -2,11 +2,12 @@
 //! them so the thread's CPU time stays within a share of one core.
 //!
 //! Why not `nice`/`ioprio_set`: both need `libc` calls, and the workspace
-//! denies `unsafe_code`. Run the agent's service with `Nice=19`,
-//! `CPUSchedulingPolicy=idle` and `IOSchedulingClass=idle` (systemd) for
-//! kernel-level priority; this pacer bounds what the scan uses even where
-//! the machine is otherwise idle, which priorities alone do not. I/O is
-//! paced with it: every read is followed by hashing, which is CPU.
+//! denies `unsafe_code`. The agent's systemd unit
+//! (`agent/packaging/sobre-agent.service`) sets `Nice=19`, `CPUWeight=20`
+//! and `IOSchedulingClass=idle` for kernel-level priority; this pacer
+//! bounds what the scan uses even where the machine is otherwise idle,
+//! which priorities alone do not. I/O is paced with it: every read is
+//! followed by hashing, which is CPU.
 //!
 //! The budget is one token bucket for the whole scan: tokens accrue at
 //! `budget` CPU-seconds per wall second, up to a small burst, and the

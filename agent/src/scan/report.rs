@@ -127,7 +127,7 @@ pub(crate) fn file_cats(w: &Walked, d: &Dedup, rules: &Rules, now_ns: i64) -> Ve
     let mut cats: Vec<Cats> = w
         .files
         .iter()
-        .map(|f| rules.file_cats(&f.name, f.dir_flags, f.size, f.mtime_ns, now_ns))
+        .map(|f| rules.file_cats(w.name(f), f.dir_flags, f.size, f.mtime_ns, now_ns))
         .collect();
     for g in &d.groups {
         let keep = kept(w, d, g);
@@ -161,6 +161,13 @@ impl Tops {
                 .collect();
         }
         let h = &mut self.0[cat.index()];
+        // Most files are not among the largest: no push and pop for them.
+        if h.len() >= k
+            && h.peek()
+                .is_some_and(|Reverse(min)| *min >= (size, kind, idx))
+        {
+            return;
+        }
         h.push(Reverse((size, kind, idx)));
         if h.len() > k {
             h.pop();

@@ -219,17 +219,53 @@ fn matches_any(globs: &[Glob], name: &OsStr) -> bool {
 /// A shell-like pattern on one file name: `*` any run of bytes, `?` one
 /// byte, everything else literal (case-sensitive).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob(Vec<u8>);
+pub struct Glob {
+    p: Vec<u8>,
+    /// Where its one `*` is, when it has at most one and no `?` (every
+    /// default pattern): then it is a prefix and a suffix, checked without
+    /// a loop over the name (this runs for every file).
+    star: Option<Star>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Star {
+    None,
+    At(usize),
+}
 
 impl Glob {
     pub fn new(pattern: &str) -> Glob {
-        Glob(pattern.as_bytes().to_vec())
+        let p = pattern.as_bytes().to_vec();
+        let stars: Vec<usize> = (0..p.len()).filter(|&i| p[i] == b'*').collect();
+        let star = match (stars.as_slice(), p.contains(&b'?')) {
+            (_, true) => None,
+            ([], false) => Some(Star::None),
+            ([at], false) => Some(Star::At(*at)),
+            _ => None,
+        };
+        Glob { p, star }
+    }
+
+    pub fn matches(&self, name: &[u8]) -> bool {
+        let p = &self.p;
+        match self.star {
+            Some(Star::None) => name == p.as_slice(),
+            Some(Star::At(at)) => {
+                // Byte loops, not `starts_with`: patterns are a few bytes,
+                // and a call to `memcmp` per pattern per file costs more.
+                let (pre, suf) = (&p[..at], &p[at + 1..]);
+                name.len() >= pre.len() + suf.len()
+                    && suf.iter().rev().zip(name.iter().rev()).all(|(a, b)| a == b)
+                    && pre.iter().zip(name).all(|(a, b)| a == b)
+            }
+            None => self.matches_any_shape(name),
+        }
     }
 
     /// Iterative matching with one backtrack point: linear in practice, no
     /// recursion whatever the pattern.
-    pub fn matches(&self, name: &[u8]) -> bool {
-        let p = &self.0;
+    fn matches_any_shape(&self, name: &[u8]) -> bool {
+        let p = &self.p;
         let (mut pi, mut ni) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while ni < name.len() {
@@ -280,6 +316,36 @@ mod tests {
         assert!(!Glob::new("a*b*c").matches(b"aXXbYY"));
         assert!(Glob::new("?").matches(b"\xff"), "bytes, not UTF-8");
         assert!(Glob::new("*").matches(b""));
+        // The prefix-and-suffix shortcut agrees with the general matcher,
+        // overlaps included ("ab*ba" is not "aba").
+        let names: [&[u8]; 9] = [
+            b"",
+            b"a",
+            b"ab",
+            b"aba",
+            b"abba",
+            b"ab.tmp",
+            b".~lock.x#",
+            b"x~",
+            b"Thumbs.db",
+        ];
+        for pat in [
+            "ab*ba",
+            "*.tmp",
+            ".~lock.*#",
+            "*~",
+            "Thumbs.db",
+            "*",
+            "ab*",
+            "a",
+            "",
+        ] {
+            let g = Glob::new(pat);
+            assert!(g.star.is_some(), "{pat}");
+            for n in names {
+                assert_eq!(g.matches(n), g.matches_any_shape(n), "{pat} on {n:?}");
+            }
+        }
     }
 
     #[test]

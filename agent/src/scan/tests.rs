@@ -152,13 +152,19 @@ fn rescan_tree(root: &Path) {
     write(&root.join("b/third0.bin"), &blob(20_000, 0));
 }
 
-#[test]
-fn rescans_rehash_only_what_changed_and_equal_a_fresh_scan() {
+/// [`rescan_tree`] in a temporary directory, with an index beside it.
+fn indexed_rescan_tree() -> (tempfile::TempDir, PathBuf, PathBuf, ScanConfig) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("t");
     rescan_tree(&root);
     let index = dir.path().join("index");
     let c = config(&[&root], Some(&index));
+    (dir, root, index, c)
+}
+
+#[test]
+fn rescans_rehash_only_what_changed_and_equal_a_fresh_scan() {
+    let (_dir, root, index, c) = indexed_rescan_tree();
     let first = run(&c);
     assert_eq!(first.duplicates.groups, 4);
     assert_eq!(
@@ -218,11 +224,7 @@ fn rescans_rehash_only_what_changed_and_equal_a_fresh_scan() {
 
 #[test]
 fn a_cancelled_scan_keeps_the_index_for_the_next() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("t");
-    rescan_tree(&root);
-    let index = dir.path().join("index");
-    let c = config(&[&root], Some(&index));
+    let (_dir, _root, index, c) = indexed_rescan_tree();
     assert_eq!(run(&c).hashed_files, 9);
     let partial = scan(&c, &|_| {}, &AtomicBool::new(true)).expect("scan");
     assert!(!partial.complete);
@@ -343,7 +345,7 @@ fn files_vanishing_or_changing_between_walk_and_hash_are_counted() {
     };
     let d = group::find_duplicates(
         &walked,
-        index::Cache::new(),
+        &mut |_| true,
         &dedup_opts,
         &counters,
         &cancel,
@@ -477,4 +479,60 @@ fn the_default_summary_names_nothing() {
     assert_eq!(s.opted_in_paths.len(), 1);
     let p = &s.opted_in_paths[0];
     assert!(p.path.contains("DISTINCTIVE") && p.size == 50_000 && p.category == "duplicates");
+}
+
+/// Regression: a scan that hashed anything rewrote the index with its own
+/// files only, dropping what scans of other folders had indexed (and the
+/// header named only the last roots, so the next scan dropped them too).
+#[test]
+fn scans_of_other_folders_keep_each_others_index_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (root, seed) in [(&a, 1), (&b, 2)] {
+        write(&root.join("one.bin"), &blob(9_000, seed));
+        write(&root.join("two.bin"), &blob(9_000, seed));
+    }
+    let index = dir.path().join("index");
+    let paths = || {
+        let idx = index::load(&index).expect("load").expect("present");
+        let mut p: Vec<PathBuf> = idx.entries.into_iter().map(|e| e.path).collect();
+        p.sort();
+        (p, idx.roots)
+    };
+    let all = vec![
+        a.join("one.bin"),
+        a.join("two.bin"),
+        b.join("one.bin"),
+        b.join("two.bin"),
+    ];
+    assert_eq!(run(&config(&[&a], Some(&index))).hashed_files, 2);
+    assert_eq!(run(&config(&[&b], Some(&index))).hashed_files, 2);
+    let (p, roots) = paths();
+    assert_eq!(p, all, "b's scan kept a's entries");
+    assert!(roots.contains(&a) && roots.contains(&b), "{roots:?}");
+    // b changes and is scanned again: a's entries stay.
+    write(&b.join("two.bin"), &blob(9_000, 3));
+    let again = run(&config(&[&b], Some(&index)));
+    assert_eq!((again.hashed_files, again.duplicates.groups), (1, 0));
+    assert_eq!(paths().0, all);
+    // And a's files are still known: nothing of a is read again.
+    assert_eq!(run(&config(&[&a], Some(&index))).hashed_files, 0);
+    assert_eq!(paths().0, all);
+}
+
+/// The index is streamed and its checksum checked at the end: hashes
+/// handed out before damage is found must not be used.
+#[test]
+fn a_damaged_index_is_not_trusted_even_in_part() {
+    let (_dir, _root, index, c) = indexed_rescan_tree();
+    let first = run(&c);
+    let p = index.join(index::FILE_NAME);
+    let mut bytes = fs::read(&p).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff; // the stored CRC
+    fs::write(&p, &bytes).expect("write");
+    let again = run(&c);
+    assert_eq!((again.hashed_files, again.reused_hashes), (9, 0));
+    assert_eq!(again.duplicates, first.duplicates);
+    assert!(index::load(&index).is_ok(), "rewritten whole");
 }
