@@ -16,6 +16,7 @@
 //! detectors' findings.
 //! SCHEMA.md at the repository's root documents what is written.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod cursor;
@@ -29,6 +30,7 @@ pub use config::{Api, Secret, SinkConfig};
 
 use crate::footprint::{FootprintConfig, GridIntensity, Window, compute};
 use crate::metrics::Metrics;
+use batch::{Batch, Pool};
 use client::Client;
 use cursor::Cursor;
 use points::{Carbon, HostTags, Lines};
@@ -46,14 +48,6 @@ use tokio_util::sync::CancellationToken;
 /// writes each sample batch as plain line protocol, so that curl can post
 /// exactly the same batches for comparison (bench/sink.sh).
 pub const DUMP_ENV: &str = "SOBRE_SINK_DUMP_DIR";
-
-/// A prepared request: its lines (to split on 413), its body as sent, and
-/// the cursor it moves to once the server answered.
-pub struct Batch {
-    pub lines: Lines,
-    pub body: bytes::Bytes,
-    pub cursor: Option<i64>,
-}
 
 pub struct Sink {
     cfg: SinkConfig,
@@ -115,6 +109,7 @@ impl Sink {
         );
         let max_rowid = Arc::new(AtomicI64::new(cursor.rowid));
         let (tx, rx) = mpsc::channel::<Batch>(1);
+        let pool = Pool::default();
         let producer = Producer {
             source: self.source,
             after: cursor.rowid,
@@ -129,6 +124,7 @@ impl Sink {
                 .map(PathBuf::from),
             dumped: 0,
             keys: series::SeriesKeys::default(),
+            pool: pool.clone(),
         };
         let committed = producer.committed.clone();
         let (save, saver) = cursor.saver();
@@ -153,7 +149,7 @@ impl Sink {
             if !sender.deliver(&batch, &cancel).await {
                 break;
             }
-            tracing::debug!(points = batch.lines.len(), "sink batch delivered");
+            tracing::debug!(points = batch.len(), "sink batch delivered");
             if let Some(rowid) = batch.cursor {
                 // Saved off the sending path (an fsync can take a long
                 // time on a busy disk); the saver keeps only the latest.
@@ -226,6 +222,7 @@ struct Producer {
     dump: Option<PathBuf>,
     dumped: u64,
     keys: series::SeriesKeys,
+    pool: Pool,
 }
 
 /// What a read of the store produced.
@@ -350,7 +347,7 @@ impl Producer {
             footprint: &self.footprint,
             grid: &self.grid,
         };
-        let mut lines = Lines::with_capacity(rows.len());
+        let mut lines = self.pool.take(rows.len());
         for r in &rows {
             let tags = self.source.tags(r.agent)?;
             self.keys.sample(&mut lines, tags, r, &carbon);
@@ -364,25 +361,19 @@ impl Producer {
             }
         }
         let t2 = Instant::now();
-        let body = client::encode(self.cfg.gzip, &lines.buf);
+        let bytes = lines.buf.len();
+        let batch = Batch::new(lines, self.cfg.gzip, Some(last));
         // Where the sink's CPU goes, per batch (bench/sink.sh sums these).
         tracing::debug!(
             points = rows.len(),
-            bytes = lines.buf.len(),
-            body_bytes = body.len(),
+            bytes,
+            body_bytes = batch.body.len(),
             read_us = (t1 - t0).as_micros() as u64,
             build_us = (t2 - t1).as_micros() as u64,
             encode_us = t2.elapsed().as_micros() as u64,
             "sink batch prepared"
         );
-        Ok(Read::Batch(
-            Batch {
-                lines,
-                body,
-                cursor: Some(last),
-            },
-            full,
-        ))
+        Ok(Read::Batch(batch, full))
     }
 
     /// Per-host and storage points for the period that ends at `at_ms`.
@@ -440,12 +431,7 @@ impl Producer {
         if lines.is_empty() {
             return Ok(None);
         }
-        let body = client::encode(self.cfg.gzip, &lines.buf);
-        Ok(Some(Batch {
-            lines,
-            body,
-            cursor: None,
-        }))
+        Ok(Some(Batch::new(lines, self.cfg.gzip, None)))
     }
 }
 

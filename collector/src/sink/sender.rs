@@ -39,14 +39,14 @@ impl Sender {
     /// Sends every line of `batch` until the server has answered for each
     /// (written or refused). False if stopped before that.
     pub async fn deliver(&mut self, batch: &Batch, cancel: &CancellationToken) -> bool {
-        let n = batch.lines.len();
+        let n = batch.len();
         // Ranges of lines still to send, the next one last.
         let mut todo = vec![(0usize, n)];
         let mut body = Some(batch.body.clone());
         while let Some((a, b)) = todo.pop() {
             let body = match body.take() {
                 Some(whole) => whole,
-                None => client::encode(self.cfg.gzip, batch.lines.slice(a, b)),
+                None => client::encode(self.cfg.gzip, batch.slice(a, b)),
             };
             let count = (b - a) as u64;
             let mut attempt = 0u32;
