@@ -125,6 +125,7 @@ impl Sink {
             dumped: 0,
             keys: series::SeriesKeys::default(),
             pool: pool.clone(),
+            rows: Vec::new(),
         };
         let committed = producer.committed.clone();
         let (save, saver) = cursor.saver();
@@ -223,6 +224,8 @@ struct Producer {
     dumped: u64,
     keys: series::SeriesKeys,
     pool: Pool,
+    /// The rows of the last read, kept for their allocation.
+    rows: Vec<points::SampleRow>,
 }
 
 /// What a read of the store produced.
@@ -337,7 +340,21 @@ impl Producer {
             self.after = min - 1;
         }
         let t0 = Instant::now();
-        let rows = self.source.samples_after(self.after, self.cfg.batch_max)?;
+        let mut rows = std::mem::take(&mut self.rows);
+        let read = self
+            .source
+            .samples_after(self.after, self.cfg.batch_max, &mut rows);
+        let batch = read.and_then(|()| self.prepare(&rows, t0));
+        self.rows = rows;
+        batch
+    }
+
+    /// Lines, body and timings of the rows just read (started at `t0`).
+    fn prepare(
+        &mut self,
+        rows: &[points::SampleRow],
+        t0: Instant,
+    ) -> Result<Read, crate::store::StoreError> {
         let Some(last) = rows.last().map(|r| r.rowid) else {
             return Ok(Read::Empty);
         };
@@ -348,7 +365,7 @@ impl Producer {
             grid: &self.grid,
         };
         let mut lines = self.pool.take(rows.len());
-        for r in &rows {
+        for r in rows {
             let tags = self.source.tags(r.agent)?;
             self.keys.sample(&mut lines, tags, r, &carbon);
         }

@@ -54,8 +54,14 @@ impl Source {
     }
 
     /// Up to `limit` committed samples with a rowid above `after`, in
-    /// rowid order.
-    pub fn samples_after(&self, after: i64, limit: usize) -> Result<Vec<SampleRow>, StoreError> {
+    /// rowid order, into `rows` (cleared first; reused from batch to batch).
+    pub fn samples_after(
+        &self,
+        after: i64,
+        limit: usize,
+        rows: &mut Vec<SampleRow>,
+    ) -> Result<(), StoreError> {
+        rows.clear();
         let mut stmt = self.conn.prepare_cached(
             "SELECT rowid, agent, seq, sent_ms, interval_ms, cpu_percent, mem_total,
                     mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
@@ -64,7 +70,7 @@ impl Source {
                     power_source
              FROM samples WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
-        let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
+        let found = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
             Ok(SampleRow {
                 rowid: r.get(0)?,
                 agent: r.get(1)?,
@@ -95,7 +101,10 @@ impl Source {
                 power_source: r.get(26)?,
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        for r in found {
+            rows.push(r?);
+        }
+        Ok(())
     }
 
     /// The tags of the agent with store id `agent`, read again when
