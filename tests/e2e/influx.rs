@@ -492,7 +492,9 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
         .send()
         .await
         .expect("POST /api/v1/detect");
-    assert!(r.status().is_success(), "detect: {}", r.status());
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert!(status.is_success(), "detect: {status}: {body}");
     for id in [&a.id, &b.id] {
         c.wait_samples(id, 20, PATIENCE).await;
     }
