@@ -9,7 +9,9 @@ use prost::Message;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use sobre_proto::topics;
-use sobre_proto::v1::{CategoryTotal, Envelope, Inventory, StorageSummary, envelope::Body};
+use sobre_proto::v1::{
+    CategoryTotal, Envelope, Inventory, PowerSource, StorageSummary, UsageReport, envelope::Body,
+};
 use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, free_port, wait_for};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -217,9 +219,9 @@ fn labelled(id: &str, group: &str, site: &str) -> AgentOpts {
     o
 }
 
-/// A host that only reports a storage scan (no agent on this machine
-/// scans yet), over MQTT as an agent would.
-async fn storage_host(mqtt_port: u16, id: &str) {
+/// Publishes `bodies` (each with its `sent_at_ms`) over MQTT as agent
+/// `id` would, in order, QoS 1.
+async fn publish_as(mqtt_port: u16, id: &str, bodies: Vec<(i64, Body)>) {
     let mut opts = MqttOptions::new(format!("{id}-test"), "127.0.0.1", mqtt_port);
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
@@ -231,6 +233,28 @@ async fn storage_host(mqtt_port: u16, id: &str) {
             }
         }
     });
+    for (i, (sent_at_ms, body)) in bodies.into_iter().enumerate() {
+        let env = Envelope {
+            mac: Vec::new(),
+            agent_id: id.into(),
+            seq: i as u64 + 1,
+            sent_at_ms,
+            version: 1,
+            // Everything is held until acked, as a spool would.
+            spool_floor: 1,
+            footprint: None,
+            body: Some(body),
+        };
+        client
+            .publish(topics::up(id), QoS::AtLeastOnce, false, env.encode_to_vec())
+            .await
+            .expect("publish");
+    }
+}
+
+/// A host that only reports a storage scan (no agent on this machine
+/// scans yet), over MQTT as an agent would.
+async fn storage_host(mqtt_port: u16, id: &str) {
     let now = sobre_tests::now_ms();
     let cat = |category: &str, age: &str, files, bytes| CategoryTotal {
         category: category.into(),
@@ -265,22 +289,40 @@ async fn storage_host(mqtt_port: u16, id: &str) {
             ..Default::default()
         }),
     ];
-    for (i, body) in bodies.into_iter().enumerate() {
-        let env = Envelope {
-            mac: Vec::new(),
-            agent_id: id.into(),
-            seq: i as u64 + 1,
-            sent_at_ms: now,
-            version: 1,
-            spool_floor: 1,
-            footprint: None,
-            body: Some(body),
+    publish_as(mqtt_port, id, bodies.map(|b| (now, b)).into()).await;
+}
+
+/// The history a host that stayed on, unused, for `hours` would have
+/// sent: its inventory, then one hourly report per hour up to now (the
+/// detectors judge days and off-hours from such a history). Returns the
+/// number of usage reports.
+async fn quiet_history(mqtt_port: u16, id: &str, chassis: &str, hours: i64) -> usize {
+    const HOUR: i64 = 3_600_000;
+    let now_hour = sobre_tests::now_ms() / HOUR * HOUR;
+    let inv = Inventory {
+        hostname: id.into(),
+        chassis: chassis.into(),
+        cpu_threads: 4,
+        mem_total_bytes: 8 << 30,
+        ..Default::default()
+    };
+    let mut bodies = vec![(now_hour - hours * HOUR, Body::Inventory(inv))];
+    for i in 0..hours {
+        let report = UsageReport {
+            interval_ms: HOUR as u32,
+            cpu_percent: 2.0,
+            mem_total_bytes: 8 << 30,
+            mem_available_bytes: 6 << 30,
+            // 10 W all along.
+            power_w: 10.0,
+            energy_j: 36_000.0,
+            power_source: PowerSource::Model as i32,
+            ..Default::default()
         };
-        client
-            .publish(topics::up(id), QoS::AtLeastOnce, false, env.encode_to_vec())
-            .await
-            .expect("publish");
+        bodies.push((now_hour - (hours - 1 - i) * HOUR, Body::Usage(report)));
     }
+    publish_as(mqtt_port, id, bodies).await;
+    hours as usize
 }
 
 fn repo() -> PathBuf {
@@ -358,19 +400,21 @@ fn expected_columns(q: &str) -> Vec<String> {
     cols
 }
 
-/// Runs every query of every panel of `dash` and checks that each returns
-/// data in the expected columns, each column with a value somewhere.
+/// Runs every query of every panel of `dash`, with the variables
+/// `vars_for` gives for it, and checks that each returns data in the
+/// expected columns, each column with a value somewhere.
 async fn check_dashboard(
     s: &Server,
     name: &str,
     dash: &Value,
-    vars: &BTreeMap<&str, String>,
+    vars_for: &dyn Fn(&str) -> BTreeMap<&'static str, String>,
     range: (i64, i64),
 ) -> usize {
     let mut n = 0;
     for p in panels(dash) {
         for t in p["targets"].as_array().into_iter().flatten() {
             let raw = t["query"].as_str().expect("query");
+            let vars = &vars_for(raw);
             let q = expand(raw, vars, range.0, range.1);
             let cols = expected_columns(&q);
             let r = s.query(&q).await;
@@ -437,13 +481,28 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
         c.grpc,
     );
     storage_host(c.mqtt, "nas-1").await;
+    // Histories the detectors find an idle server and a machine left on
+    // in (15 days of a server at 2 % CPU; a week of a desktop nobody
+    // uses, on at night).
+    let idle = quiet_history(c.mqtt, "idle-srv-1", "server", 15 * 24).await;
+    let left_on = quiet_history(c.mqtt, "left-on-pc-1", "desktop", 7 * 24).await;
+    c.wait_samples("idle-srv-1", idle, PATIENCE).await;
+    c.wait_samples("left-on-pc-1", left_on, PATIENCE).await;
+    let r = sobre_tests::http_client()
+        .post(format!("http://127.0.0.1:{}/api/v1/detect", c.http))
+        .send()
+        .await
+        .expect("POST /api/v1/detect");
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert!(status.is_success(), "detect: {status}: {body}");
     for id in [&a.id, &b.id] {
         c.wait_samples(id, 20, PATIENCE).await;
     }
     // Usage of both agents, and snapshots with the hosts' lifetime and
     // the storage scan, in the server.
     wait_for(
-        "usage, host and storage points in InfluxDB",
+        "usage, host, storage and finding points in InfluxDB",
         PATIENCE,
         || async {
             let mut ok = true;
@@ -454,6 +513,8 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
                 "SELECT count(\"age_years\") FROM \"host\" WHERE \"agent\" = 'nas-1'",
                 "SELECT count(\"bytes\") FROM \"storage\" WHERE \"category\" = 'cold'",
                 "SELECT count(\"redundant_bytes\") FROM \"storage_fleet\"",
+                "SELECT count(\"active\") FROM \"finding\" WHERE \"kind\" = 'idle_server'",
+                "SELECT count(\"active\") FROM \"finding\" WHERE \"kind\" = 'left_on'",
             ] {
                 let r = influx.query(q).await;
                 ok &= r["series"][0]["values"][0][1].as_u64().unwrap_or(0) >= 2;
@@ -497,6 +558,48 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
         assert!(s["values"][0][2].as_f64().unwrap_or(0.0) > 0.0, "co2e: {s}");
     }
 
+    // The findings, per host, as the detectors stored them: the idle
+    // server's whole energy at stake (10 W all year × PUE 1.58).
+    let r = influx
+        .query("SELECT last(\"active\") AS \"active\", last(\"saving_kwh_year\") AS \"kwh\", last(\"saving_w\") AS \"w\" FROM \"finding\" GROUP BY \"kind\", \"host\"")
+        .await;
+    let found: BTreeMap<(String, String), (u64, f64, f64)> = r["series"]
+        .as_array()
+        .expect("finding series")
+        .iter()
+        .map(|s| {
+            let t = &s["tags"];
+            let v = &s["values"][0];
+            (
+                (
+                    t["kind"].as_str().unwrap_or("").to_owned(),
+                    t["host"].as_str().unwrap_or("").to_owned(),
+                ),
+                (
+                    v[1].as_u64().unwrap_or(0),
+                    v[2].as_f64().unwrap_or(0.0),
+                    v[3].as_f64().unwrap_or(0.0),
+                ),
+            )
+        })
+        .collect();
+    let get = |kind: &str, host: &str| {
+        *found
+            .get(&(kind.to_owned(), host.to_owned()))
+            .unwrap_or_else(|| panic!("no {kind} point for {host}: {found:?}"))
+    };
+    let (n, kwh, w) = get("idle_server", "idle-srv-1");
+    assert_eq!(n, 1, "{found:?}");
+    assert!((kwh - 87.6 * 1.58).abs() < 1e-6, "{found:?}");
+    assert!((w - 10.0 * 1.58).abs() < 1e-6, "{found:?}");
+    assert_eq!(get("left_on", "left-on-pc-1").0, 1, "{found:?}");
+    let idle_hosts: Vec<&String> = found
+        .keys()
+        .filter(|(k, _)| k == "idle_server")
+        .map(|(_, h)| h)
+        .collect();
+    assert_eq!(idle_hosts, ["idle-srv-1"], "only the idle server");
+
     // Every dashboard query, as Grafana sends it.
     let range = (start_ms - 300_000, sobre_tests::now_ms() + 60_000);
     let all: BTreeMap<&str, String> = ["site", "group", "host"]
@@ -509,15 +612,23 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
         .to_owned();
     let mut queries = 0;
     for (name, dash) in dashboards() {
-        queries += check_dashboard(&influx, &name, &dash, &all, range).await;
+        queries += check_dashboard(&influx, &name, &dash, &|_| all.clone(), range).await;
         // One host selected, as a user would: the filters must keep data.
-        let mut one = all.clone();
-        let host = if name.contains("storage") {
-            "nas-1"
-        } else {
-            hostname.as_str()
+        // Each panel is looked at with a host it concerns.
+        let one = |q: &str| {
+            let host = if q.contains("'idle_server'") {
+                "idle-srv-1"
+            } else if q.contains("'left_on'") {
+                "left-on-pc-1"
+            } else if name.contains("storage") {
+                "nas-1"
+            } else {
+                hostname.as_str()
+            };
+            let mut v = all.clone();
+            v.insert("host", regex_escape(host));
+            v
         };
-        one.insert("host", regex_escape(host));
         check_dashboard(&influx, &name, &dash, &one, range).await;
     }
     assert!(queries >= 25, "only {queries} dashboard queries ran");

@@ -12,22 +12,29 @@
 //! crash or an outage replays from the cursor, and points carry the
 //! sample's own timestamp, so a replayed point overwrites itself. Every
 //! `snapshot_interval_ms` it also writes per-host points (lifetime,
-//! embodied emissions) and each host's latest storage summary.
+//! embodied emissions), each host's latest storage summary and the
+//! detectors' findings.
 //! SCHEMA.md at the repository's root documents what is written.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod cursor;
+pub mod findings;
 pub mod points;
+pub mod sender;
+pub mod series;
 pub mod source;
 
 pub use config::{Api, Secret, SinkConfig};
 
 use crate::footprint::{FootprintConfig, GridIntensity, Window, compute};
 use crate::metrics::Metrics;
-use client::{Client, Outcome};
+use batch::{Batch, Pool};
+use client::Client;
 use cursor::Cursor;
-use points::{Carbon, Lines};
+use points::{Carbon, HostTags, Lines};
+use sender::Sender;
 use source::Source;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,22 +44,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How long a request already on the wire may still finish after the
-/// collector was told to stop (its answer then moves the cursor).
-const STOP_GRACE: Duration = Duration::from_secs(2);
-
 /// Environment variable (benchmarks only): a directory where the sink also
 /// writes each sample batch as plain line protocol, so that curl can post
 /// exactly the same batches for comparison (bench/sink.sh).
 pub const DUMP_ENV: &str = "SOBRE_SINK_DUMP_DIR";
-
-/// A prepared request: its lines (to split on 413), its body as sent, and
-/// the cursor it moves to once the server answered.
-struct Batch {
-    lines: Lines,
-    body: bytes::Bytes,
-    cursor: Option<i64>,
-}
 
 pub struct Sink {
     cfg: SinkConfig,
@@ -103,7 +98,7 @@ impl Sink {
         }
     }
 
-    /// Runs until `cancel`; then returns within about [`STOP_GRACE`] plus
+    /// Runs until `cancel`; then returns within about [`sender::STOP_GRACE`] plus
     /// the time of one store read, leaving the cursor on disk.
     pub async fn run(self, cancel: CancellationToken) {
         let cursor = Cursor::load(&self.data_dir, &self.target());
@@ -114,6 +109,7 @@ impl Sink {
         );
         let max_rowid = Arc::new(AtomicI64::new(cursor.rowid));
         let (tx, rx) = mpsc::channel::<Batch>(1);
+        let pool = Pool::default();
         let producer = Producer {
             source: self.source,
             after: cursor.rowid,
@@ -123,9 +119,13 @@ impl Sink {
             metrics: self.metrics.clone(),
             max_rowid: max_rowid.clone(),
             committed: Arc::new(AtomicI64::new(cursor.rowid)),
-            dump: std::env::var_os(DUMP_ENV).map(PathBuf::from),
+            dump: std::env::var_os(DUMP_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
             dumped: 0,
-            keys: points::SeriesKeys::default(),
+            keys: series::SeriesKeys::default(),
+            pool: pool.clone(),
+            rows: Vec::new(),
         };
         let committed = producer.committed.clone();
         let (save, saver) = cursor.saver();
@@ -137,13 +137,7 @@ impl Sink {
             self.metrics.clone(),
             cancel.clone(),
         ));
-        let mut sender = Sender {
-            client: self.client,
-            cfg: self.cfg,
-            metrics: self.metrics.clone(),
-            failures: 0,
-            failing_since: None,
-        };
+        let mut sender = Sender::new(self.client, self.cfg, self.metrics.clone());
         let mut rx = rx;
         loop {
             let batch = tokio::select! {
@@ -156,6 +150,7 @@ impl Sink {
             if !sender.deliver(&batch, &cancel).await {
                 break;
             }
+            tracing::debug!(points = batch.len(), "sink batch delivered");
             if let Some(rowid) = batch.cursor {
                 // Saved off the sending path (an fsync can take a long
                 // time on a busy disk); the saver keeps only the latest.
@@ -227,7 +222,10 @@ struct Producer {
     committed: Arc<AtomicI64>,
     dump: Option<PathBuf>,
     dumped: u64,
-    keys: points::SeriesKeys,
+    keys: series::SeriesKeys,
+    pool: Pool,
+    /// The rows of the last read, kept for their allocation.
+    rows: Vec<points::SampleRow>,
 }
 
 /// What a read of the store produced.
@@ -341,17 +339,33 @@ impl Producer {
             );
             self.after = min - 1;
         }
-        let rows = self.source.samples_after(self.after, self.cfg.batch_max)?;
+        let t0 = Instant::now();
+        let mut rows = std::mem::take(&mut self.rows);
+        let read = self
+            .source
+            .samples_after(self.after, self.cfg.batch_max, &mut rows);
+        let batch = read.and_then(|()| self.prepare(&rows, t0));
+        self.rows = rows;
+        batch
+    }
+
+    /// Lines, body and timings of the rows just read (started at `t0`).
+    fn prepare(
+        &mut self,
+        rows: &[points::SampleRow],
+        t0: Instant,
+    ) -> Result<Read, crate::store::StoreError> {
         let Some(last) = rows.last().map(|r| r.rowid) else {
             return Ok(Read::Empty);
         };
+        let t1 = Instant::now();
         let full = rows.len() >= self.cfg.batch_max;
         let carbon = Carbon {
             footprint: &self.footprint,
             grid: &self.grid,
         };
-        let mut lines = Lines::with_capacity(rows.len());
-        for r in &rows {
+        let mut lines = self.pool.take(rows.len());
+        for r in rows {
             let tags = self.source.tags(r.agent)?;
             self.keys.sample(&mut lines, tags, r, &carbon);
         }
@@ -363,15 +377,20 @@ impl Producer {
                 tracing::warn!(path = %path.display(), error = %e, "cannot dump a sink batch");
             }
         }
-        let body = client::encode(self.cfg.gzip, &lines.buf);
-        Ok(Read::Batch(
-            Batch {
-                lines,
-                body,
-                cursor: Some(last),
-            },
-            full,
-        ))
+        let t2 = Instant::now();
+        let bytes = lines.buf.len();
+        let batch = Batch::new(lines, self.cfg.gzip, Some(last));
+        // Where the sink's CPU goes, per batch (bench/sink.sh sums these).
+        tracing::debug!(
+            points = rows.len(),
+            bytes,
+            body_bytes = batch.body.len(),
+            read_us = (t1 - t0).as_micros() as u64,
+            build_us = (t2 - t1).as_micros() as u64,
+            encode_us = t2.elapsed().as_micros() as u64,
+            "sink batch prepared"
+        );
+        Ok(Read::Batch(batch, full))
     }
 
     /// Per-host and storage points for the period that ends at `at_ms`.
@@ -413,15 +432,23 @@ impl Producer {
         if !storage.is_empty() {
             points::storage_fleet(&mut lines, &crate::storage::fleet(&storage, 100), at_ms);
         }
+        for f in self.source.findings()? {
+            // A host the store no longer lists keeps its agent id.
+            let tags = f.agent_id.as_deref().map(|id| {
+                by_id.get(id).map_or_else(
+                    || HostTags {
+                        agent: id.to_owned(),
+                        ..Default::default()
+                    },
+                    |a| a.tags.clone(),
+                )
+            });
+            findings::finding(&mut lines, tags.as_ref(), &f, at_ms);
+        }
         if lines.is_empty() {
             return Ok(None);
         }
-        let body = client::encode(self.cfg.gzip, &lines.buf);
-        Ok(Some(Batch {
-            lines,
-            body,
-            cursor: None,
-        }))
+        Ok(Some(Batch::new(lines, self.cfg.gzip, None)))
     }
 }
 
@@ -430,130 +457,6 @@ async fn send(tx: &mpsc::Sender<Batch>, b: Batch, cancel: &CancellationToken) ->
     tokio::select! {
         r = tx.send(b) => r.is_ok(),
         () = cancel.cancelled() => false,
-    }
-}
-
-/// Sends batches, one request at a time, in order.
-struct Sender {
-    client: Client,
-    cfg: SinkConfig,
-    metrics: Arc<Metrics>,
-    failures: u64,
-    failing_since: Option<Instant>,
-}
-
-impl Sender {
-    /// Sends every line of `batch` until the server has answered for each
-    /// (written or refused). False if stopped before that.
-    async fn deliver(&mut self, batch: &Batch, cancel: &CancellationToken) -> bool {
-        let n = batch.lines.len();
-        // Ranges of lines still to send, the next one last.
-        let mut todo = vec![(0usize, n)];
-        let mut body = Some(batch.body.clone());
-        while let Some((a, b)) = todo.pop() {
-            let body = match body.take() {
-                Some(whole) => whole,
-                None => client::encode(self.cfg.gzip, batch.lines.slice(a, b)),
-            };
-            let count = (b - a) as u64;
-            let mut attempt = 0u32;
-            loop {
-                let post = self.client.post(body.clone());
-                let outcome = tokio::select! {
-                    o = post => o,
-                    () = async {
-                        cancel.cancelled().await;
-                        tokio::time::sleep(STOP_GRACE).await;
-                    } => return false,
-                };
-                match outcome {
-                    Outcome::Written => {
-                        self.metrics.sink_written.fetch_add(count, Relaxed);
-                        self.recovered();
-                        break;
-                    }
-                    Outcome::TooLarge if b - a > 1 => {
-                        let mid = a + (b - a) / 2;
-                        tracing::info!(
-                            points = count,
-                            "server says the batch is too large (413); sending it in halves (lower sink.batch_max)"
-                        );
-                        todo.push((mid, b));
-                        todo.push((a, mid));
-                        break;
-                    }
-                    Outcome::TooLarge => {
-                        self.metrics.sink_dropped.fetch_add(1, Relaxed);
-                        tracing::error!(
-                            "server refuses a single point as too large (413); dropped"
-                        );
-                        break;
-                    }
-                    Outcome::Refused { message, dropped } => {
-                        let dropped = dropped.map_or(count, |d| (d as u64).min(count));
-                        self.metrics.sink_dropped.fetch_add(dropped, Relaxed);
-                        self.metrics
-                            .sink_written
-                            .fetch_add(count - dropped, Relaxed);
-                        tracing::error!(
-                            dropped,
-                            of = count,
-                            server = %message,
-                            "server refused points; dropped and counted"
-                        );
-                        self.recovered();
-                        break;
-                    }
-                    Outcome::Retry { why, after } => {
-                        self.metrics.sink_retried.fetch_add(count, Relaxed);
-                        self.failures += 1;
-                        let since = *self.failing_since.get_or_insert_with(Instant::now);
-                        let delay = after
-                            .map(|d| d.min(Duration::from_millis(self.cfg.retry_max_ms)))
-                            .unwrap_or_else(|| self.backoff(attempt));
-                        if self.failures.is_power_of_two() {
-                            tracing::warn!(
-                                url = %self.client.url(),
-                                error = %why,
-                                failures = self.failures,
-                                failing_for_s = since.elapsed().as_secs(),
-                                retry_in_ms = delay.as_millis() as u64,
-                                "sink write failed; the store keeps the points, retrying"
-                            );
-                        }
-                        attempt = attempt.saturating_add(1);
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => return false,
-                        }
-                    }
-                }
-            }
-        }
-        true
-    }
-
-    /// Exponential backoff from `retry_min_ms`, capped at `retry_max_ms`,
-    /// with ±50 % jitter so that collectors do not retry in step.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .cfg
-            .retry_min_ms
-            .saturating_mul(1u64 << attempt.min(20))
-            .min(self.cfg.retry_max_ms);
-        let jittered = base as f64 * (0.5 + fastrand::f64());
-        Duration::from_millis(jittered as u64)
-    }
-
-    fn recovered(&mut self) {
-        if let Some(since) = self.failing_since.take() {
-            tracing::info!(
-                failures = self.failures,
-                after_s = since.elapsed().as_secs(),
-                "sink writes succeed again"
-            );
-        }
-        self.failures = 0;
     }
 }
 

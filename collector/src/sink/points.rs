@@ -80,7 +80,7 @@ impl Lines {
         let end = if b == 0 { 0 } else { self.ends[b - 1] };
         &self.buf[start..end]
     }
-    fn closed(&mut self) {
+    pub(super) fn closed(&mut self) {
         self.ends.push(self.buf.len());
     }
 }
@@ -88,7 +88,7 @@ impl Lines {
 type Measured<'a> = LineProtocolBuilder<&'a mut Vec<u8>, AfterMeasurement>;
 type Fielded<'a> = LineProtocolBuilder<&'a mut Vec<u8>, AfterField>;
 
-fn start<'a>(buf: &'a mut Vec<u8>, measurement: &str, tags: &HostTags) -> Measured<'a> {
+pub(super) fn start<'a>(buf: &'a mut Vec<u8>, measurement: &str, tags: &HostTags) -> Measured<'a> {
     let mut b = LineProtocolBuilder::new_with(buf)
         .measurement(measurement)
         .tag("agent", &tags.agent);
@@ -203,7 +203,8 @@ pub fn usage_fields(r: &SampleRow, tags: &HostTags, carbon: &Carbon) -> [(&'stat
 
 /// One `usage` line per stored sample, at the time the agent sent it,
 /// entirely through the `influxdb-line-protocol` builder. The reference
-/// for [`SeriesKeys::sample`], which writes the same bytes faster.
+/// for [`super::series::SeriesKeys::sample`], which writes the same bytes
+/// faster.
 pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) {
     let mut m = start(&mut out.buf, "usage", tags);
     if let Some(src) = r.power_source.as_deref().filter(|s| !s.is_empty()) {
@@ -223,72 +224,6 @@ pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) 
     }
     b.timestamp(r.sent_ms).close_line();
     out.closed();
-}
-
-/// The series key (measurement and escaped tags) of each agent's `usage`
-/// lines, rendered once by the `influxdb-line-protocol` builder and reused
-/// for every sample. The builder escapes and formats one character at a
-/// time (about 15 µs a `usage` line here, 7x the whole budget of 2 ms per
-/// 1,000 points); the field set is then written with exactly the builder's
-/// rules — fixed ASCII keys that need no escaping, `{f64}` and `{i64}i` —
-/// and a test checks the bytes equal the builder's for arbitrary rows.
-#[derive(Debug, Default)]
-pub struct SeriesKeys {
-    keys: std::collections::HashMap<(i64, Option<String>), (HostTags, Vec<u8>)>,
-}
-
-impl SeriesKeys {
-    fn key(&mut self, agent: i64, tags: &HostTags, source: Option<&str>) -> &[u8] {
-        let source = source.filter(|s| !s.is_empty());
-        let id = (agent, source.map(str::to_owned));
-        let fresh = self.keys.get(&id).is_some_and(|(t, _)| t == tags);
-        if !fresh {
-            let mut buf = Vec::with_capacity(128);
-            let mut m = start(&mut buf, "usage", tags);
-            if let Some(src) = source {
-                m = m.tag("source", src);
-            }
-            m.field("x", true).close_line();
-            buf.truncate(buf.len() - " x=true\n".len());
-            self.keys.insert(id.clone(), (tags.clone(), buf));
-        }
-        self.keys
-            .get(&id)
-            .map(|(_, k)| k.as_slice())
-            .unwrap_or_default()
-    }
-
-    /// The same line as [`sample`].
-    pub fn sample(&mut self, out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) {
-        use std::io::Write;
-        let key = self.key(r.agent, tags, r.power_source.as_deref());
-        out.buf.extend_from_slice(key);
-        let mut sep = b' ';
-        for (k, v) in usage_fields(r, tags, carbon) {
-            // Writing to a Vec cannot fail.
-            match v {
-                Val::F(Some(x)) if x.is_finite() => {
-                    out.buf.push(sep);
-                    out.buf.extend_from_slice(k.as_bytes());
-                    out.buf.push(b'=');
-                    let _ = write!(out.buf, "{x}");
-                }
-                Val::I(Some(x)) => {
-                    out.buf.push(sep);
-                    out.buf.extend_from_slice(k.as_bytes());
-                    out.buf.push(b'=');
-                    push_i64(&mut out.buf, x);
-                    out.buf.push(b'i');
-                }
-                _ => continue,
-            }
-            sep = b',';
-        }
-        out.buf.push(b' ');
-        push_i64(&mut out.buf, r.sent_ms);
-        out.buf.push(b'\n');
-        out.closed();
-    }
 }
 
 /// One `host` line per known agent: its devices' age, lifetime and
@@ -395,25 +330,6 @@ pub fn storage_fleet(out: &mut Lines, f: &FleetStorage, at_ms: i64) {
     out.closed();
 }
 
-/// `v` in decimal, as `{i64}` formats it, without the formatting machinery.
-fn push_i64(buf: &mut Vec<u8>, v: i64) {
-    let mut digits = [0u8; 20];
-    let mut n = v.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        buf.push(b'-');
-    }
-    buf.extend_from_slice(&digits[i..]);
-}
-
 /// Line protocol integers are signed 64-bit (unsigned needs InfluxDB 2).
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -497,6 +413,18 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "reclaimable_bytes",
             "redundant_bytes",
             "redundant_contents",
+        ],
+    ),
+    (
+        "finding",
+        &[
+            "active",
+            "open",
+            "saving_w",
+            "saving_kwh_year",
+            "saving_kg_year",
+            "saving_bytes",
+            "active_days",
         ],
     ),
 ];

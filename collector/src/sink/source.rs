@@ -1,10 +1,11 @@
 //! What the sink reads from the store, on its own read-only connections:
 //! committed samples after a rowid (arrival order), the agents' tags, and
-//! the inputs of the periodic snapshots. The writer appends samples in
+//! the inputs of the periodic snapshots (footprint, storage, findings). The writer appends samples in
 //! arrival order from one thread, so a row committed after a read always
 //! has a larger rowid than every row that read saw: reading "after the
 //! last rowid sent" misses nothing.
 
+use super::findings::FindingRow;
 use super::points::{HostTags, SampleRow};
 use crate::store::{self, Reader, StoreError};
 use rusqlite::{Connection, OptionalExtension};
@@ -53,8 +54,14 @@ impl Source {
     }
 
     /// Up to `limit` committed samples with a rowid above `after`, in
-    /// rowid order.
-    pub fn samples_after(&self, after: i64, limit: usize) -> Result<Vec<SampleRow>, StoreError> {
+    /// rowid order, into `rows` (cleared first; reused from batch to batch).
+    pub fn samples_after(
+        &self,
+        after: i64,
+        limit: usize,
+        rows: &mut Vec<SampleRow>,
+    ) -> Result<(), StoreError> {
+        rows.clear();
         let mut stmt = self.conn.prepare_cached(
             "SELECT rowid, agent, seq, sent_ms, interval_ms, cpu_percent, mem_total,
                     mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
@@ -63,7 +70,7 @@ impl Source {
                     power_source
              FROM samples WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
-        let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
+        let found = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
             Ok(SampleRow {
                 rowid: r.get(0)?,
                 agent: r.get(1)?,
@@ -94,7 +101,10 @@ impl Source {
                 power_source: r.get(26)?,
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        for r in found {
+            rows.push(r?);
+        }
+        Ok(())
     }
 
     /// The tags of the agent with store id `agent`, read again when
@@ -127,6 +137,35 @@ impl Source {
             }
         }
         Ok(&self.tags[&agent])
+    }
+
+    /// The detectors' findings summed by (kind, agent): every pair the
+    /// store has a finding for, resolved ones with `active` = 0, so that
+    /// the latest point of a host says whether the condition still holds.
+    pub fn findings(&self) -> Result<Vec<FindingRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, agent_id,
+                    sum(state != 'resolved'),
+                    sum(state = 'open'),
+                    coalesce(sum(CASE WHEN state != 'resolved' THEN saving_kwh_year END), 0),
+                    coalesce(sum(CASE WHEN state != 'resolved' THEN saving_kg_year END), 0),
+                    coalesce(sum(CASE WHEN state != 'resolved' THEN saving_bytes END), 0),
+                    min(CASE WHEN state != 'resolved' THEN first_seen_ms END)
+             FROM findings GROUP BY kind, agent_id ORDER BY kind, agent_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FindingRow {
+                kind: r.get(0)?,
+                agent_id: r.get(1)?,
+                active: r.get(2)?,
+                open: r.get(3)?,
+                saving_kwh_year: r.get(4)?,
+                saving_kg_year: r.get(5)?,
+                saving_bytes: r.get(6)?,
+                oldest_active_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every agent, by store id, with its tags and presence.

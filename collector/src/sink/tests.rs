@@ -326,6 +326,11 @@ mod same_bytes_as_the_builder {
         prop::option::of(prop_oneof![
             any::<f64>(),
             -1e6..1e6f64,
+            // What rounding to 3 or 6 places gives (the fast path).
+            (-1e10..1e10f64).prop_map(|v| (v * 1e3).round() / 1e3),
+            (-1e7..1e7f64).prop_map(|v| (v * 1e6).round() / 1e6),
+            (-1e3..1e3f64).prop_map(|v| (v * 1e3).round() / 1e6),
+            Just(-0.0),
             Just(f64::NAN),
             Just(f64::INFINITY),
             Just(0.0),
@@ -365,7 +370,7 @@ mod same_bytes_as_the_builder {
             let mut reference = Lines::default();
             points::sample(&mut reference, &tags, &r, &carbon);
             let mut fast = Lines::default();
-            let mut keys = points::SeriesKeys::default();
+            let mut keys = super::series::SeriesKeys::default();
             keys.sample(&mut fast, &tags, &r, &carbon);
             // Twice: the second line comes from the cached key.
             keys.sample(&mut fast, &tags, &r, &carbon);
@@ -375,4 +380,53 @@ mod same_bytes_as_the_builder {
             prop_assert_eq!(fast.ends.len(), 2);
         }
     }
+}
+
+#[test]
+fn findings_are_summed_per_kind_and_host_and_resolved_ones_read_zero() {
+    use crate::detect::{Finding, Kind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    store_with_samples(dir.path(), 1, 1);
+    let mut conn = crate::store::open(dir.path(), false).expect("store");
+    let mut idle = Finding::new(
+        Kind::IdleServer,
+        Some("pc-1"),
+        "pc-1",
+        serde_json::json!({}),
+    );
+    idle.saving_kwh_year = Some(87.6);
+    let battery = |name: &str| {
+        let mut f = Finding::new(
+            Kind::BatteryWorn,
+            Some("pc-1"),
+            &format!("pc-1/{name}"),
+            serde_json::json!({}),
+        );
+        f.saving_kg_year = Some(1.5);
+        f
+    };
+    let fleet = Finding::new(Kind::Redundant, None, "content-1", serde_json::json!({}));
+    let pass = [idle.clone(), battery("BAT0"), battery("BAT1"), fleet];
+    crate::store::findings::apply_pass(&mut conn, &pass, 1_000).expect("pass 1");
+    // The idle server is busy again: its finding resolves.
+    crate::store::findings::apply_pass(&mut conn, &pass[1..], 2_000).expect("pass 2");
+    let rows = Source::open(dir.path())
+        .expect("source")
+        .findings()
+        .expect("findings");
+    let get = |kind: &str| {
+        rows.iter()
+            .find(|r| r.kind == kind)
+            .unwrap_or_else(|| panic!("{kind}: {rows:?}"))
+    };
+    let idle = get("idle_server");
+    assert_eq!((idle.active, idle.open), (0, 0), "resolved: {idle:?}");
+    assert_eq!(idle.saving_kwh_year, 0.0, "nothing at stake any more");
+    assert_eq!(idle.oldest_active_ms, None);
+    let bat = get("battery_worn");
+    assert_eq!((bat.active, bat.open), (2, 2), "two batteries, one point");
+    assert!((bat.saving_kg_year - 3.0).abs() < 1e-9, "{bat:?}");
+    assert_eq!(bat.oldest_active_ms, Some(1_000));
+    assert_eq!(get("redundant").agent_id, None);
+    assert_eq!(rows.len(), 3);
 }

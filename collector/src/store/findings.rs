@@ -36,7 +36,12 @@ pub fn apply_pass(
     current: &[Finding],
     now_ms: i64,
 ) -> Result<(usize, usize), StoreError> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the pass reads, then writes. A deferred transaction
+    // whose snapshot the store writer moved on meanwhile cannot upgrade
+    // and fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT,
+    // no busy wait) — every pass while agents stream. Taking the write
+    // lock first makes the pass wait its turn (busy_timeout) instead.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut opened = 0;
     let seen: HashSet<&str> = current.iter().map(|f| f.id.as_str()).collect();
     for f in current {
