@@ -488,11 +488,7 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
     let left_on = quiet_history(c.mqtt, "left-on-pc-1", "desktop", 7 * 24).await;
     c.wait_samples("idle-srv-1", idle, PATIENCE).await;
     c.wait_samples("left-on-pc-1", left_on, PATIENCE).await;
-    let r = sobre_tests::http_client()
-        .post(format!("http://127.0.0.1:{}/api/v1/detect", c.http))
-        .send()
-        .await
-        .expect("POST /api/v1/detect");
+    let r = c.post_admin("/api/v1/detect", None).await;
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
     assert!(status.is_success(), "detect: {status}: {body}");
