@@ -361,6 +361,14 @@ impl AgentConfig {
                 ca.display()
             ));
         }
+        if crate::transport::tls::is_tls(&self.transport.mqtt_broker)
+            && self.transport.ca_file.is_none()
+        {
+            return Err(format!(
+                "transport.mqtt_broker {} is TLS: set transport.ca_file to the PEM of the CA that signed the broker's certificate",
+                self.transport.mqtt_broker
+            ));
+        }
         if self.transport.grpc_endpoint.starts_with("https://") && self.transport.ca_file.is_none()
         {
             return Err(format!(
@@ -457,11 +465,17 @@ impl AgentConfig {
 
 /// `mqtt://host:port` → (host, port). Port defaults to 1883.
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let tls = crate::transport::tls::is_tls(url);
     let rest = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("MQTT broker {url:?} must start with mqtt://"))?
+        .or_else(|| url.strip_prefix("mqtts://"))
+        .or_else(|| url.strip_prefix("ssl://"))
+        .ok_or_else(|| {
+            format!("MQTT broker {url:?} must start with mqtt:// (or mqtts:// for TLS)")
+        })?
         .trim_end_matches('/');
+    let default_port = if tls { 8883 } else { 1883 };
     match rest.rsplit_once(':') {
         Some((host, port)) => {
             let port = port
@@ -469,7 +483,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
                 .map_err(|_| format!("MQTT broker {url:?}: port {port:?} is not a number"))?;
             Ok((host.trim_matches(['[', ']']).to_owned(), port))
         }
-        None if !rest.is_empty() => Ok((rest.to_owned(), 1883)),
+        None if !rest.is_empty() => Ok((rest.to_owned(), default_port)),
         None => Err(format!("MQTT broker {url:?} has no host")),
     }
 }

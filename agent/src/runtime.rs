@@ -641,6 +641,7 @@ pub async fn run_configured(cfg: AgentConfig, cancel: CancellationToken) -> Resu
                 host,
                 port,
                 max_packet_bytes: MAX_DOWNLINK,
+                ca_pem: cfg.transport.ca_pem(),
             };
             run(cfg, t, cancel).await
         }

@@ -103,8 +103,12 @@ pub struct MqttConfig {
     pub embedded: bool,
     /// Where the embedded broker listens (MQTT 3.1.1).
     pub listen: SocketAddr,
-    /// External broker as `mqtt://host:port`; used when `embedded = false`.
+    /// External broker as `mqtt://host:port`, or `mqtts://host:port` for
+    /// TLS (then `ca_file`); used when `embedded = false`. The embedded
+    /// broker has no TLS: use Mosquitto (or another broker) for it.
     pub broker: Option<String>,
+    /// PEM of the CA that signed an `mqtts://` broker's certificate.
+    pub ca_file: Option<PathBuf>,
     /// MQTT client id of the collector on the broker.
     pub client_id: String,
     /// Largest MQTT packet the broker and the collector's client accept.
@@ -114,12 +118,26 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
 }
 
+impl MqttConfig {
+    /// The TLS transport for an `mqtts://` broker, from `ca_file`.
+    pub fn tls(&self) -> Result<rumqttc::Transport, String> {
+        let ca = self.ca_file.as_ref().ok_or(
+            "mqtt.broker is mqtts://: set mqtt.ca_file to the CA of the broker's certificate",
+        )?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", ca.display()))?;
+        sobre_agent::transport::tls::mqtt_transport(&pem)
+            .map_err(|e| format!("mqtt.ca_file {}: {e}", ca.display()))
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             embedded: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             broker: None,
+            ca_file: None,
             client_id: "sobre-collector".into(),
             max_packet_bytes: 1024 * 1024,
         }
@@ -257,6 +275,9 @@ impl CollectorConfig {
         }
         if let Some(b) = &self.mqtt.broker {
             parse_broker_url(b)?;
+            if sobre_agent::transport::tls::is_tls(b) {
+                self.mqtt.tls()?;
+            }
         }
         if self.store.batch_max == 0 || self.store.queue == 0 {
             return Err("store.batch_max and store.queue must be at least 1".into());

@@ -179,6 +179,12 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         port,
         client_id: cfg.mqtt.client_id.clone(),
         max_packet_bytes: cfg.mqtt.max_packet_bytes,
+        tls: match &cfg.mqtt.broker {
+            Some(b) if !cfg.mqtt.embedded && sobre_agent::transport::tls::is_tls(b) => {
+                Some(cfg.mqtt.tls().map_err(StartError::Config)?)
+            }
+            _ => None,
+        },
     });
     tracker.spawn(ingest::mqtt::run(
         client.clone(),

@@ -1,11 +1,12 @@
-//! TLS on gRPC end to end (rustls on both sides): an agent that trusts the
-//! collector's CA delivers; a plain-text agent against the TLS listener and
-//! an agent facing an expired certificate are refused, with a clear error
-//! in their logs, and nothing of theirs is stored.
+//! TLS end to end (rustls in the agent and the collector): over gRPC to the
+//! collector, and over MQTT through a Mosquitto with a TLS listener. An
+//! agent that trusts the CA delivers; a plain-text agent against a TLS
+//! listener and an agent facing an expired certificate are refused, with a
+//! clear error in their logs, and nothing of theirs is stored.
 
 use crate::PATIENCE;
 use sobre_tests::tls::pki;
-use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for};
+use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Mosquitto, Transport, wait_for};
 
 fn tls_collector_opts(p: &sobre_tests::tls::Pki) -> CollectorOpts {
     CollectorOpts {
@@ -82,4 +83,46 @@ async fn grpc_over_tls_delivers_and_refuses_plain_text_and_expired_certificates(
     for s in [stops.0, stops.1, stops.2] {
         assert!(s.success(), "{s:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_through_mosquitto_delivers_and_refuses_plain_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = pki(&d.join("pki"), false);
+    let broker = Mosquitto::start_tls(&d.join("mosquitto"), &p).await;
+    let c = Collector::start(
+        &d.join("collector"),
+        CollectorOpts {
+            external_broker: Some(broker.port),
+            mqtt_tls_ca: Some(p.ca.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_for("the collector's TLS client connected", PATIENCE, || async {
+        c.log().contains("connected to MQTT broker").then_some(())
+    })
+    .await;
+    let mut secure = AgentOpts::new("mqtts-agent", Transport::Mqtt);
+    secure.interval_ms = 100;
+    secure.transport_toml = format!("ca_file = \"{}\"", p.ca.display());
+    secure.mqtt_scheme = "mqtts";
+    let mut secure = Agent::start(&d.join("secure"), &secure, broker.port, c.grpc);
+    crate::assert_once_in_order(&c.wait_samples("mqtts-agent", 5, PATIENCE).await);
+
+    let mut o = AgentOpts::new("mqtt-plain", Transport::Mqtt);
+    o.interval_ms = 100;
+    let mut plain = Agent::start(&d.join("plain"), &o, broker.port, c.grpc);
+    wait_for("the plain-text agent's error", PATIENCE, || async {
+        plain
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("if the broker requires TLS"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(c.get_status("/api/v1/agents/mqtt-plain").await.0, 404);
+    let stops = tokio::join!(secure.stop(), plain.stop());
+    assert!(stops.0.success() && stops.1.success(), "{stops:?}");
 }

@@ -49,6 +49,8 @@ pub struct CollectorOpts {
     pub enrolment: bool,
     /// More keys for the `[grpc]` section (e.g. TLS files).
     pub grpc_toml: String,
+    /// The external broker speaks TLS, with a certificate from this CA.
+    pub mqtt_tls_ca: Option<PathBuf>,
 }
 
 /// A `sobre-collector` process. Ports are chosen once, so a restart comes
@@ -69,7 +71,13 @@ impl Collector {
         let mqtt = opts.external_broker.unwrap_or_else(free_port);
         let broker = match opts.external_broker {
             None => format!("embedded = true\nlisten = \"127.0.0.1:{mqtt}\""),
-            Some(p) => format!("embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\""),
+            Some(p) => match &opts.mqtt_tls_ca {
+                None => format!("embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\""),
+                Some(ca) => format!(
+                    "embedded = false\nbroker = \"mqtts://127.0.0.1:{p}\"\nca_file = \"{}\"",
+                    ca.display()
+                ),
+            },
         };
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let cfg = format!(
@@ -239,6 +247,8 @@ pub struct AgentOpts {
     pub enrol_toml: String,
     /// Replaces `http://127.0.0.1:{grpc port}` (e.g. `https://`).
     pub grpc_scheme: &'static str,
+    /// Replaces `mqtt://127.0.0.1:{mqtt port}` (e.g. `mqtts://`).
+    pub mqtt_scheme: &'static str,
     /// More keys for the `[transport]` section (e.g. `ca_file`).
     pub transport_toml: String,
 }
@@ -254,6 +264,7 @@ impl AgentOpts {
             storage_toml: None,
             enrol_toml: String::new(),
             grpc_scheme: "http",
+            mqtt_scheme: "mqtt",
             transport_toml: String::new(),
         }
     }
@@ -274,7 +285,7 @@ impl Agent {
             Transport::Grpc => "grpc",
         };
         let cfg = format!(
-            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"mqtt://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"{scheme}://127.0.0.1:{grpc_port}\"\n{transport}\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n[enrol]\n{enrol}\n",
+            "agent_id = \"{id}\"\ninterval_ms = {iv}\n{extra}\n[transport]\nkind = \"{kind}\"\nmqtt_broker = \"{mqtt_scheme}://127.0.0.1:{mqtt_port}\"\ngrpc_endpoint = \"{scheme}://127.0.0.1:{grpc_port}\"\n{transport}\nack_timeout_ms = {ack}\nbackoff_min_ms = 50\nbackoff_max_ms = 500\ndrain_timeout_ms = 10000\n[spool]\ndir = \"{spool}\"\nfsync = false\n[storage]\nindex_dir = \"{index}\"\n{storage}\n[enrol]\n{enrol}\n",
             id = opts.id,
             iv = opts.interval_ms,
             extra = opts.extra_toml,
@@ -284,6 +295,7 @@ impl Agent {
             storage = opts.storage_toml.as_deref().unwrap_or("enabled = false"),
             enrol = opts.enrol_toml,
             scheme = opts.grpc_scheme,
+            mqtt_scheme = opts.mqtt_scheme,
             transport = opts.transport_toml,
         );
         std::fs::create_dir_all(dir).expect("agent dir");
@@ -338,12 +350,28 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "").await
+    }
+
+    /// A broker whose only listener is TLS, with the certificate of `pki`.
+    pub async fn start_tls(dir: &Path, pki: &crate::tls::Pki) -> Mosquitto {
+        let tls = format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            pki.ca.display(),
+            pki.cert.display(),
+            pki.key.display()
+        );
+        Mosquitto::start_with(dir, &tls).await
+    }
+
+    /// `listener_conf`: more lines for the listener (e.g. TLS files).
+    async fn start_with(dir: &Path, listener_conf: &str) -> Mosquitto {
         let port = free_port();
         std::fs::create_dir_all(dir).expect("mosquitto dir");
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlog_dest stdout\n"
+                "listener {port} 127.0.0.1\n{listener_conf}allow_anonymous true\npersistence false\nmax_queued_messages 100000\nlog_dest stdout\n"
             ),
         )
         .expect("mosquitto.conf");

@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod mqtt;
+pub mod tls;
 
 use sobre_proto::v1::Downlink;
 use std::future::Future;

@@ -20,10 +20,12 @@ pub struct MqttTransport {
     pub port: u16,
     /// Largest packet accepted from the broker.
     pub max_packet_bytes: usize,
+    /// For `mqtts://`: PEM of the CA that signed the broker's certificate.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl MqttTransport {
-    fn options(&self) -> MqttOptions {
+    fn options(&self) -> Result<MqttOptions, TransportError> {
         let mut o = MqttOptions::new(
             format!("sobre-agent-{}", self.agent_id),
             &self.host,
@@ -40,20 +42,33 @@ impl MqttTransport {
             QoS::AtLeastOnce,
             true,
         ));
-        o
+        if super::tls::is_tls(&self.broker) {
+            let ca = self.ca_pem.as_deref().ok_or_else(|| {
+                self.error("mqtts:// needs transport.ca_file (the CA of the broker's certificate)")
+            })?;
+            o.set_transport(super::tls::mqtt_transport(ca).map_err(|e| self.error(e))?);
+        }
+        Ok(o)
     }
 
     fn error(&self, reason: impl ToString) -> TransportError {
+        let mut reason = reason.to_string();
+        // What a plain-text client sees from a TLS listener.
+        if !super::tls::is_tls(&self.broker) && reason.contains("Connection reset by peer") {
+            reason.push_str(
+                " (if the broker requires TLS: use an mqtts:// broker URL and set transport.ca_file)",
+            );
+        }
         TransportError::Mqtt {
             broker: self.broker.clone(),
-            reason: reason.to_string(),
+            reason,
         }
     }
 }
 
 impl Transport for MqttTransport {
     async fn connect(&self) -> Result<Link, TransportError> {
-        let (client, mut eventloop) = AsyncClient::new(self.options(), LINK_QUEUE * 2);
+        let (client, mut eventloop) = AsyncClient::new(self.options()?, LINK_QUEUE * 2);
         // Reports and acks are small: send them now, not after Nagle's delay.
         eventloop.network_options.set_tcp_nodelay(true);
         // Wait for the broker's CONNACK before calling this link up.

@@ -11,17 +11,22 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Connection settings of the collector's MQTT client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientSettings {
     pub host: String,
     pub port: u16,
     pub client_id: String,
     pub max_packet_bytes: usize,
+    /// TLS to an external `mqtts://` broker.
+    pub tls: Option<rumqttc::Transport>,
 }
 
 /// Creates the client; nothing is sent until the event loop is polled.
 pub fn client(s: &ClientSettings) -> (AsyncClient, EventLoop) {
     let mut opts = MqttOptions::new(&s.client_id, &s.host, s.port);
+    if let Some(t) = &s.tls {
+        opts.set_transport(t.clone());
+    }
     opts.set_keep_alive(Duration::from_secs(30));
     // A persistent session: the broker queues uplinks while we restart.
     opts.set_clean_session(false);
