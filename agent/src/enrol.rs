@@ -168,6 +168,18 @@ pub fn sign(key: &[u8; 32], bytes: &[u8]) -> Option<Vec<u8>> {
     Some(env.encode_to_vec())
 }
 
+/// The downlink if its MAC is ours (see `Downlink.mac`).
+pub fn verify_downlink(
+    key: &[u8; 32],
+    mut dl: sobre_proto::v1::Downlink,
+) -> Option<sobre_proto::v1::Downlink> {
+    let mac = std::mem::take(&mut dl.mac);
+    let want = blake3::keyed_hash(key, &dl.encode_to_vec());
+    // blake3::Hash compares in constant time.
+    let got = <[u8; 32]>::try_from(mac.as_slice()).ok()?;
+    (blake3::Hash::from(got) == want).then_some(dl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +197,30 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&path, "short").expect("damage");
         assert!(matches!(load(&path), Err(EnrolError::Damaged(_))));
+    }
+
+    #[test]
+    fn downlinks_pass_only_with_a_mac_of_our_key() {
+        use sobre_proto::v1::{Ack, Downlink, downlink};
+        let key = [3u8; 32];
+        let mut dl = Downlink {
+            body: Some(downlink::Body::Ack(Ack { seqs: vec![1, 2] })),
+            mac: Vec::new(),
+        };
+        assert!(verify_downlink(&key, dl.clone()).is_none(), "unsigned");
+        dl.mac = blake3::keyed_hash(&key, &dl.encode_to_vec())
+            .as_bytes()
+            .to_vec();
+        assert!(verify_downlink(&key, dl.clone()).is_some());
+        assert!(
+            verify_downlink(&[4u8; 32], dl.clone()).is_none(),
+            "another key"
+        );
+        let mut forged = dl;
+        forged.body = Some(downlink::Body::Ack(Ack {
+            seqs: vec![1, 2, 3],
+        }));
+        assert!(verify_downlink(&key, forged).is_none(), "tampered");
     }
 
     #[test]

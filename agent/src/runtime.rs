@@ -573,6 +573,20 @@ impl Session {
     }
 
     fn on_downlink(&mut self, dl: Downlink, shared: &Shared) {
+        // Once enrolled, only downlinks signed with our key count: anyone
+        // who can publish on our topic could otherwise fake an ack (and
+        // make us delete unsent reports) or a command.
+        let key = shared.key.read().ok().and_then(|k| *k);
+        let dl = match key {
+            Some(k) => match crate::enrol::verify_downlink(&k, dl) {
+                Some(dl) => dl,
+                None => {
+                    tracing::warn!("downlink without a valid signature dropped");
+                    return;
+                }
+            },
+            None => dl,
+        };
         match dl.body {
             Some(downlink::Body::Ack(ack)) => {
                 for s in &ack.seqs {

@@ -193,7 +193,13 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         cancel.clone(),
     ));
     routes.set_mqtt(client.clone());
-    tracker.spawn(ingest::acks::run(acks_rx, Some(client), metrics.clone()));
+    routes.set_signer(credentials.clone());
+    tracker.spawn(ingest::acks::run(
+        acks_rx,
+        Some(client),
+        metrics.clone(),
+        credentials.clone(),
+    ));
     tracker.spawn(jobs::detect_loop(jobs.clone(), cancel.clone()));
     tracker.spawn(jobs::dispatch_loop(jobs.clone(), cancel.clone()));
 

@@ -1,7 +1,7 @@
 //! Agent identity end to end: agents enrol with one-time tokens and sign
 //! every envelope; an unenrolled agent, an agent using another agent's
 //! key and a revoked agent are refused, logged and counted, while the
-//! enrolled agents keep working.
+//! enrolled agents keep working; a forged downlink is dropped.
 
 use crate::PATIENCE;
 use serde_json::json;
@@ -99,6 +99,40 @@ async fn only_enrolled_unrevoked_agents_are_heard() {
     // The thief's reports under good-mqtt's name were not stored: the real
     // agent's seqs are still each once, in order (the thief's seqs would
     // interleave).
+    crate::assert_once_in_order(&c.sample_seqs("good-mqtt").await);
+
+    // Anyone can publish on the embedded broker: a forged ack for
+    // good-mqtt's next reports must not make it drop them.
+    let raw = crate::nudges::raw_client(c.mqtt).await;
+    let next = c
+        .sample_seqs("good-mqtt")
+        .await
+        .last()
+        .copied()
+        .unwrap_or(0);
+    let forged = sobre_proto::v1::Downlink {
+        body: Some(sobre_proto::v1::downlink::Body::Ack(sobre_proto::v1::Ack {
+            seqs: (next + 1..next + 200).collect(),
+        })),
+        mac: Vec::new(),
+    };
+    raw.publish(
+        sobre_proto::topics::down("good-mqtt"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        prost::Message::encode_to_vec(&forged),
+    )
+    .await
+    .expect("publish a forged ack");
+    wait_for("good-mqtt to drop the forged ack", PATIENCE, || async {
+        good1
+            .log()
+            .contains("downlink without a valid signature dropped")
+            .then_some(())
+    })
+    .await;
+    let n = c.sample_seqs("good-mqtt").await.len();
+    c.wait_samples("good-mqtt", n + 10, PATIENCE).await;
     crate::assert_once_in_order(&c.sample_seqs("good-mqtt").await);
 
     // Revoke good-grpc: refused from then on; good-mqtt goes on.

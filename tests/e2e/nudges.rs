@@ -76,7 +76,7 @@ async fn simulate(client: &AsyncClient, agent: &str, chassis: &str, hours: i64, 
     n - 1
 }
 
-async fn raw_client(port: u16) -> AsyncClient {
+pub(crate) async fn raw_client(port: u16) -> AsyncClient {
     let mut opts = MqttOptions::new("history-importer", "127.0.0.1", port);
     opts.set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);

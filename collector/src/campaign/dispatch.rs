@@ -24,6 +24,7 @@ pub struct Sent {
 
 fn command(c: &Campaign, action: CampaignAction) -> Downlink {
     Downlink {
+        mac: Vec::new(),
         body: Some(downlink::Body::Command(Command {
             kind: Some(command::Kind::Campaign(CampaignCommand {
                 campaign_id: c.id.clone(),

@@ -17,12 +17,15 @@ pub async fn run(
     mut acks: mpsc::Receiver<AckBatch>,
     mqtt: Option<AsyncClient>,
     metrics: Arc<Metrics>,
+    credentials: Arc<super::credentials::Credentials>,
 ) {
     while let Some(batch) = acks.recv().await {
         let n = batch.seqs.len() as u64;
-        let dl = Downlink {
+        let mut dl = Downlink {
             body: Some(downlink::Body::Ack(Ack { seqs: batch.seqs })),
+            mac: Vec::new(),
         };
+        credentials.sign(&batch.agent_id, &mut dl);
         let delivered = match batch.reply {
             Reply::Grpc(tx) => tx.try_send(Ok(dl)).is_ok(),
             Reply::Mqtt => match &mqtt {

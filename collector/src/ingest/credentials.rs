@@ -117,6 +117,24 @@ impl Credentials {
         }
     }
 
+    /// Signs a downlink for `agent_id` with its key (unsigned when the
+    /// agent has none: it is not enrolled and checks nothing).
+    pub fn sign(&self, agent_id: &str, dl: &mut sobre_proto::v1::Downlink) {
+        let key = match self
+            .creds
+            .read()
+            .ok()
+            .and_then(|m| m.get(agent_id).copied())
+        {
+            Some(Cred::Key(k)) => k,
+            _ => return,
+        };
+        dl.mac.clear();
+        dl.mac = blake3::keyed_hash(&key, &dl.encode_to_vec())
+            .as_bytes()
+            .to_vec();
+    }
+
     /// Issues a one-time token, for one agent id or any; returns it (it is
     /// shown once, only its hash is kept).
     pub fn issue(
@@ -291,6 +309,25 @@ mod tests {
                 .verify(signed(&k1, "ws-1", 4)),
             Err(Reject::Revoked(_))
         ));
+    }
+
+    #[test]
+    fn downlinks_are_signed_with_the_recipients_key_only() {
+        use sobre_proto::v1::{Ack, Downlink, downlink};
+        let (_d, conn) = store();
+        let creds = Credentials::load(&conn, true).expect("load");
+        let t = Credentials::issue(&conn, None, 60_000, 0).expect("issue");
+        let key = creds.enrol(&conn, "ws-1", &t, 1).expect("enrol");
+        let dl = || Downlink {
+            body: Some(downlink::Body::Ack(Ack { seqs: vec![7] })),
+            mac: Vec::new(),
+        };
+        let mut signed = dl();
+        creds.sign("ws-1", &mut signed);
+        assert!(sobre_agent::enrol::verify_downlink(&key, signed).is_some());
+        let mut other = dl();
+        creds.sign("not-enrolled", &mut other);
+        assert!(other.mac.is_empty());
     }
 
     #[test]

@@ -15,6 +15,8 @@ type GrpcTx = mpsc::Sender<Result<Downlink, tonic::Status>>;
 pub struct Routes {
     grpc: Arc<Mutex<HashMap<String, GrpcTx>>>,
     mqtt: Arc<OnceLock<AsyncClient>>,
+    /// Signs each downlink with its agent's key.
+    signer: Arc<OnceLock<Arc<super::credentials::Credentials>>>,
     /// Woken when an agent comes online, so queued nudges leave at once.
     pub online: Arc<Notify>,
 }
@@ -28,6 +30,10 @@ impl std::fmt::Debug for Routes {
 impl Routes {
     pub fn set_mqtt(&self, client: AsyncClient) {
         let _ = self.mqtt.set(client);
+    }
+
+    pub fn set_signer(&self, credentials: Arc<super::credentials::Credentials>) {
+        let _ = self.signer.set(credentials);
     }
 
     pub fn register_grpc(&self, agent_id: &str, tx: GrpcTx) {
@@ -49,7 +55,10 @@ impl Routes {
     /// Sends `dl` to the agent: over its gRPC stream if open, else on its
     /// MQTT downlink when `mqtt_ok` (the agent is online over MQTT).
     /// False when it could not be handed over.
-    pub fn send(&self, agent_id: &str, mqtt_ok: bool, dl: Downlink) -> bool {
+    pub fn send(&self, agent_id: &str, mqtt_ok: bool, mut dl: Downlink) -> bool {
+        if let Some(s) = self.signer.get() {
+            s.sign(agent_id, &mut dl);
+        }
         let tx = self.grpc.lock().ok().and_then(|m| m.get(agent_id).cloned());
         if let Some(tx) = tx {
             return tx.try_send(Ok(dl)).is_ok();

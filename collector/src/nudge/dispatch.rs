@@ -11,6 +11,7 @@ use super::NudgeConfig;
 
 fn downlink(n: &StoredNudge) -> Downlink {
     Downlink {
+        mac: Vec::new(),
         body: Some(downlink::Body::Nudge(Nudge {
             id: n.id.clone(),
             kind: n.kind.clone(),
