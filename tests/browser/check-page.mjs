@@ -1,7 +1,8 @@
 // Checks one page of Sobre's in a real browser (Debian's headless Chromium,
 // driven by playwright-core), at phone and desktop widths: console and page
 // errors, failed requests, third-party requests, bytes transferred,
-// horizontal overflow, and axe-core's serious or critical violations; and
+// horizontal overflow, axe-core's serious or critical violations, and (on
+// the desktop) whether Tab reaches every link, button and field; and
 // once more at phone width with JavaScript disabled (the same checks: the
 // page must be whole without script).
 //
@@ -109,6 +110,7 @@ async function checkViewport(browser, url, vp, axeSource, screenshots) {
     scroll_width: null,
     horizontal_overflow: false,
     violations: [],
+    unreachable_by_keyboard: [],
     screenshot: null,
   };
   const sizes = [];
@@ -185,6 +187,36 @@ async function checkViewport(browser, url, vp, axeSource, screenshots) {
         }));
     });
   }
+  // Keyboard only (desktop pass): Tab must reach every visible link,
+  // button and form field, in some order.
+  if (r.load_error === null && vp.name === 'desktop') {
+    const total = await page.evaluate(() => {
+      const sel =
+        'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]';
+      let i = 0;
+      for (const el of document.querySelectorAll(sel)) {
+        // checkVisibility: not rendered, e.g. inside a closed <details>.
+        if (el.disabled || !el.checkVisibility({ visibilityProperty: true })) continue;
+        el.dataset.kbd = String(i++);
+      }
+      return i;
+    });
+    const reached = new Set();
+    // A date-time field takes a Tab per part (day, month, year, hours,
+    // minutes): room for that, stopping as soon as all are reached.
+    for (let n = 0; n < total * 6 + 10 && reached.size < total; n++) {
+      await page.keyboard.press('Tab');
+      const k = await page.evaluate(() => document.activeElement?.dataset?.kbd ?? null);
+      if (k !== null) reached.add(k);
+    }
+    r.unreachable_by_keyboard = await page.evaluate(
+      (got) =>
+        [...document.querySelectorAll('[data-kbd]')]
+          .filter((el) => !got.includes(el.dataset.kbd))
+          .map((el) => el.outerHTML.replace(/ data-kbd="\d+"/, '').slice(0, 120)),
+      [...reached],
+    );
+  }
   r.bytes = (await Promise.all(sizes)).reduce((a, b) => a + b, 0);
   await context.close();
   return r;
@@ -200,7 +232,8 @@ function passed(r, maxBytes) {
     r.failed_requests.length === 0 &&
     (maxBytes === null || r.bytes <= maxBytes) &&
     !r.horizontal_overflow &&
-    r.violations.length === 0
+    r.violations.length === 0 &&
+    r.unreachable_by_keyboard.length === 0
   );
 }
 

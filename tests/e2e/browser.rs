@@ -41,6 +41,7 @@ const BAD_PAGE: &str = r#"<!doctype html>
 </head><body>
 <img src="/missing.png">
 <div style="width:900px">wider than a phone</div>
+<p><a href="/help">reachable</a> <a href="/hidden" tabindex="-1">out of the tab order</a></p>
 <script>console.error("deliberate console error")</script>
 <script>throw new Error("deliberate uncaught error")</script>
 </body></html>"#;
@@ -123,4 +124,10 @@ async fn checker_catches_each_problem_it_claims_to() {
     );
     assert!(phone.horizontal_overflow, "{phone:#?}");
     assert!(!desktop.horizontal_overflow, "{desktop:#?}");
+    // Keyboard: the link taken out of the tab order, and only it.
+    assert_eq!(desktop.unreachable_by_keyboard.len(), 1, "{desktop:#?}");
+    assert!(
+        desktop.unreachable_by_keyboard[0].contains("/hidden"),
+        "{desktop:#?}"
+    );
 }

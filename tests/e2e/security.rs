@@ -32,6 +32,25 @@ async fn api_roles_admin_writes_read_only_reads_and_refusals_are_counted() {
     assert!(body.contains("open_read"), "the error says why: {body}");
     let read = client.get(url("/api/v1/agents")).bearer_auth(&read_token);
     assert_eq!(status(read.send().await.expect("GET")), 200);
+    // The console shows no more than the API: its pages send to sign-in.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let page = no_redirects
+        .get(url("/machines/x"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/login?back=%2Fmachines%2Fx");
+    let signed_in = no_redirects
+        .get(url("/"))
+        .header("cookie", format!("sobre_token={read_token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(signed_in.status(), 200);
 
     // Writes: admin only.
     let write = |t: Option<&str>| {
@@ -75,7 +94,7 @@ async fn api_roles_admin_writes_read_only_reads_and_refusals_are_counted() {
         .await
         .expect("text");
     for line in [
-        "sobre_http_refused_total{reason=\"no_token\"} 2",
+        "sobre_http_refused_total{reason=\"no_token\"} 3",
         "sobre_http_refused_total{reason=\"read_only_token\"} 1",
         "sobre_http_refused_total{reason=\"bad_token\"} 1",
     ] {

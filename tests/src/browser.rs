@@ -35,6 +35,9 @@ pub struct Viewport {
     pub scroll_width: Option<u32>,
     /// axe-core violations of impact serious or critical.
     pub violations: Vec<Violation>,
+    /// Links, buttons and fields that Tab never reaches (desktop pass).
+    #[serde(default)]
+    pub unreachable_by_keyboard: Vec<String>,
     /// The full-page PNG saved, when screenshots were asked for.
     #[serde(default)]
     pub screenshot: Option<PathBuf>,
@@ -99,6 +102,9 @@ impl PageCheck {
                     v.scroll_width.unwrap_or(0),
                     v.width
                 ));
+            }
+            for el in &v.unreachable_by_keyboard {
+                add(format!("not reachable with the keyboard (Tab): {el}"));
             }
             for a in &v.violations {
                 add(format!(
