@@ -109,6 +109,13 @@ pub struct MqttConfig {
     pub broker: Option<String>,
     /// PEM of the CA that signed an `mqtts://` broker's certificate.
     pub ca_file: Option<PathBuf>,
+    /// TLS for the embedded broker: agents connect with `mqtts://` here;
+    /// the collector terminates TLS (rustls) and relays to the broker's
+    /// plain listener, which should then stay on loopback. Needs
+    /// `tls_cert` and `tls_key` (PEM).
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// MQTT client id of the collector on the broker.
     pub client_id: String,
     /// Largest MQTT packet the broker and the collector's client accept.
@@ -138,6 +145,9 @@ impl Default for MqttConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             broker: None,
             ca_file: None,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
             client_id: "sobre-collector".into(),
             max_packet_bytes: 1024 * 1024,
         }
@@ -291,6 +301,17 @@ impl CollectorConfig {
                 .map_err(|e| e.to_string())?;
         }
         self.grpc.tls_identity()?;
+        if self.mqtt.tls_listen.is_some() {
+            match (&self.mqtt.tls_cert, &self.mqtt.tls_key, self.mqtt.embedded) {
+                (Some(c), Some(k), true) => {
+                    crate::ingest::tls_front::acceptor(c, k)?;
+                }
+                (_, _, false) => {
+                    return Err("mqtt.tls_listen is for the embedded broker; an external broker does its own TLS".into());
+                }
+                _ => return Err("mqtt.tls_listen needs mqtt.tls_cert and mqtt.tls_key".into()),
+            }
+        }
         if self.security.enrol_token_ttl_hours < 1 {
             return Err("security.enrol_token_ttl_hours must be at least 1".into());
         }

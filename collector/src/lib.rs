@@ -54,6 +54,8 @@ pub struct Running {
     /// The broker agents should use over MQTT (the embedded one or the
     /// configured external one).
     pub mqtt_addr: Option<SocketAddr>,
+    /// The embedded broker's TLS front, if configured.
+    pub mqtt_tls_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -158,6 +160,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let tracker = TaskTracker::new();
 
     // MQTT: the embedded broker, or an external one.
+    let mut mqtt_tls_addr = None;
     let (host, port) = if cfg.mqtt.embedded {
         let addr = tokio::task::spawn_blocking({
             let (listen, max) = (cfg.mqtt.listen, cfg.mqtt.max_packet_bytes);
@@ -165,6 +168,21 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??;
+        if let (Some(listen), Some(cert), Some(key)) =
+            (cfg.mqtt.tls_listen, &cfg.mqtt.tls_cert, &cfg.mqtt.tls_key)
+        {
+            let acceptor = ingest::tls_front::acceptor(cert, key).map_err(StartError::Config)?;
+            let listener = bind("MQTT over TLS", listen).await?;
+            let tls_addr = local_addr(&listener, "MQTT over TLS", listen)?;
+            tracker.spawn(ingest::tls_front::run(
+                listener,
+                acceptor,
+                addr,
+                cancel.clone(),
+            ));
+            tracing::info!(%tls_addr, "MQTT over TLS listening (embedded broker)");
+            mqtt_tls_addr = Some(tls_addr);
+        }
         (addr.ip().to_string(), addr.port())
     } else {
         let url = cfg.mqtt.broker.as_deref().unwrap_or_default();
@@ -268,6 +286,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         http_addr,
         admin_token_file,
         mqtt_addr,
+        mqtt_tls_addr,
         grpc_addr,
         metrics,
         cancel,

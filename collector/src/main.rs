@@ -272,6 +272,9 @@ async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     if let Some(a) = running.mqtt_addr {
         say(&format!("  MQTT broker: mqtt://{a}"));
     }
+    if let Some(a) = running.mqtt_tls_addr {
+        say(&format!("  MQTT TLS:    mqtts://{a}"));
+    }
     if let Some(a) = running.grpc_addr {
         say(&format!("  gRPC:        http://{a}"));
     }

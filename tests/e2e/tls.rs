@@ -126,3 +126,42 @@ async fn mqtt_over_tls_through_mosquitto_delivers_and_refuses_plain_text() {
     let stops = tokio::join!(secure.stop(), plain.stop());
     assert!(stops.0.success() && stops.1.success(), "{stops:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_speaks_tls_through_the_collectors_front() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = pki(&d.join("pki"), false);
+    let tls_port = sobre_tests::free_port();
+    let c = Collector::start(
+        &d.join("collector"),
+        CollectorOpts {
+            mqtt_toml: format!(
+                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+                p.cert.display(),
+                p.key.display()
+            ),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut o = AgentOpts::new("front-agent", Transport::Mqtt);
+    o.interval_ms = 100;
+    o.mqtt_scheme = "mqtts";
+    o.transport_toml = format!("ca_file = \"{}\"", p.ca.display());
+    let mut a = Agent::start(&d.join("a"), &o, tls_port, c.grpc);
+    crate::assert_once_in_order(&c.wait_samples("front-agent", 5, PATIENCE).await);
+    // A plain-text client on the TLS port: the handshake fails, logged.
+    let mut plain = AgentOpts::new("front-plain", Transport::Mqtt);
+    plain.interval_ms = 100;
+    let mut b = Agent::start(&d.join("b"), &plain, tls_port, c.grpc);
+    wait_for(
+        "the refused handshake in the collector's log",
+        PATIENCE,
+        || async { c.log().contains("MQTT TLS handshake refused").then_some(()) },
+    )
+    .await;
+    assert_eq!(c.get_status("/api/v1/agents/front-plain").await.0, 404);
+    let stops = tokio::join!(a.stop(), b.stop());
+    assert!(stops.0.success() && stops.1.success(), "{stops:?}");
+}

@@ -51,6 +51,8 @@ pub struct CollectorOpts {
     pub grpc_toml: String,
     /// The external broker speaks TLS, with a certificate from this CA.
     pub mqtt_tls_ca: Option<PathBuf>,
+    /// More keys for the embedded broker's `[mqtt]` section.
+    pub mqtt_toml: String,
 }
 
 /// A `sobre-collector` process. Ports are chosen once, so a restart comes
@@ -70,7 +72,10 @@ impl Collector {
         let (http, grpc) = (free_port(), free_port());
         let mqtt = opts.external_broker.unwrap_or_else(free_port);
         let broker = match opts.external_broker {
-            None => format!("embedded = true\nlisten = \"127.0.0.1:{mqtt}\""),
+            None => format!(
+                "embedded = true\nlisten = \"127.0.0.1:{mqtt}\"\n{}",
+                opts.mqtt_toml
+            ),
             Some(p) => match &opts.mqtt_tls_ca {
                 None => format!("embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\""),
                 Some(ca) => format!(

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod mqtt;
 pub mod rate;
 pub mod routes;
+pub mod tls_front;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
