@@ -2,7 +2,10 @@
 //! Debian's InfluxDB 1.6 (`/write`, InfluxQL `/query`) and VictoriaMetrics
 //! (`/api/v2/write`, export API), each started here on free loopback
 //! ports in a temp dir (never a system service), with real agents
-//! streaming through a real collector. Also the dashboards' lint.
+//! streaming through a real collector, one of them taking part in a Clean
+//! Up Day campaign (`cleanup`). Also the dashboards' lint.
+
+mod cleanup;
 
 use crate::PATIENCE;
 use prost::Message;
@@ -463,17 +466,21 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
     let c = Collector::start(
         &dir.path().join("collector"),
         CollectorOpts {
-            extra_toml: sink_toml("v1", influx.port, ""),
+            extra_toml: format!(
+                "{}{}",
+                sink_toml("v1", influx.port, ""),
+                cleanup::NUDGE_TOML
+            ),
             ..Default::default()
         },
     )
     .await;
-    let a = Agent::start(
-        &dir.path().join("a1"),
-        &labelled("mairie-pc-1", "mairie", "hdv"),
-        c.mqtt,
-        c.grpc,
-    );
+    // mairie-pc-1 scans a tiny tree and takes part in the campaign;
+    // ecole-pc-1, in scope too, does not scan (so has no baseline).
+    let tree = cleanup::tiny_tree(&dir.path().join("tree"));
+    let mut opts = labelled("mairie-pc-1", "mairie", "hdv");
+    opts.storage_toml = Some(cleanup::storage_toml(&dir.path().join("tree")));
+    let a = Agent::start(&dir.path().join("a1"), &opts, c.mqtt, c.grpc);
     let b = Agent::start(
         &dir.path().join("a2"),
         &labelled("ecole-pc-1", "ecoles", "jaures"),
@@ -492,6 +499,13 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
     assert!(status.is_success(), "detect: {status}: {body}");
+    // A campaign from start to final count: one file deleted.
+    let (victim, victim_bytes) = tree[1].clone();
+    let final_report = cleanup::run(&c, &["mairie", "ecoles"], &victim).await;
+    let totals = &final_report["totals"];
+    assert_eq!(totals["files_deleted"], 1, "{final_report}");
+    assert_eq!(totals["bytes_deleted"], victim_bytes, "{final_report}");
+    assert_eq!(final_report["hosts_in_scope"], 2, "{final_report}");
     for id in [&a.id, &b.id] {
         c.wait_samples(id, 20, PATIENCE).await;
     }
@@ -519,6 +533,32 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
         },
     )
     .await;
+    // The campaign's final count, per group, as the report has it.
+    let campaign_point = |group: &'static str| {
+        let influx = &influx;
+        async move {
+            let r = influx
+                .query(&format!(
+                    "SELECT last(\"files_deleted\") AS \"f\", last(\"bytes_deleted\") AS \"b\", \
+                     last(\"participants\") AS \"p\", last(\"hosts\") AS \"h\", \
+                     last(\"hosts_with_baseline\") AS \"hb\" FROM \"campaign\" \
+                     WHERE \"campaign\" = '{}' AND \"group\" = '{group}'",
+                    cleanup::ID
+                ))
+                .await;
+            let v = &r["series"][0]["values"][0];
+            (1..=5).map(|i| v[i].as_u64()).collect::<Option<Vec<u64>>>()
+        }
+    };
+    wait_for("the final campaign count in InfluxDB", PATIENCE, || async {
+        (campaign_point("mairie").await == Some(vec![1, victim_bytes, 1, 1, 1])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        campaign_point("ecoles").await,
+        Some(vec![0, 0, 0, 1, 0]),
+        "a host in scope without a baseline"
+    );
 
     // What landed is what the agents sent: tags from their labels,
     // energy and CO2e on every point.
@@ -598,16 +638,36 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
 
     // Every dashboard query, as Grafana sends it.
     let range = (start_ms - 300_000, sobre_tests::now_ms() + 60_000);
-    let all: BTreeMap<&str, String> = ["site", "group", "host"]
+    let mut all: BTreeMap<&str, String> = ["site", "group", "host"]
         .into_iter()
         .map(|k| (k, ".*".to_owned()))
         .collect();
+    all.insert("campaign", regex_escape(cleanup::ID));
     let hostname = c.get(&format!("/api/v1/agents/{}", a.id)).await["hostname"]
         .as_str()
         .expect("hostname")
         .to_owned();
     let mut queries = 0;
     for (name, dash) in dashboards() {
+        // The variables' own queries list what the panels are filtered by.
+        for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+            let q = expand(v["query"].as_str().expect("variable query"), &all, 0, 0);
+            let r = influx.query(&q).await;
+            let values: BTreeSet<&str> = r["series"][0]["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| kv[1].as_str())
+                .collect();
+            assert!(!values.is_empty(), "{name}: variable {}: {q}", v["name"]);
+            match v["name"].as_str() {
+                Some("campaign") => assert!(values.contains(cleanup::ID), "{values:?}"),
+                Some("group") if name.contains("cleanup-day") => {
+                    assert_eq!(values, BTreeSet::from(["ecoles", "mairie"]))
+                }
+                _ => {}
+            }
+        }
         queries += check_dashboard(&influx, &name, &dash, &|_| all.clone(), range).await;
         // One host selected, as a user would: the filters must keep data.
         // Each panel is looked at with a host it concerns.
@@ -623,6 +683,10 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
             };
             let mut v = all.clone();
             v.insert("host", regex_escape(host));
+            // The campaign dashboard filters by group only.
+            if name.contains("cleanup-day") {
+                v.insert("group", "mairie".to_owned());
+            }
             v
         };
         check_dashboard(&influx, &name, &dash, &one, range).await;
