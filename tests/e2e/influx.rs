@@ -1,8 +1,16 @@
 //! The InfluxDB sink and the Grafana dashboards against real servers:
 //! Debian's InfluxDB 1.6 (`/write`, InfluxQL `/query`) and VictoriaMetrics
-//! (`/api/v2/write`, export API), each started here on free loopback
-//! ports in a temp dir (never a system service), with real agents
-//! streaming through a real collector. Also the dashboards' lint.
+//! (`/api/v2/write`, export API), each started here (`server`), with real
+//! agents streaming through a real collector, one of them taking part in a
+//! Clean Up Day campaign (`cleanup`). The dashboards' queries and lint:
+//! `dashboards`.
+
+mod cleanup;
+mod dashboards;
+mod server;
+
+use dashboards::{check_dashboard, dashboards, expand, regex_escape};
+use server::{DB, Server};
 
 use crate::PATIENCE;
 use prost::Message;
@@ -12,198 +20,8 @@ use sobre_proto::topics;
 use sobre_proto::v1::{
     CategoryTotal, Envelope, Inventory, PowerSource, StorageSummary, UsageReport, envelope::Body,
 };
-use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, free_port, wait_for};
+use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-const DB: &str = "sobre";
-
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Influx,
-    Victoria,
-}
-
-/// A time-series server of our own on a free loopback port.
-struct Server {
-    kind: Kind,
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-    http: reqwest::Client,
-}
-
-fn exe(candidates: &[&str], package: &str) -> String {
-    candidates
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| {
-            panic!("{package} is not installed: apt-get install {package} (tests/run does it)")
-        })
-}
-
-impl Server {
-    async fn influxdb(dir: &Path) -> Server {
-        let (port, rpc) = (free_port(), free_port());
-        std::fs::create_dir_all(dir).expect("influx dir");
-        let d = dir.display();
-        std::fs::write(
-            dir.join("influxdb.conf"),
-            format!(
-                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
-                 [meta]\n  dir = \"{d}/meta\"\n\
-                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  max-row-limit = 0\n\
-                 [monitor]\n  store-enabled = false\n\
-                 [continuous_queries]\n  enabled = false\n\
-                 [logging]\n  level = \"warn\"\n"
-            ),
-        )
-        .expect("influxdb.conf");
-        let mut s = Server {
-            kind: Kind::Influx,
-            port,
-            dir: dir.to_owned(),
-            child: None,
-            http: sobre_tests::http_client(),
-        };
-        s.restart().await;
-        let r = s
-            .http
-            .post(s.url(&format!("/query?q=CREATE+DATABASE+{DB}")))
-            .send()
-            .await
-            .expect("CREATE DATABASE");
-        assert!(r.status().is_success(), "CREATE DATABASE: {}", r.status());
-        s
-    }
-
-    async fn victoria(dir: &Path) -> Server {
-        std::fs::create_dir_all(dir).expect("vm dir");
-        let mut s = Server {
-            kind: Kind::Victoria,
-            port: free_port(),
-            dir: dir.to_owned(),
-            child: None,
-            http: sobre_tests::http_client(),
-        };
-        s.restart().await;
-        s
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// (Re)starts the process on the same port and data, and waits for
-    /// its health endpoint.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .expect("log");
-        let mut cmd = match self.kind {
-            Kind::Influx => {
-                let mut c =
-                    Command::new(exe(&["/usr/bin/influxd", "/usr/sbin/influxd"], "influxdb"));
-                c.arg("-config").arg(self.dir.join("influxdb.conf"));
-                c
-            }
-            Kind::Victoria => {
-                let mut c = Command::new(exe(
-                    &["/usr/bin/victoria-metrics", "/usr/sbin/victoria-metrics"],
-                    "victoria-metrics",
-                ));
-                c.arg(format!(
-                    "-storageDataPath={}",
-                    self.dir.join("data").display()
-                ))
-                .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-                .arg("-retentionPeriod=100y")
-                .arg("-loggerLevel=WARN");
-                c
-            }
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log));
-        self.child = Some(cmd.spawn().expect("start the server"));
-        let (url, client) = (
-            self.url(match self.kind {
-                Kind::Influx => "/ping",
-                Kind::Victoria => "/health",
-            }),
-            self.http.clone(),
-        );
-        wait_for("the time-series server's health endpoint", PATIENCE, || {
-            let (url, client) = (url.clone(), client.clone());
-            async move {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
-    }
-
-    /// Orderly stop (SIGTERM), waiting for the exit.
-    async fn stop(&mut self) {
-        let mut c = self.child.take().expect("running");
-        sobre_tests::sigterm(c.id());
-        sobre_tests::procs::wait_exit(&mut c, PATIENCE).await;
-    }
-
-    /// InfluxQL; the result's first statement.
-    async fn query(&self, q: &str) -> Value {
-        let url = reqwest::Url::parse_with_params(
-            &self.url("/query"),
-            &[("db", DB), ("epoch", "ms"), ("q", q)],
-        )
-        .expect("query url");
-        let v: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("GET /query")
-            .json()
-            .await
-            .expect("query JSON");
-        let r = v["results"][0].clone();
-        assert!(r.get("error").is_none(), "InfluxQL error for {q}:\n{v}");
-        r
-    }
-
-    /// `SELECT "seq" FROM "usage"` for one agent: every seq the server has.
-    async fn seqs(&self, agent: &str) -> Vec<u64> {
-        let r = self
-            .query(&format!(
-                "SELECT \"seq\" FROM \"usage\" WHERE \"agent\" = '{agent}'"
-            ))
-            .await;
-        let mut out: Vec<u64> = r["series"][0]["values"]
-            .as_array()
-            .map(|rows| rows.iter().filter_map(|row| row[1].as_u64()).collect())
-            .unwrap_or_default();
-        out.sort_unstable();
-        out
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn sink_toml(api: &str, port: u16, extra: &str) -> String {
     format!(
@@ -325,132 +143,6 @@ async fn quiet_history(mqtt_port: u16, id: &str, chassis: &str, hours: i64) -> u
     hours as usize
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repository root")
-        .to_owned()
-}
-
-fn dashboards() -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(repo().join("dashboards")).expect("dashboards/") {
-        let path = e.expect("entry").path();
-        if path.extension().is_some_and(|x| x == "json") {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            out.push((path.display().to_string(), v));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 4, "four dashboards expected");
-    out
-}
-
-/// Every panel, including those inside collapsed rows.
-fn panels(d: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for p in d["panels"].as_array().into_iter().flatten() {
-        out.push(p);
-        out.extend(p["panels"].as_array().into_iter().flatten());
-    }
-    out
-}
-
-/// Grafana's regex formatting of a variable's value for InfluxQL.
-fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\^$.|?*+()[]{}/".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The query as Grafana sends it: variables, `$timeFilter` and
-/// `$__interval` expanded.
-fn expand(q: &str, vars: &BTreeMap<&str, String>, from_ms: i64, to_ms: i64) -> String {
-    let mut q = q
-        .replace(
-            "$timeFilter",
-            &format!("time >= {from_ms}ms and time <= {to_ms}ms"),
-        )
-        .replace("$__interval", "1s");
-    for (k, v) in vars {
-        q = q.replace(&format!("${k}"), v);
-    }
-    q
-}
-
-/// Column names the outer SELECT asks for (`AS "x"` before the first
-/// FROM), after `time`.
-fn expected_columns(q: &str) -> Vec<String> {
-    let outer = &q[..q.find(" FROM ").expect("FROM")];
-    let mut cols = vec!["time".to_owned()];
-    let mut rest = outer;
-    while let Some(i) = rest.find("AS \"") {
-        let tail = &rest[i + 4..];
-        let end = tail.find('"').expect("closing quote");
-        cols.push(tail[..end].to_owned());
-        rest = &tail[end..];
-    }
-    assert!(cols.len() > 1, "every selected value has an alias: {q}");
-    cols
-}
-
-/// Runs every query of every panel of `dash`, with the variables
-/// `vars_for` gives for it, and checks that each returns data in the
-/// expected columns, each column with a value somewhere.
-async fn check_dashboard(
-    s: &Server,
-    name: &str,
-    dash: &Value,
-    vars_for: &dyn Fn(&str) -> BTreeMap<&'static str, String>,
-    range: (i64, i64),
-) -> usize {
-    let mut n = 0;
-    for p in panels(dash) {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            let raw = t["query"].as_str().expect("query");
-            let vars = &vars_for(raw);
-            let q = expand(raw, vars, range.0, range.1);
-            let cols = expected_columns(&q);
-            let r = s.query(&q).await;
-            let series = r["series"].as_array().unwrap_or_else(|| {
-                panic!(
-                    "{name}: panel {:?} returned no series (vars {vars:?}):\n{q}",
-                    p["title"]
-                )
-            });
-            assert!(!series.is_empty(), "{name}: {:?} empty", p["title"]);
-            for sr in series {
-                let got: Vec<String> = sr["columns"]
-                    .as_array()
-                    .expect("columns")
-                    .iter()
-                    .map(|c| c.as_str().unwrap_or("").to_owned())
-                    .collect();
-                assert_eq!(got, cols, "{name}: panel {:?}:\n{q}", p["title"]);
-            }
-            let rows: Vec<&Value> = series
-                .iter()
-                .flat_map(|sr| sr["values"].as_array().into_iter().flatten())
-                .collect();
-            for (i, c) in cols.iter().enumerate().skip(1) {
-                assert!(
-                    rows.iter().any(|row| !row[i].is_null()),
-                    "{name}: panel {:?}: column {c} has no value:\n{q}\n{r}",
-                    p["title"]
-                );
-            }
-            n += 1;
-        }
-    }
-    n
-}
-
 async fn metric(c: &Collector, name: &str) -> u64 {
     c.metric(name).await
 }
@@ -463,17 +155,21 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
     let c = Collector::start(
         &dir.path().join("collector"),
         CollectorOpts {
-            extra_toml: sink_toml("v1", influx.port, ""),
+            extra_toml: format!(
+                "{}{}",
+                sink_toml("v1", influx.port, ""),
+                cleanup::NUDGE_TOML
+            ),
             ..Default::default()
         },
     )
     .await;
-    let a = Agent::start(
-        &dir.path().join("a1"),
-        &labelled("mairie-pc-1", "mairie", "hdv"),
-        c.mqtt,
-        c.grpc,
-    );
+    // mairie-pc-1 scans a tiny tree and takes part in the campaign;
+    // ecole-pc-1, in scope too, does not scan (so has no baseline).
+    let tree = cleanup::tiny_tree(&dir.path().join("tree"));
+    let mut opts = labelled("mairie-pc-1", "mairie", "hdv");
+    opts.storage_toml = Some(cleanup::storage_toml(&dir.path().join("tree")));
+    let a = Agent::start(&dir.path().join("a1"), &opts, c.mqtt, c.grpc);
     let b = Agent::start(
         &dir.path().join("a2"),
         &labelled("ecole-pc-1", "ecoles", "jaures"),
@@ -492,6 +188,13 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
     assert!(status.is_success(), "detect: {status}: {body}");
+    // A campaign from start to final count: one file deleted.
+    let (victim, victim_bytes) = tree[1].clone();
+    let final_report = cleanup::run(&c, &["mairie", "ecoles"], &victim).await;
+    let totals = &final_report["totals"];
+    assert_eq!(totals["files_deleted"], 1, "{final_report}");
+    assert_eq!(totals["bytes_deleted"], victim_bytes, "{final_report}");
+    assert_eq!(final_report["hosts_in_scope"], 2, "{final_report}");
     for id in [&a.id, &b.id] {
         c.wait_samples(id, 20, PATIENCE).await;
     }
@@ -519,6 +222,32 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
         },
     )
     .await;
+    // The campaign's final count, per group, as the report has it.
+    let campaign_point = |group: &'static str| {
+        let influx = &influx;
+        async move {
+            let r = influx
+                .query(&format!(
+                    "SELECT last(\"files_deleted\") AS \"f\", last(\"bytes_deleted\") AS \"b\", \
+                     last(\"participants\") AS \"p\", last(\"hosts\") AS \"h\", \
+                     last(\"hosts_with_baseline\") AS \"hb\" FROM \"campaign\" \
+                     WHERE \"campaign\" = '{}' AND \"group\" = '{group}'",
+                    cleanup::ID
+                ))
+                .await;
+            let v = &r["series"][0]["values"][0];
+            (1..=5).map(|i| v[i].as_u64()).collect::<Option<Vec<u64>>>()
+        }
+    };
+    wait_for("the final campaign count in InfluxDB", PATIENCE, || async {
+        (campaign_point("mairie").await == Some(vec![1, victim_bytes, 1, 1, 1])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        campaign_point("ecoles").await,
+        Some(vec![0, 0, 0, 1, 0]),
+        "a host in scope without a baseline"
+    );
 
     // What landed is what the agents sent: tags from their labels,
     // energy and CO2e on every point.
@@ -598,16 +327,36 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
 
     // Every dashboard query, as Grafana sends it.
     let range = (start_ms - 300_000, sobre_tests::now_ms() + 60_000);
-    let all: BTreeMap<&str, String> = ["site", "group", "host"]
+    let mut all: BTreeMap<&str, String> = ["site", "group", "host"]
         .into_iter()
         .map(|k| (k, ".*".to_owned()))
         .collect();
+    all.insert("campaign", regex_escape(cleanup::ID));
     let hostname = c.get(&format!("/api/v1/agents/{}", a.id)).await["hostname"]
         .as_str()
         .expect("hostname")
         .to_owned();
     let mut queries = 0;
     for (name, dash) in dashboards() {
+        // The variables' own queries list what the panels are filtered by.
+        for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+            let q = expand(v["query"].as_str().expect("variable query"), &all, 0, 0);
+            let r = influx.query(&q).await;
+            let values: BTreeSet<&str> = r["series"][0]["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| kv[1].as_str())
+                .collect();
+            assert!(!values.is_empty(), "{name}: variable {}: {q}", v["name"]);
+            match v["name"].as_str() {
+                Some("campaign") => assert!(values.contains(cleanup::ID), "{values:?}"),
+                Some("group") if name.contains("cleanup-day") => {
+                    assert_eq!(values, BTreeSet::from(["ecoles", "mairie"]))
+                }
+                _ => {}
+            }
+        }
         queries += check_dashboard(&influx, &name, &dash, &|_| all.clone(), range).await;
         // One host selected, as a user would: the filters must keep data.
         // Each panel is looked at with a host it concerns.
@@ -623,6 +372,10 @@ async fn influxdb_receives_the_agents_data_and_answers_every_dashboard_query() {
             };
             let mut v = all.clone();
             v.insert("host", regex_escape(host));
+            // The campaign dashboard filters by group only.
+            if name.contains("cleanup-day") {
+                v.insert("group", "mairie".to_owned());
+            }
             v
         };
         check_dashboard(&influx, &name, &dash, &one, range).await;
@@ -848,116 +601,4 @@ async fn influxdb_outage_while_agents_stream_loses_and_doubles_nothing() {
         log.contains("sink writes succeed again"),
         "and the recovery"
     );
-}
-
-/// Every panel's datasource is the provisioned one, every variable used is
-/// defined, no panel query is empty.
-#[test]
-fn dashboards_lint() {
-    let prov = repo().join("dashboards/provisioning");
-    let mut uids = BTreeSet::new();
-    for e in std::fs::read_dir(prov.join("datasources")).expect("provisioning/datasources") {
-        let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
-        for line in text.lines() {
-            if let Some(uid) = line.trim().strip_prefix("uid:") {
-                uids.insert(uid.trim().trim_matches(['"', '\'']).to_owned());
-            }
-        }
-    }
-    assert!(!uids.is_empty(), "a datasource with a uid is provisioned");
-    let providers = std::fs::read_dir(prov.join("dashboards"))
-        .expect("provisioning/dashboards")
-        .count();
-    assert!(providers >= 1, "a dashboard provider is provisioned");
-
-    let builtin = [
-        "timeFilter",
-        "__interval",
-        "__interval_ms",
-        "__timeFilter",
-        "__from",
-        "__to",
-        "__range",
-        "__all",
-    ];
-    let mut seen_uids = BTreeSet::new();
-    for (name, d) in dashboards() {
-        assert!(
-            d["schemaVersion"].as_u64().unwrap_or(0) >= 39,
-            "{name}: current schemaVersion"
-        );
-        assert!(
-            seen_uids.insert(d["uid"].as_str().expect("uid").to_owned()),
-            "{name}: duplicate uid"
-        );
-        let defined: BTreeSet<String> = d["templating"]["list"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|v| v["name"].as_str().expect("variable name").to_owned())
-            .collect();
-        let check_vars = |what: &str, text: &str| {
-            let mut rest = text;
-            while let Some(i) = rest.find('$') {
-                let tail = &rest[i + 1..];
-                let tail = tail.strip_prefix('{').unwrap_or(tail);
-                let var: String = tail
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                rest = &tail[var.len()..];
-                if var.is_empty() || var.starts_with("tag_") || builtin.contains(&var.as_str()) {
-                    continue;
-                }
-                assert!(
-                    defined.contains(&var),
-                    "{name}: {what} uses ${var}, which is not a variable of the dashboard"
-                );
-            }
-        };
-        for v in d["templating"]["list"].as_array().into_iter().flatten() {
-            assert!(
-                uids.contains(v["datasource"]["uid"].as_str().unwrap_or("")),
-                "{name}: variable {} uses an unprovisioned datasource",
-                v["name"]
-            );
-            check_vars("a variable", v["query"].as_str().unwrap_or(""));
-        }
-        let ps = panels(&d);
-        assert!(!ps.is_empty(), "{name}: no panel");
-        for p in ps {
-            let title = p["title"].as_str().unwrap_or("").to_owned();
-            match p["type"].as_str() {
-                Some("row") => continue,
-                Some("text") => {
-                    assert!(
-                        !p["options"]["content"].as_str().unwrap_or("").is_empty(),
-                        "{name}: empty text panel {title}"
-                    );
-                    continue;
-                }
-                _ => {}
-            }
-            assert!(
-                uids.contains(p["datasource"]["uid"].as_str().unwrap_or("")),
-                "{name}: panel {title:?} has no provisioned datasource uid"
-            );
-            let targets = p["targets"].as_array().expect("targets");
-            assert!(!targets.is_empty(), "{name}: panel {title:?} has no query");
-            for t in targets {
-                let q = t["query"].as_str().unwrap_or("").trim();
-                assert!(!q.is_empty(), "{name}: panel {title:?} has an empty query");
-                assert!(
-                    uids.contains(t["datasource"]["uid"].as_str().unwrap_or("")),
-                    "{name}: a query of {title:?} has no provisioned datasource uid"
-                );
-                check_vars(&format!("panel {title:?}"), q);
-                check_vars(
-                    &format!("panel {title:?}"),
-                    t["alias"].as_str().unwrap_or(""),
-                );
-                expected_columns(q);
-            }
-        }
-    }
 }

@@ -29,7 +29,15 @@ pub struct GroupRow {
     pub participants: usize,
     pub files_deleted: u64,
     pub bytes_deleted: u64,
+    /// New files do not offset deletions; shown beside them.
+    pub files_added: u64,
+    pub bytes_added: u64,
+    /// The group's deleted bytes under the campaign's chosen factor.
+    pub kg_co2e_per_year: f64,
 }
+
+/// How a host without a group is shown in the CSV and the InfluxDB sink.
+pub const NO_GROUP: &str = "(none)";
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CategoryRow {
@@ -114,6 +122,9 @@ pub fn build(
             participants: 0,
             files_deleted: 0,
             bytes_deleted: 0,
+            files_added: 0,
+            bytes_added: 0,
+            kg_co2e_per_year: 0.0,
         });
         g.hosts += 1;
         let issue = |what: String| HostIssue {
@@ -147,6 +158,8 @@ pub fn build(
         }
         g.files_deleted += p.files_deleted;
         g.bytes_deleted += p.bytes_deleted;
+        g.files_added += p.files_added;
+        g.bytes_added += p.bytes_added;
         totals.files_deleted += p.files_deleted;
         totals.bytes_deleted += p.bytes_deleted;
         totals.files_moved += p.files_moved;
@@ -179,6 +192,9 @@ pub fn build(
         .cloned()
         // `all` always holds the default factor.
         .expect("factors::all includes the default");
+    for g in groups.values_mut() {
+        g.kg_co2e_per_year = chosen.0.kg_per_gb_year * g.bytes_deleted as f64 / 1e9;
+    }
     Ok(Report {
         over_time: over_time(&db::history(conn, id)?),
         generated_at_ms: now_ms,
@@ -251,7 +267,7 @@ pub fn csv(r: &Report) -> String {
             "{},{},{},{},{},{},{}\n",
             field(&r.campaign.id),
             field(if g.group.is_empty() {
-                "(none)"
+                NO_GROUP
             } else {
                 &g.group
             }),

@@ -12,11 +12,12 @@
 //! crash or an outage replays from the cursor, and points carry the
 //! sample's own timestamp, so a replayed point overwrites itself. Every
 //! `snapshot_interval_ms` it also writes per-host points (lifetime,
-//! embodied emissions), each host's latest storage summary and the
-//! detectors' findings.
+//! embodied emissions), each host's latest storage summary, the
+//! detectors' findings and the progress of Clean Up Day campaigns.
 //! SCHEMA.md at the repository's root documents what is written.
 
 pub mod batch;
+pub mod campaigns;
 pub mod client;
 pub mod config;
 pub mod cursor;
@@ -444,6 +445,14 @@ impl Producer {
                 )
             });
             findings::finding(&mut lines, tags.as_ref(), &f, at_ms);
+        }
+        // The factors as the API's report computes them (jobs.rs).
+        let grid = self.grid.at(at_ms);
+        for r in self
+            .source
+            .campaign_reports(grid, self.footprint.pue_server, at_ms)?
+        {
+            campaigns::campaign(&mut lines, &r, at_ms);
         }
         if lines.is_empty() {
             return Ok(None);

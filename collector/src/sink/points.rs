@@ -427,4 +427,19 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "active_days",
         ],
     ),
+    (
+        "campaign",
+        &[
+            "files_deleted",
+            "bytes_deleted",
+            "participants",
+            "hosts",
+            "hosts_with_baseline",
+            "files_added",
+            "bytes_added",
+            "kg_co2e_per_year",
+            "kg_co2e_per_gb_year",
+            "factor",
+        ],
+    ),
 ];

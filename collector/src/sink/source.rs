@@ -1,13 +1,16 @@
 //! What the sink reads from the store, on its own read-only connections:
 //! committed samples after a rowid (arrival order), the agents' tags, and
-//! the inputs of the periodic snapshots (footprint, storage, findings). The writer appends samples in
+//! the inputs of the periodic snapshots (footprint, storage, findings,
+//! campaign reports). The writer appends samples in
 //! arrival order from one thread, so a row committed after a read always
 //! has a larger rowid than every row that read saw: reading "after the
 //! last rowid sent" misses nothing.
 
 use super::findings::FindingRow;
 use super::points::{HostTags, SampleRow};
-use crate::store::{self, Reader, StoreError};
+use crate::campaign::report::{self, Report};
+use crate::campaign::{CampaignError, State};
+use crate::store::{self, Reader, StoreError, campaigns};
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
@@ -166,6 +169,32 @@ impl Source {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The report of every running or ended campaign (planned ones have
+    /// nothing to show, archived ones are kept for the record only), built
+    /// by `campaign::report` as the API builds it. A campaign whose report
+    /// fails is logged and left out, not the whole snapshot.
+    pub fn campaign_reports(
+        &self,
+        grid_g_per_kwh: f64,
+        pue: f64,
+        now_ms: i64,
+    ) -> Result<Vec<Report>, StoreError> {
+        let mut out = Vec::new();
+        for c in campaigns::list(&self.conn)? {
+            if !matches!(c.state, State::Running | State::Ended) {
+                continue;
+            }
+            match report::build(&self.conn, &c.id, grid_g_per_kwh, pue, now_ms) {
+                Ok(r) => out.push(r),
+                Err(CampaignError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(campaign = %c.id, error = %e, "sink: no campaign points for this campaign")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every agent, by store id, with its tags and presence.
