@@ -94,11 +94,13 @@ impl GridIntensity {
 
     /// Intensity for the hour starting at `hour_ms` (UTC).
     pub fn at(&self, hour_ms: i64) -> f64 {
-        let hour = hour_ms.div_euclid(HOUR_MS) * HOUR_MS;
-        if let Some(v) = self.by_hour.get(&hour) {
+        // Saturating: `hour_ms` comes from an agent's clock, and the hour
+        // before i64::MIN does not fit (found by fuzz/fuzz_targets/line_protocol.rs).
+        let hours = hour_ms.div_euclid(HOUR_MS);
+        if let Some(v) = self.by_hour.get(&hours.saturating_mul(HOUR_MS)) {
             return *v;
         }
-        let hod = (hour.div_euclid(HOUR_MS)).rem_euclid(24) as usize;
+        let hod = hours.rem_euclid(24) as usize;
         self.by_hour_of_day[hod].unwrap_or(self.default)
     }
 
@@ -141,6 +143,18 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/fuzz_targets/line_protocol.rs: a sample sent "at"
+    /// i64::MIN ms (an agent's clock is not trusted) overflowed the start
+    /// of its hour: a panic in debug builds.
+    #[test]
+    fn hour_of_i64_min_overflowed() {
+        let g = GridIntensity::parse(56.0, "16,10\n7,80\n").expect("table");
+        // i64::MIN is in hour 16 of its day (UTC), i64::MAX in hour 7.
+        assert_eq!(g.at(i64::MIN), 10.0);
+        assert_eq!(g.at(i64::MAX), 80.0);
+        assert_eq!(g.at(0), 56.0);
+    }
 
     #[test]
     fn civil_days() {

@@ -139,7 +139,7 @@ pub fn check(env: Envelope, sender: Option<&str>, limits: &Limits) -> Result<Env
     match &env.body {
         None => return Err(Reject::EmptyBody),
         Some(Body::Inventory(inv)) => check_inventory(inv, limits)?,
-        Some(Body::Usage(_)) => {}
+        Some(Body::Usage(u)) => check_usage(u, limits)?,
         Some(Body::Storage(st)) => check_storage(st, limits)?,
         Some(Body::NudgeReceipt(r)) => {
             if r.nudge_id.len() > 64 || r.how.len() > 16 {
@@ -155,29 +155,60 @@ pub fn check(env: Envelope, sender: Option<&str>, limits: &Limits) -> Result<Env
     Ok(env)
 }
 
+/// `FieldTooLong` when `len > max`.
+fn long(field: &'static str, len: usize, max: usize) -> Result<(), Reject> {
+    if len > max {
+        Err(Reject::FieldTooLong { field, len, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_usage(u: &sobre_proto::v1::UsageReport, limits: &Limits) -> Result<(), Reject> {
+    long("power_parts", u.power_parts.len(), limits.max_repeated)?;
+    for p in &u.power_parts {
+        long("power_parts.name", p.name.len(), limits.max_string_bytes)?;
+    }
+    Ok(())
+}
+
+/// Every string and list of an inventory: all of them are stored, and
+/// several (hostname, chassis, group, site) become InfluxDB tags.
 fn check_inventory(inv: &sobre_proto::v1::Inventory, limits: &Limits) -> Result<(), Reject> {
-    let long = |field: &'static str, len: usize, max: usize| {
-        if len > max {
-            Err(Reject::FieldTooLong { field, len, max })
-        } else {
-            Ok(())
-        }
-    };
     let s = limits.max_string_bytes;
     for (field, v) in [
         ("hostname", &inv.hostname),
         ("os_name", &inv.os_name),
         ("os_version", &inv.os_version),
         ("kernel", &inv.kernel),
+        ("arch", &inv.arch),
         ("cpu_model", &inv.cpu_model),
+        ("chassis", &inv.chassis),
         ("vendor", &inv.vendor),
         ("model", &inv.model),
         ("bios_date", &inv.bios_date),
+        ("agent_version", &inv.agent_version),
+        ("group", &inv.group),
+        ("site", &inv.site),
+        ("cpu_tdp_source", &inv.cpu_tdp_source),
     ] {
         long(field, v.len(), s)?;
     }
     long("disks", inv.disks.len(), limits.max_repeated)?;
     long("batteries", inv.batteries.len(), limits.max_repeated)?;
+    long("monitors", inv.monitors.len(), limits.max_repeated)?;
+    for d in &inv.disks {
+        long("disks.name", d.name.len(), s)?;
+        long("disks.model", d.model.len(), s)?;
+    }
+    for b in &inv.batteries {
+        long("batteries.name", b.name.len(), s)?;
+    }
+    for m in &inv.monitors {
+        long("monitors.connector", m.connector.len(), s)?;
+        long("monitors.manufacturer", m.manufacturer.len(), s)?;
+        long("monitors.model", m.model.len(), s)?;
+    }
     Ok(())
 }
 
@@ -208,13 +239,6 @@ fn check_campaign(c: &sobre_proto::v1::CampaignProgress, limits: &Limits) -> Res
 }
 
 fn check_storage(st: &sobre_proto::v1::StorageSummary, limits: &Limits) -> Result<(), Reject> {
-    let long = |field: &'static str, len: usize, max: usize| {
-        if len > max {
-            Err(Reject::FieldTooLong { field, len, max })
-        } else {
-            Ok(())
-        }
-    };
     long("categories", st.categories.len(), limits.max_repeated)?;
     long("large_files", st.large_files.len(), limits.max_fingerprints)?;
     long(
@@ -230,6 +254,7 @@ fn check_storage(st: &sobre_proto::v1::StorageSummary, limits: &Limits) -> Resul
     }
     for p in &st.opted_in_paths {
         long("path", p.path.len(), limits.max_string_bytes * 4)?;
+        long("path.category", p.category.len(), limits.max_string_bytes)?;
     }
     Ok(())
 }
@@ -346,5 +371,50 @@ mod tests {
             decode(&inv.encode_to_vec(), None, &l).map_err(|e| e.label()),
             Err("field_too_long")
         );
+    }
+
+    /// Found by fuzz/fuzz_targets/envelope_decode.rs: a usage report's
+    /// `power_parts` names (and the inventory's arch, chassis, group, site,
+    /// monitors...) were not held to `limits`, unlike the other strings.
+    #[test]
+    fn power_part_name_over_max_string_bytes_was_accepted() {
+        // The fuzzer's input without its first byte (mode 0x32: tight
+        // limits, no sender): "package-0" is 9 bytes, the limit 8.
+        let payload = b"\x0a\x06pc-042\x10\x07\x18\x80\xd0\x95\xff\xbc\x31\x20\x01\x28\x03\x32\x0e\x09\x00\x00\x00\x00\x00\x00\xf8\x3f\x18\x80\x80\x80\x04\x52\x4f\x08\x90\x4e\x15\x00\x00\x48\x41\x18\x80\x80\x80\x80\x40\x20\x80\x80\x80\x80\x24\x5d\x3d\x0a\xd7\x3e\x70\x80\xa3\x05\x78\x01\x80\x01\x1e\x88\x01\x01\x95\x01\x33\x33\x33\xda\x99\x01\x00\x00\x00\x00\x00\x00\x5c\x40\xa0\x01\x01\xaa\x01\x14\x0a\x09package-0\x11\x00\x00\x00\x00\x00\x00\x59\x40";
+        let tight = Limits {
+            max_envelope_bytes: 4096,
+            max_repeated: 3,
+            max_string_bytes: 8,
+            max_fingerprints: 3,
+            ..Limits::default()
+        };
+        assert_eq!(
+            decode(payload, None, &tight),
+            Err(Reject::FieldTooLong {
+                field: "power_parts.name",
+                len: 9,
+                max: 8
+            })
+        );
+        assert!(decode(payload, None, &Limits::default()).is_ok());
+
+        let l = Limits::default();
+        for inv in [
+            Inventory {
+                group: "g".repeat(l.max_string_bytes + 1),
+                ..Default::default()
+            },
+            Inventory {
+                monitors: vec![Default::default(); l.max_repeated + 1],
+                ..Default::default()
+            },
+        ] {
+            let mut e = env("a1");
+            e.body = Some(Body::Inventory(inv));
+            assert_eq!(
+                decode(&e.encode_to_vec(), None, &l).map_err(|e| e.label()),
+                Err("field_too_long")
+            );
+        }
     }
 }

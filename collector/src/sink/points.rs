@@ -91,7 +91,7 @@ type Fielded<'a> = LineProtocolBuilder<&'a mut Vec<u8>, AfterField>;
 pub(super) fn start<'a>(buf: &'a mut Vec<u8>, measurement: &str, tags: &HostTags) -> Measured<'a> {
     let mut b = LineProtocolBuilder::new_with(buf)
         .measurement(measurement)
-        .tag("agent", &tags.agent);
+        .tag("agent", &tag_value(&tags.agent));
     // Line protocol has no empty tag values: an unknown label is absent.
     for (k, v) in [
         ("chassis", &tags.chassis),
@@ -99,11 +99,30 @@ pub(super) fn start<'a>(buf: &'a mut Vec<u8>, measurement: &str, tags: &HostTags
         ("host", &tags.host),
         ("site", &tags.site),
     ] {
-        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-            b = b.tag(k, v);
+        if let Some(v) = v.as_deref().map(tag_value).filter(|v| !v.is_empty()) {
+            b = b.tag(k, &v);
         }
     }
     b
+}
+
+/// What line protocol can carry of a tag value an agent chose: the builder
+/// escapes spaces, commas, `=` and backslashes, but a line break would end
+/// the line (the rest read as another point, of any agent), a tab ends the
+/// tag set, and a value may not end with a backslash even escaped. Line
+/// breaks and tabs become (escaped) spaces and trailing backslashes are
+/// dropped (found by fuzz/fuzz_targets/line_protocol.rs).
+fn tag_value(v: &str) -> std::borrow::Cow<'_, str> {
+    const BREAKS: [char; 3] = ['\n', '\r', '\t'];
+    let v = v.trim_end_matches('\\');
+    if v.contains(BREAKS) {
+        v.replace(BREAKS, " ")
+            .trim_end_matches('\\')
+            .to_owned()
+            .into()
+    } else {
+        v.into()
+    }
 }
 
 /// Optional fields on a line that already has one; NaN and infinities
@@ -165,7 +184,8 @@ fn round(v: Option<f64>, scale: f64) -> Option<f64> {
 /// The fields of a sample's `usage` line, in order (SCHEMA.md).
 pub fn usage_fields(r: &SampleRow, tags: &HostTags, carbon: &Carbon) -> [(&'static str, Val); 25] {
     // The middle of the sample's interval decides its hour's intensity.
-    let mid_ms = r.sent_ms - r.interval_ms.unwrap_or(0) / 2;
+    // Saturating: both come from the agent (found by fuzz/fuzz_targets/line_protocol.rs).
+    let mid_ms = r.sent_ms.saturating_sub(r.interval_ms.unwrap_or(0) / 2);
     let co2e_g = r.energy_j.map(|e| carbon.grams(e, mid_ms, tags));
     let mem_used = match (r.mem_total, r.mem_available) {
         (Some(t), Some(a)) => Some(t.saturating_sub(a)),
@@ -231,8 +251,12 @@ pub fn sample(out: &mut Lines, tags: &HostTags, r: &SampleRow, carbon: &Carbon) 
 /// at `at_ms` (`h` was computed over `[at_ms - period_ms, at_ms)`).
 pub fn host(out: &mut Lines, tags: &HostTags, h: &HostFootprint, online: bool, at_ms: i64) {
     let main = h.devices.iter().find(|d| d.kind == "host");
+    // Saturating: `[footprint.embodied]` accepts any finite lifetime
+    // (found by fuzz/fuzz_targets/line_protocol.rs).
     let alive = |d: &crate::footprint::compute::Device| {
-        at_ms < d.since_ms + (d.lifetime_years * YEAR_MS) as i64
+        at_ms
+            < d.since_ms
+                .saturating_add((d.lifetime_years * YEAR_MS) as i64)
     };
     let rate: f64 = h
         .devices
@@ -243,26 +267,29 @@ pub fn host(out: &mut Lines, tags: &HostTags, h: &HostFootprint, online: bool, a
     let embodied_kg: f64 = h.devices.iter().map(|d| d.embodied_kg).sum();
     let past = h.devices.iter().filter(|d| d.past_lifetime).count();
     let monitors = h.devices.iter().filter(|d| d.kind == "monitor").count();
+    // Floats through `f`: a lifetime near 0 years, which
+    // `[footprint.embodied]` accepts, makes `inf`, and one `inf` made the
+    // whole batch unparseable (found by fuzz/fuzz_targets/line_protocol.rs).
     let b = start(&mut out.buf, "host", tags)
         .field("online", i64::from(online))
-        .field("pue", h.pue)
+        .f("pue", Some(h.pue))
         .field("devices", h.devices.len() as i64)
         .field("monitors", monitors as i64)
         .field("devices_past_lifetime", past as i64)
-        .field("embodied_kg", embodied_kg)
-        .field("embodied_kg_per_year", rate)
-        .field("embodied_g", h.totals.embodied_kg * 1000.0)
-        .field(
+        .f("embodied_kg", Some(embodied_kg))
+        .f("embodied_kg_per_year", Some(rate))
+        .f("embodied_g", Some(h.totals.embodied_kg * 1000.0))
+        .f(
             "life_extension_kg_per_year",
-            h.totals.life_extension_kg_per_year,
+            Some(h.totals.life_extension_kg_per_year),
         );
     let b = match main {
         Some(d) => b
-            .field(
+            .f(
                 "age_years",
-                ((at_ms - d.since_ms) as f64 / YEAR_MS).max(0.0),
+                Some((at_ms.saturating_sub(d.since_ms) as f64 / YEAR_MS).max(0.0)),
             )
-            .field("lifetime_years", d.lifetime_years)
+            .f("lifetime_years", Some(d.lifetime_years))
             .field("past_lifetime", i64::from(d.past_lifetime))
             .field("age_source", d.since_from)
             .field("embodied_class", d.class.as_str())
@@ -284,9 +311,14 @@ pub fn storage(out: &mut Lines, tags: &HostTags, s: &StorageSummary, at_ms: i64)
         if c.category != "large" {
             reclaimable = reclaimable.saturating_add(c.bytes);
         }
-        let mut m = start(&mut out.buf, "storage", tags).tag("category", &c.category);
-        if !c.age.is_empty() {
-            m = m.tag("age", &c.age);
+        let category = tag_value(&c.category);
+        if category.is_empty() {
+            continue;
+        }
+        let mut m = start(&mut out.buf, "storage", tags).tag("category", &category);
+        let age = tag_value(&c.age);
+        if !age.is_empty() {
+            m = m.tag("age", &age);
         }
         m.field("files", clamp(c.files))
             .field("bytes", clamp(c.bytes))

@@ -430,3 +430,135 @@ fn findings_are_summed_per_kind_and_host_and_resolved_ones_read_zero() {
     assert_eq!(get("redundant").agent_id, None);
     assert_eq!(rows.len(), 3);
 }
+
+/// Found by fuzz/fuzz_targets/line_protocol.rs: a tag value with a line
+/// break ended the line early (the rest parsed as another point, so an
+/// agent could write points for any other), and one with a tab or ending
+/// with a backslash made the whole batch unparseable. The agent's value
+/// below is the fuzzer's.
+#[test]
+fn tag_value_with_line_break_tab_or_trailing_backslash_broke_the_line() {
+    let tags = HostTags {
+        agent: "pc 1,host=a\"b\\poste,1g=r p\\\n   h".into(),
+        host: Some("pc\r\nusage,agent=other cpu_percent=100 0\n".into()),
+        group: Some("salle\\".into()),
+        site: Some("\\\\".into()),
+        chassis: Some("\t laptop".into()),
+    };
+    let fp = FootprintConfig::default();
+    let grid = GridIntensity::flat(100.0);
+    let carbon = Carbon {
+        footprint: &fp,
+        grid: &grid,
+    };
+    let row = SampleRow {
+        seq: 1,
+        sent_ms: 1_700_000_000_000,
+        ..Default::default()
+    };
+    let mut lines = Lines::default();
+    points::sample(&mut lines, &tags, &row, &carbon);
+    let summary = sobre_proto::v1::StorageSummary {
+        categories: vec![sobre_proto::v1::CategoryTotal {
+            category: "cache\n".into(),
+            age: "1y\\".into(),
+            files: 1,
+            bytes: 2,
+        }],
+        ..Default::default()
+    };
+    points::storage(&mut lines, &tags, &summary, 0);
+    let text = String::from_utf8(lines.buf.clone()).expect("utf8");
+    let parsed: Vec<_> = influxdb_line_protocol::parse_lines(&text)
+        .collect::<Result<_, _>>()
+        .expect("valid line protocol");
+    assert_eq!(parsed.len(), 3, "{text}");
+    assert_eq!(lines.len(), 3);
+    let tag = |i: usize, k: &str| {
+        parsed[i]
+            .tag_value(k)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(tag(0, "agent"), "pc 1,host=a\"b\\poste,1g=r p\\    h");
+    assert_eq!(tag(0, "host"), "pc  usage,agent=other cpu_percent=100 0 ");
+    assert_eq!(tag(0, "group"), "salle");
+    assert_eq!(tag(0, "site"), "", "only backslashes: left out");
+    assert_eq!(tag(0, "chassis"), "  laptop");
+    assert_eq!(tag(1, "category"), "cache ");
+    assert_eq!(tag(1, "age"), "1y");
+    assert_eq!(tag(1, "agent"), tag(0, "agent"));
+    assert_eq!(tag(2, "agent"), tag(0, "agent"));
+}
+
+/// A host whose one device, in use since `since_ms`, has
+/// `lifetime_years`: its line at 1_700_000_000_000, parsed back.
+fn host_line_of_device_living(lifetime_years: f64, since_ms: i64) -> Vec<(String, String)> {
+    use crate::footprint::compute::{Device, HostFootprint, Totals};
+    let device = Device {
+        kind: "host",
+        class: "server".into(),
+        name: "pc".into(),
+        embodied_kg: 300.0,
+        lifetime_years,
+        since_ms,
+        since_from: "bios",
+        past_lifetime: false,
+        amortised_kg: 0.0,
+        life_extension_kg_per_year: 0.0,
+        assumed: false,
+    };
+    let h = HostFootprint {
+        id: "pc".into(),
+        hostname: None,
+        group: String::new(),
+        chassis: "server".into(),
+        pue: 1.5,
+        totals: Totals::default(),
+        devices: vec![device],
+    };
+    let mut lines = Lines::default();
+    points::host(&mut lines, &tags(), &h, true, 1_700_000_000_000);
+    let text = String::from_utf8(lines.buf.clone()).expect("utf8");
+    let parsed: Vec<_> = influxdb_line_protocol::parse_lines(&text)
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("invalid line protocol ({e}): {text}"));
+    assert_eq!(parsed.len(), 1);
+    parsed[0]
+        .field_set
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn field(fields: &[(String, String)], key: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+/// Found by fuzz/fuzz_targets/line_protocol.rs: a device lifetime that
+/// `[footprint.embodied]` accepts (any finite number of years) overflowed
+/// its end date: a panic in debug builds, a wrong "alive" in release.
+#[test]
+fn device_lifetime_of_huge_years_overflowed_its_end_date() {
+    let fields = host_line_of_device_living(1e300, 1_600_000_000_000);
+    // Still alive: its manufacture is spread over its (long) life.
+    let rate: f64 = field(&fields, "embodied_kg_per_year")
+        .expect("written")
+        .parse()
+        .expect("a number");
+    assert_eq!(rate, 300.0 / 1e300);
+}
+
+/// Found by fuzz/fuzz_targets/line_protocol.rs: a lifetime near zero
+/// (accepted, it is > 0) made `embodied_kg_per_year` infinite, written as
+/// `inf`, which made the whole batch unparseable. It is now left out.
+#[test]
+fn device_lifetime_near_zero_wrote_inf_into_the_host_line() {
+    // Its life has not ended yet at the snapshot, so its rate counts.
+    let fields = host_line_of_device_living(1e-310, 1_700_000_000_001);
+    assert_eq!(field(&fields, "embodied_kg_per_year"), None);
+    assert_eq!(field(&fields, "embodied_kg").as_deref(), Some("300"));
+}
