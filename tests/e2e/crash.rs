@@ -9,6 +9,16 @@ use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Mosquitto, Transpo
 /// agent restart sends an inventory, which takes one seq between samples:
 /// `restarts` such gaps are expected.
 async fn finish(c: &Collector, agent: &mut Agent, restarts: usize) -> Vec<u64> {
+    finish_gaps(c, agent, restarts..=restarts).await
+}
+
+/// As [`finish`], with a range of inventory gaps: a run stopped before it
+/// took its first sample leaves no gap.
+async fn finish_gaps(
+    c: &Collector,
+    agent: &mut Agent,
+    restarts: std::ops::RangeInclusive<usize>,
+) -> Vec<u64> {
     let status = agent.stop().await;
     assert!(status.success(), "agent exit {status:?}\n{}", agent.log());
     assert!(
@@ -17,7 +27,7 @@ async fn finish(c: &Collector, agent: &mut Agent, restarts: usize) -> Vec<u64> {
         agent.log()
     );
     let seqs = c.sample_seqs(&agent.id).await;
-    if restarts == 0 {
+    if *restarts.end() == 0 {
         assert_once_in_order(&seqs);
     } else {
         assert!(
@@ -25,10 +35,9 @@ async fn finish(c: &Collector, agent: &mut Agent, restarts: usize) -> Vec<u64> {
             "unique, increasing: {seqs:?}"
         );
         let gaps: Vec<_> = seqs.windows(2).filter(|w| w[1] != w[0] + 1).collect();
-        assert_eq!(
-            gaps.len(),
-            restarts,
-            "one gap per restart's inventory: {gaps:?}"
+        assert!(
+            restarts.contains(&gaps.len()),
+            "one gap per restart's inventory ({restarts:?}): {gaps:?}"
         );
         assert!(
             gaps.iter().all(|w| w[1] == w[0] + 2),
@@ -147,8 +156,10 @@ async fn sigterm_without_collector_keeps_the_spool_then_delivers_it() {
     }
     agent.restart();
     c.wait_samples(&agent.id, 5, PATIENCE).await;
-    // The samples taken while offline were kept and delivered first.
-    let seqs = finish(&c, &mut agent, 1).await;
+    // The samples taken while offline were kept and delivered first (on a
+    // loaded machine the first run may stop before its first sample, and
+    // then leaves no gap).
+    let seqs = finish_gaps(&c, &mut agent, 0..=1).await;
     assert!(seqs.len() >= 5);
     let status = c.stop().await;
     assert!(status.success(), "collector exit {status:?}");
