@@ -97,7 +97,8 @@ struct Args {
     /// What to load: a collector over MQTT or gRPC, or Mosquitto alone.
     #[arg(value_enum)]
     mode: Mode,
-    /// Simulated agents (reference: publishers), each with its own connection.
+    /// Simulated agents (reference: publishers), each with its own
+    /// connection. 0 with --abusive: only the flood (its own process).
     #[arg(long, default_value_t = 200)]
     agents: usize,
     /// Most envelopes per agent sent and not yet acknowledged.
@@ -180,8 +181,8 @@ const REF_HEADER: usize = 12;
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.agents == 0 || args.window == 0 || args.duration == 0 {
-        bail!("--agents, --window and --duration must be at least 1");
+    if (args.agents == 0 && args.abusive == 0) || args.window == 0 || args.duration == 0 {
+        bail!("--agents (or --abusive), --window and --duration must be at least 1");
     }
     if args.window > 4096 {
         bail!("--window is at most 4096");
