@@ -8,6 +8,7 @@ mod config;
 mod console;
 mod crash;
 mod delivery;
+mod flood;
 mod footprint;
 mod full_disk;
 mod identity;

@@ -73,8 +73,13 @@ pub enum Reject {
     BadMac(String),
     #[error("agent {0:?} is revoked: an admin must enrol it again")]
     Revoked(String),
-    #[error("agent {0:?} exceeds limits.max_envelopes_per_s; refused unacked, it will resend")]
-    RateLimited(String),
+    /// `log`: refusals to report in this line (one line per agent per
+    /// `rate::LOG_EVERY`); `None`: counted, not logged.
+    #[error(
+        "agent {agent:?} exceeds limits.max_envelopes_per_s; refused unacked, it will resend ({} refused since the last line)",
+        log.unwrap_or(1)
+    )]
+    RateLimited { agent: String, log: Option<u64> },
     #[error(
         "envelope sent_at_ms {0} is more than limits.max_clock_ahead_s in the future: fix the agent's clock"
     )]
@@ -100,7 +105,7 @@ impl Reject {
             Reject::Unenrolled(_) => "unenrolled",
             Reject::BadMac(_) => "bad_mac",
             Reject::Revoked(_) => "revoked",
-            Reject::RateLimited(_) => "rate_limited",
+            Reject::RateLimited { .. } => "rate_limited",
             Reject::BadTimestamp(_) => "bad_timestamp",
         }
     }
@@ -263,9 +268,13 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Records a refusal: one warn line with the reason, one counter.
+/// Records a refusal: one counter, and one warn line with the reason
+/// (for rate-limited agents, only the lines the limiter asks for).
 pub fn rejected(metrics: &Metrics, transport: &'static str, source: &str, why: &Reject) {
     metrics.rejected(why.label());
+    if let Reject::RateLimited { log: None, .. } = why {
+        return;
+    }
     tracing::warn!(
         transport,
         source,
@@ -301,8 +310,11 @@ impl IngestCtx {
         if env.sent_at_ms > now_ms() + self.limits.max_clock_ahead_s * 1000 {
             return Err(Reject::BadTimestamp(env.sent_at_ms));
         }
-        if !self.rate.allow(&env.agent_id, std::time::Instant::now()) {
-            return Err(Reject::RateLimited(env.agent_id));
+        if let Err(log) = self.rate.take(&env.agent_id, std::time::Instant::now()) {
+            return Err(Reject::RateLimited {
+                agent: env.agent_id,
+                log,
+            });
         }
         Ok(env)
     }

@@ -51,34 +51,54 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 ///   An envelope not acked within --resend-ms is published again with the
 ///   same seq (the collector must store it once and ack it again), as the
 ///   agent does after ack_timeout_ms.
+///   --interval-ms paces each agent like a real one (one new envelope per
+///   interval, sent when the window has room) instead of as fast as acks
+///   come back; --count bounds the envelopes each agent sends.
+///
+/// FLOOD
+///   --abusive N adds N agents (ids <prefix>-abuse-NNNNN-<8 hex>) that send
+///   as fast as their connection takes: open loop, up to
+///   --abusive-inflight publishes not yet accepted by the broker (gRPC:
+///   queued on the stream), never slowing down when the collector refuses
+///   them (refused envelopes are not acked) and never resending. They start
+///   when every agent is connected and stop at --abusive-count or at the
+///   end of the run. The well-behaved agents' figures stay the top-level
+///   fields; the abusive ones' are under "abusive".
 ///
 /// TIMELINE
 ///   1. connect every agent, at most --connect-concurrency at a time (each
-///      starts sending as soon as it is subscribed); bounded by
+///      starts sending as soon as it is subscribed; with --count or
+///      --abusive, all start together once connected); bounded by
 ///      --connect-timeout;
 ///   2. --warmup seconds, not counted;
 ///   3. --duration seconds measured: `acked` counts acks received in this
 ///      window (`sent`: first transmissions in it), and only their latencies
-///      go into the percentiles;
+///      go into the percentiles; with --count, the run ends earlier once
+///      every well-behaved agent has had all its envelopes acked;
 ///   4. stop and print. The tool always stops by itself.
 ///
 /// OUTPUT
 ///   One JSON line on stdout: {"mode","agents","window","duration_s","sent",
 ///   "acked","rate_per_s","p50_ms","p99_ms","max_ms", ...} with extra fields
-///   (connected agents, resent envelopes, reconnects, mean envelope size).
+///   (connected agents, resent envelopes, reconnects, mean envelope size,
+///   `unacked`: envelopes sent and still without an ack at the end,
+///   `measured_s`: the measured window, shorter than --duration when
+///   --count ended the run; rate_per_s = acked / measured_s).
 ///   Progress goes to stderr. Traffic only goes to loopback addresses.
 ///
 /// EXAMPLES
 ///   sobre-loadgen mqtt --broker 127.0.0.1:1883 --agents 200 --window 16 --duration 20
 ///   sobre-loadgen grpc --grpc http://127.0.0.1:50051 --agents 200
 ///   sobre-loadgen reference --broker 127.0.0.1:1884 --agents 200 --payload-bytes 200
+///   sobre-loadgen mqtt --agents 100 --interval-ms 1000 --abusive 1   (bench/flood.sh)
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sobre-loadgen", verbatim_doc_comment)]
 struct Args {
     /// What to load: a collector over MQTT or gRPC, or Mosquitto alone.
     #[arg(value_enum)]
     mode: Mode,
-    /// Simulated agents (reference: publishers), each with its own connection.
+    /// Simulated agents (reference: publishers), each with its own
+    /// connection. 0 with --abusive: only the flood (its own process).
     #[arg(long, default_value_t = 200)]
     agents: usize,
     /// Most envelopes per agent sent and not yet acknowledged.
@@ -114,6 +134,25 @@ struct Args {
     /// Agent ids are <prefix>-00000-<8 hex>, <prefix>-00001-<8 hex>, ...
     #[arg(long, default_value = "loadgen")]
     id_prefix: String,
+    /// Each agent sends one new envelope per interval (ms), as a real agent
+    /// does; 0: as fast as its window allows (closed loop).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+    /// Envelopes each well-behaved agent sends; 0: no limit. The run ends
+    /// when all are acked (or at the end of --duration).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Abusive agents flooding beside the --agents well-behaved ones (mqtt
+    /// and grpc modes).
+    #[arg(long, default_value_t = 0)]
+    abusive: usize,
+    /// Envelopes each abusive agent keeps in flight (MQTT: not yet PUBACKed
+    /// by the broker; gRPC: queued on its stream).
+    #[arg(long, default_value_t = 1024)]
+    abusive_inflight: usize,
+    /// Envelopes each abusive agent sends at most; 0: until the run ends.
+    #[arg(long, default_value_t = 0)]
+    abusive_count: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,14 +181,20 @@ const REF_HEADER: usize = 12;
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.agents == 0 || args.window == 0 || args.duration == 0 {
-        bail!("--agents, --window and --duration must be at least 1");
+    if (args.agents == 0 && args.abusive == 0) || args.window == 0 || args.duration == 0 {
+        bail!("--agents (or --abusive), --window and --duration must be at least 1");
     }
     if args.window > 4096 {
         bail!("--window is at most 4096");
     }
     if args.mode == Mode::Reference && args.payload_bytes < REF_HEADER {
         bail!("--payload-bytes is at least {REF_HEADER}");
+    }
+    if args.abusive > 0 && args.mode == Mode::Reference {
+        bail!("--abusive needs a collector (mqtt or grpc mode)");
+    }
+    if args.abusive_inflight == 0 || args.abusive_inflight > 65_000 {
+        bail!("--abusive-inflight is 1 to 65000");
     }
     if args.id_prefix.len() > 40 || !topics::valid_agent_id(&args.id_prefix) {
         bail!("--id-prefix must be 1-40 characters of [A-Za-z0-9._-]");
@@ -197,7 +242,18 @@ struct Shared {
     ready: AtomicUsize,
     /// Acks received so far, for the progress line.
     progress: AtomicU64,
+    /// Well-behaved agents that sent all of --count and had them acked.
+    done: AtomicUsize,
+    /// Envelopes sent by the abusive agents, for the progress line.
+    flood: AtomicU64,
     connecting: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Whether agents wait for every connection before sending.
+    fn start_together(&self) -> bool {
+        self.args.count > 0 || self.args.abusive > 0
+    }
 }
 
 /// What one agent (or the reference subscriber) measured.
@@ -211,6 +267,8 @@ struct Stats {
     errors: u64,
     bytes: u64,
     envelopes: u64,
+    /// Sent and not acked when the agent stopped.
+    unacked: u64,
     lat_us: Vec<u32>,
 }
 
@@ -233,6 +291,7 @@ impl Stats {
         self.errors += o.errors;
         self.bytes += o.bytes;
         self.envelopes += o.envelopes;
+        self.unacked += o.unacked;
         self.lat_us.extend(o.lat_us);
     }
 }
@@ -252,20 +311,35 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         },
         ready: AtomicUsize::new(0),
         progress: AtomicU64::new(0),
+        done: AtomicUsize::new(0),
+        flood: AtomicU64::new(0),
         connecting: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
         args,
     });
     let (stop_tx, stop) = watch::channel(false);
+    // Sending starts at once, or when every agent is connected.
+    let (go_tx, go) = watch::channel(!sh.start_together());
     let mut tasks: Vec<JoinHandle<Stats>> = Vec::with_capacity(n + 1);
+    let mut flooders: Vec<JoinHandle<Stats>> = Vec::with_capacity(sh.args.abusive);
     match sh.args.mode {
         Mode::Mqtt => {
             for i in 0..n {
-                tasks.push(tokio::spawn(mqtt_agent(i, sh.clone(), stop.clone())));
+                let t = mqtt_agent(i, sh.clone(), stop.clone(), go.clone());
+                tasks.push(tokio::spawn(t));
+            }
+            for i in 0..sh.args.abusive {
+                let t = mqtt_flooder(i, sh.clone(), stop.clone(), go.clone());
+                flooders.push(tokio::spawn(t));
             }
         }
         Mode::Grpc => {
             for i in 0..n {
-                tasks.push(tokio::spawn(grpc_agent(i, sh.clone(), stop.clone())));
+                let t = grpc_agent(i, sh.clone(), stop.clone(), go.clone());
+                tasks.push(tokio::spawn(t));
+            }
+            for i in 0..sh.args.abusive {
+                let t = grpc_flooder(i, sh.clone(), stop.clone(), go.clone());
+                flooders.push(tokio::spawn(t));
             }
         }
         Mode::Reference => {
@@ -294,19 +368,20 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     }
 
     // 1. Connect.
+    let all = n + sh.args.abusive;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(sh.args.connect_timeout);
     let mut last_print = started;
-    while sh.ready.load(Relaxed) < n && Instant::now() < deadline {
+    while sh.ready.load(Relaxed) < all && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if last_print.elapsed() >= Duration::from_secs(2) {
             last_print = Instant::now();
-            eprintln!("loadgen: {}/{n} agents connected", sh.ready.load(Relaxed));
+            eprintln!("loadgen: {}/{all} agents connected", sh.ready.load(Relaxed));
         }
     }
     let connected = sh.ready.load(Relaxed);
     let connect_s = started.elapsed().as_secs_f64();
-    eprintln!("loadgen: {connected}/{n} agents connected in {connect_s:.1} s");
+    eprintln!("loadgen: {connected}/{all} agents connected in {connect_s:.1} s");
     if connected == 0 {
         let _ = stop_tx.send(true);
         bail!(
@@ -317,37 +392,46 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     }
 
     // 2. Warm up, 3. measure.
-    let t0 = Instant::now() + Duration::from_secs(sh.args.warmup);
+    let go_at = Instant::now();
+    let t0 = go_at + Duration::from_secs(sh.args.warmup);
     let t1 = t0 + Duration::from_secs(sh.args.duration);
     sh.clock.t1.store(sh.clock.us(t1), Relaxed);
     sh.clock.t0.store(sh.clock.us(t0), Relaxed);
+    let _ = go_tx.send(true);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut prev = sh.progress.load(Relaxed);
+    let (mut prev, mut prev_flood) = (sh.progress.load(Relaxed), 0);
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(t1.into()) => break,
             _ = tick.tick() => {
                 let now = sh.progress.load(Relaxed);
                 let phase = if Instant::now() < t0 { "warm-up" } else { "measuring" };
-                eprintln!("loadgen: {phase}: {} acked/s", now - prev);
-                prev = now;
+                let flood = sh.flood.load(Relaxed);
+                if sh.args.abusive > 0 {
+                    eprintln!("loadgen: {phase}: {} acked/s, abusive sent {}/s", now - prev, flood - prev_flood);
+                } else {
+                    eprintln!("loadgen: {phase}: {} acked/s", now - prev);
+                }
+                (prev, prev_flood) = (now, flood);
+                if sh.args.count > 0 && sh.done.load(Relaxed) >= n {
+                    eprintln!("loadgen: every envelope of the {n} agents acked");
+                    break;
+                }
             }
         }
     }
+    let stopped = Instant::now();
+    let measured_s = stopped.saturating_duration_since(t0).as_secs_f64();
 
     // 4. Stop and gather.
     let _ = stop_tx.send(true);
-    let mut total = Stats::default();
     let gather_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for t in tasks {
-        let abort = t.abort_handle();
-        match tokio::time::timeout_at(gather_deadline, t).await {
-            Ok(Ok(s)) => total.merge(s),
-            Ok(Err(_)) => total.errors += 1,
-            Err(_) => abort.abort(),
-        }
-    }
-    let duration = sh.args.duration as f64;
+    let mut total = gather(tasks, gather_deadline).await;
+    let flood = gather(flooders, gather_deadline).await;
+    let duration = match sh.args.count {
+        0 => sh.args.duration as f64,
+        _ => measured_s.clamp(0.001, sh.args.duration as f64),
+    };
     let mut lat = std::mem::take(&mut total.lat_us);
     lat.sort_unstable();
     let pct = |p: usize| -> Option<f64> {
@@ -358,13 +442,17 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         Some(ms(lat[idx.min(lat.len() - 1)]))
     };
     let round = |v: f64| (v * 10.0).round() / 10.0;
-    Ok(serde_json::json!({
+    let mut out = serde_json::json!({
         "mode": sh.args.mode.name(),
         "agents": n,
         "window": sh.args.window,
         "duration_s": sh.args.duration,
+        "measured_s": round(duration),
+        "interval_ms": sh.args.interval_ms,
+        "count": sh.args.count,
         "sent": total.sent,
         "acked": total.acked,
+        "unacked": total.unacked,
         "rate_per_s": round(total.acked as f64 / duration),
         "p50_ms": pct(50),
         "p99_ms": pct(99),
@@ -378,7 +466,45 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         "errors": total.errors,
         "mean_envelope_bytes": if total.envelopes > 0 { round(total.bytes as f64 / total.envelopes as f64) } else { 0.0 },
         "target": target(&sh),
-    }))
+    });
+    if sh.args.abusive > 0 {
+        let secs = stopped
+            .saturating_duration_since(go_at)
+            .as_secs_f64()
+            .max(0.001);
+        out["abusive"] = serde_json::json!({
+            "agents": sh.args.abusive,
+            "inflight": sh.args.abusive_inflight,
+            "count": sh.args.abusive_count,
+            "sent": flood.envelopes,
+            "acked": flood.acked,
+            "not_acked": flood.envelopes.saturating_sub(flood.acked),
+            "sent_per_s": round(flood.envelopes as f64 / secs),
+            "acked_per_s": round(flood.acked as f64 / secs),
+            "flood_s": round(secs),
+            "reconnects": flood.reconnects,
+            "errors": flood.errors,
+        });
+    }
+    Ok(out)
+}
+
+/// Merges what the tasks measured; those still running at `deadline` are
+/// aborted (counted as errors).
+async fn gather(tasks: Vec<JoinHandle<Stats>>, deadline: tokio::time::Instant) -> Stats {
+    let mut total = Stats::default();
+    for t in tasks {
+        let abort = t.abort_handle();
+        match tokio::time::timeout_at(deadline, t).await {
+            Ok(Ok(s)) => total.merge(s),
+            Ok(Err(_)) => total.errors += 1,
+            Err(_) => {
+                abort.abort();
+                total.errors += 1;
+            }
+        }
+    }
+    total
 }
 
 fn ms(us: u32) -> f64 {
@@ -529,21 +655,30 @@ struct Window {
     inflight: BTreeMap<u64, Pending>,
     max: usize,
     resend_after: Duration,
+    /// First transmissions still allowed (--count; u64::MAX: no limit).
+    remaining: u64,
+    /// Whether this agent was counted in `Shared::done`.
+    reported_done: bool,
 }
 
 impl Window {
-    fn new(agent: SimAgent, max: usize, resend_ms: u64) -> Window {
+    fn new(agent: SimAgent, args: &Args) -> Window {
         Window {
             agent,
             inflight: BTreeMap::new(),
-            max,
-            resend_after: Duration::from_millis(resend_ms),
+            max: args.window,
+            resend_after: Duration::from_millis(args.resend_ms),
+            remaining: match args.count {
+                0 => u64::MAX,
+                c => c,
+            },
+            reported_done: false,
         }
     }
 
     /// Builds the next envelope if the window has room.
     fn next(&mut self) -> Option<(u64, Envelope)> {
-        if self.inflight.len() >= self.max {
+        if self.inflight.len() >= self.max || self.remaining == 0 {
             return None;
         }
         let seq = self.agent.next_seq;
@@ -556,6 +691,7 @@ impl Window {
     fn sent(&mut self, sh: &Shared, st: &mut Stats, env: Envelope, now: Instant) {
         let seq = self.agent.take_seq();
         debug_assert_eq!(seq, env.seq);
+        self.remaining = self.remaining.saturating_sub(1);
         st.envelopes += 1;
         st.bytes += env.encoded_len() as u64;
         if sh.clock.in_window(now) {
@@ -581,6 +717,10 @@ impl Window {
                 }
             }
         }
+        if self.remaining == 0 && self.inflight.is_empty() && !self.reported_done {
+            self.reported_done = true;
+            sh.done.fetch_add(1, Relaxed);
+        }
     }
 
     /// Envelopes due for a resend (same seq, same content).
@@ -594,6 +734,60 @@ impl Window {
                 p.env.clone()
             })
             .collect()
+    }
+}
+
+/// When a well-behaved agent may send: at once (closed loop), or one new
+/// envelope per --interval-ms, the first ones spread over one interval so
+/// that the agents do not send in step. Envelopes due while the window is
+/// full wait for room, as they would in the agent's spool.
+struct Pacer {
+    interval: Option<tokio::time::Interval>,
+    due: u64,
+}
+
+impl Pacer {
+    fn new(args: &Args, i: usize) -> Pacer {
+        let interval = (args.interval_ms > 0).then(|| {
+            let period = Duration::from_millis(args.interval_ms);
+            let phase = period.mul_f64(i as f64 / args.agents.max(1) as f64);
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            t
+        });
+        Pacer { interval, due: 0 }
+    }
+
+    fn may_send(&self) -> bool {
+        self.interval.is_none() || self.due > 0
+    }
+
+    fn took(&mut self) {
+        self.due = self.due.saturating_sub(1);
+    }
+
+    /// The next interval; never, in closed loop.
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(t) => {
+                t.tick().await;
+                self.due += 1;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Waits for the signal to start sending; false if stopped first.
+async fn wait_go(go: &mut watch::Receiver<bool>, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        if *go.borrow_and_update() {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.changed() => return false,
+            r = go.changed() => if r.is_err() { return false },
+        }
     }
 }
 
@@ -686,35 +880,68 @@ async fn wait_ready(
     }
 }
 
-async fn mqtt_agent(i: usize, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Stats {
+/// Connects one simulated agent over MQTT (`inflight` QoS 1 publishes
+/// at most), subscribed to its downlink; counts it ready and waits for the
+/// signal to send. None if stopped first.
+async fn mqtt_connect(
+    sh: &Shared,
+    id: &str,
+    inflight: usize,
+    permit: OwnedSemaphorePermit,
+    stop: &mut watch::Receiver<bool>,
+    go: &mut watch::Receiver<bool>,
+    st: &mut Stats,
+) -> Option<(AsyncClient, mpsc::Receiver<Net>, JoinHandle<()>)> {
+    let (client, eventloop) = mqtt_client(sh, format!("sobre-loadgen-{id}"), inflight);
+    let (tx, mut rx) = mpsc::channel(2 * inflight + 16);
+    let down = Some(topics::down(id));
+    let poller = spawn_poller(eventloop, client.clone(), down, tx, Some(permit));
+    if !wait_ready(&mut rx, stop, st).await {
+        poller.abort();
+        return None;
+    }
+    sh.ready.fetch_add(1, Relaxed);
+    if !wait_go(go, stop).await {
+        poller.abort();
+        return None;
+    }
+    Some((client, rx, poller))
+}
+
+async fn mqtt_agent(
+    i: usize,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut go: watch::Receiver<bool>,
+) -> Stats {
     let mut st = Stats::default();
     let Ok(permit) = sh.connecting.clone().acquire_owned().await else {
         return st;
     };
-    let w = sh.args.window;
-    let mut win = Window::new(SimAgent::new(&sh.args.id_prefix, i), w, sh.args.resend_ms);
+    let mut win = Window::new(SimAgent::new(&sh.args.id_prefix, i), &sh.args);
     let id = win.agent.id.clone();
-    let (client, eventloop) = mqtt_client(&sh, format!("sobre-loadgen-{id}"), w);
-    let (tx, mut rx) = mpsc::channel(2 * w + 16);
-    let poller = spawn_poller(
-        eventloop,
-        client.clone(),
-        Some(topics::down(&id)),
-        tx,
-        Some(permit),
+    let link = mqtt_connect(
+        &sh,
+        &id,
+        sh.args.window,
+        permit,
+        &mut stop,
+        &mut go,
+        &mut st,
     );
-    if !wait_ready(&mut rx, &mut stop, &mut st).await {
-        poller.abort();
+    let Some((client, mut rx, poller)) = link.await else {
         return st;
-    }
-    sh.ready.fetch_add(1, Relaxed);
+    };
     let up = topics::up(&id);
     let mut check = tokio::time::interval(RESEND_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pacer = Pacer::new(&sh.args, i);
     loop {
         // Fill the window. try_publish: the channel has room for the window,
         // so it only fails while disconnected; the next event retries.
-        while let Some((_, env)) = win.next() {
+        while pacer.may_send()
+            && let Some((_, env)) = win.next()
+        {
             if client
                 .try_publish(up.as_str(), QoS::AtLeastOnce, false, env.encode_to_vec())
                 .is_err()
@@ -723,9 +950,11 @@ async fn mqtt_agent(i: usize, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                 break;
             }
             win.sent(&sh, &mut st, env, Instant::now());
+            pacer.took();
         }
         tokio::select! {
             _ = stop.changed() => break,
+            _ = pacer.tick() => {}
             m = rx.recv() => match m {
                 Some(Net::Publish(p)) => match Downlink::decode(&p.payload[..]) {
                     Ok(dl) => win.on_downlink(&sh, &mut st, dl),
@@ -748,21 +977,24 @@ async fn mqtt_agent(i: usize, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) 
         }
     }
     poller.abort();
+    st.unacked = win.inflight.len() as u64;
     st
 }
 
-async fn grpc_agent(i: usize, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Stats {
-    let mut st = Stats::default();
-    let Ok(permit) = sh.connecting.clone().acquire_owned().await else {
-        return st;
-    };
-    let w = sh.args.window;
-    let mut win = Window::new(SimAgent::new(&sh.args.id_prefix, i), w, sh.args.resend_ms);
+/// Opens one agent's `Telemetry/Connect` stream on its own HTTP/2
+/// connection, retrying the connection until `stop`; `cap` envelopes may
+/// wait in the stream's queue.
+async fn grpc_connect(
+    sh: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    st: &mut Stats,
+    cap: usize,
+) -> Option<(mpsc::Sender<Envelope>, tonic::Streaming<Downlink>)> {
     let endpoint = match tonic::transport::Endpoint::from_shared(sh.args.grpc.clone()) {
         Ok(e) => e.tcp_nodelay(true).connect_timeout(Duration::from_secs(10)),
         Err(_) => {
             st.errors += 1;
-            return st;
+            return None;
         }
     };
     let channel = loop {
@@ -771,36 +1003,61 @@ async fn grpc_agent(i: usize, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             Err(_) => {
                 st.reconnects += 1;
                 tokio::select! {
-                    _ = stop.changed() => return st,
+                    _ = stop.changed() => return None,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
         }
     };
     let mut client = TelemetryClient::new(channel);
-    // The stream never holds more than the window plus resends.
-    let (tx, rx) = mpsc::channel::<Envelope>(2 * w + 16);
-    let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
-        Ok(r) => r.into_inner(),
+    let (tx, rx) = mpsc::channel::<Envelope>(cap);
+    match client.connect(ReceiverStream::new(rx)).await {
+        Ok(r) => Some((tx, r.into_inner())),
         Err(_) => {
             st.errors += 1;
-            return st;
+            None
         }
+    }
+}
+
+async fn grpc_agent(
+    i: usize,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut go: watch::Receiver<bool>,
+) -> Stats {
+    let mut st = Stats::default();
+    let Ok(permit) = sh.connecting.clone().acquire_owned().await else {
+        return st;
+    };
+    let w = sh.args.window;
+    let mut win = Window::new(SimAgent::new(&sh.args.id_prefix, i), &sh.args);
+    // The stream never holds more than the window plus resends.
+    let Some((tx, mut inbound)) = grpc_connect(&sh, &mut stop, &mut st, 2 * w + 16).await else {
+        return st;
     };
     drop(permit);
     sh.ready.fetch_add(1, Relaxed);
+    if !wait_go(&mut go, &mut stop).await {
+        return st;
+    }
     let mut check = tokio::time::interval(RESEND_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pacer = Pacer::new(&sh.args, i);
     loop {
-        while let Some((_, env)) = win.next() {
+        while pacer.may_send()
+            && let Some((_, env)) = win.next()
+        {
             if tx.try_send(env.clone()).is_err() {
                 st.errors += 1;
                 break;
             }
             win.sent(&sh, &mut st, env, Instant::now());
+            pacer.took();
         }
         tokio::select! {
             _ = stop.changed() => break,
+            _ = pacer.tick() => {}
             m = inbound.message() => match m {
                 Ok(Some(dl)) => win.on_downlink(&sh, &mut st, dl),
                 // The collector closed the stream: this agent is done.
@@ -816,6 +1073,157 @@ async fn grpc_agent(i: usize, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) 
                     }
                 }
             }
+        }
+    }
+    st.unacked = win.inflight.len() as u64;
+    st
+}
+
+/// An abusive agent's identity and the envelopes it floods with: realistic
+/// ones, each with a new seq and a spool floor at that seq (it gives up on
+/// what is refused, so the collector need not remember older seqs).
+struct Flood {
+    agent: SimAgent,
+    limit: u64,
+}
+
+impl Flood {
+    fn new(sh: &Shared, i: usize) -> Flood {
+        Flood {
+            agent: SimAgent::new(&format!("{}-abuse", sh.args.id_prefix), i),
+            limit: match sh.args.abusive_count {
+                0 => u64::MAX,
+                c => c,
+            },
+        }
+    }
+
+    /// The next envelope, unless --abusive-count were all sent.
+    fn next(&mut self, st: &Stats) -> Option<Envelope> {
+        (st.envelopes < self.limit).then(|| {
+            let seq = self.agent.take_seq();
+            self.agent.envelope(seq, seq, 0)
+        })
+    }
+
+    fn sent(sh: &Shared, st: &mut Stats, bytes: usize) {
+        st.envelopes += 1;
+        st.bytes += bytes as u64;
+        sh.flood.fetch_add(1, Relaxed);
+    }
+
+    /// Counts the acks of what the collector accepted (within the limit).
+    fn on_downlink(st: &mut Stats, dl: Downlink) {
+        if let Some(downlink::Body::Ack(ack)) = dl.body {
+            st.acked += ack.seqs.len() as u64;
+        }
+    }
+}
+
+/// An abusive agent over MQTT: publishes as fast as the broker accepts
+/// (QoS 1, up to --abusive-inflight not yet PUBACKed), reads its acks, and
+/// never waits for them.
+async fn mqtt_flooder(
+    i: usize,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut go: watch::Receiver<bool>,
+) -> Stats {
+    let mut st = Stats::default();
+    let Ok(permit) = sh.connecting.clone().acquire_owned().await else {
+        return st;
+    };
+    let mut flood = Flood::new(&sh, i);
+    let id = flood.agent.id.clone();
+    let inflight = sh.args.abusive_inflight;
+    let link = mqtt_connect(&sh, &id, inflight, permit, &mut stop, &mut go, &mut st);
+    let Some((client, mut rx, poller)) = link.await else {
+        return st;
+    };
+    let up = topics::up(&id);
+    let mut payload: Option<Vec<u8>> = None;
+    loop {
+        if payload.is_none() {
+            payload = flood.next(&st).map(|e| e.encode_to_vec());
+        }
+        // Acks first, so that the poller never waits on this task while
+        // this task waits for room in the client's queue.
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            m = rx.recv() => match m {
+                Some(Net::Publish(p)) => match Downlink::decode(&p.payload[..]) {
+                    Ok(dl) => Flood::on_downlink(&mut st, dl),
+                    Err(_) => st.errors += 1,
+                },
+                Some(Net::Ready) => {}
+                Some(Net::Lost) => st.reconnects += 1,
+                None => break,
+            },
+            r = client.publish(up.as_str(), QoS::AtLeastOnce, false, payload.clone().unwrap_or_default()),
+                if payload.is_some() => match r {
+                Ok(()) => {
+                    let len = payload.take().map_or(0, |p| p.len());
+                    Flood::sent(&sh, &mut st, len);
+                }
+                // The event loop is gone: nothing more can be sent.
+                Err(_) => {
+                    st.errors += 1;
+                    break;
+                }
+            },
+        }
+    }
+    poller.abort();
+    st
+}
+
+/// An abusive agent over gRPC: keeps its stream's queue full, reads its
+/// acks, never waits for them.
+async fn grpc_flooder(
+    i: usize,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut go: watch::Receiver<bool>,
+) -> Stats {
+    let mut st = Stats::default();
+    let Ok(permit) = sh.connecting.clone().acquire_owned().await else {
+        return st;
+    };
+    let mut flood = Flood::new(&sh, i);
+    let cap = sh.args.abusive_inflight;
+    let Some((tx, mut inbound)) = grpc_connect(&sh, &mut stop, &mut st, cap).await else {
+        return st;
+    };
+    drop(permit);
+    sh.ready.fetch_add(1, Relaxed);
+    if !wait_go(&mut go, &mut stop).await {
+        return st;
+    }
+    let mut next = flood.next(&st);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            m = inbound.message() => match m {
+                Ok(Some(dl)) => Flood::on_downlink(&mut st, dl),
+                Ok(None) | Err(_) => {
+                    st.errors += 1;
+                    break;
+                }
+            },
+            slot = tx.reserve(), if next.is_some() => match (slot, next.take()) {
+                (Ok(slot), Some(env)) => {
+                    let len = env.encoded_len();
+                    slot.send(env);
+                    Flood::sent(&sh, &mut st, len);
+                    next = flood.next(&st);
+                }
+                _ => {
+                    st.errors += 1;
+                    break;
+                }
+            },
         }
     }
     st
