@@ -121,6 +121,15 @@ async fn serve_stream(
             Ok(env) => env,
             Err(why) => {
                 rejected(&ctx.metrics, "grpc", &peer, &why);
+                // Over its limit: stop reading this stream until a token
+                // is back, so a flooder is slowed by flow control instead
+                // of costing a decode and a MAC per refused envelope.
+                if matches!(why, super::Reject::RateLimited { .. }) {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(ctx.rate.refill_time()) => {}
+                    }
+                }
                 continue;
             }
         };

@@ -41,6 +41,13 @@ impl RateLimit {
         }
     }
 
+    /// How long until one token is back at this rate: a stream over its
+    /// limit is not read for that long (HTTP/2 flow control then slows
+    /// the sender, not the others).
+    pub fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.per_s)
+    }
+
     /// Takes one token from `agent`'s bucket at `now`; false when empty.
     pub fn allow(&self, agent: &str, now: Instant) -> bool {
         self.take(agent, now).is_ok()
