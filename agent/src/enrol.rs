@@ -30,6 +30,10 @@ pub enum EnrolError {
     Unreachable { endpoint: String, reason: String },
 }
 
+/// Where the key lives once known, shared by the runtime (signing) and
+/// the MQTT transport (connecting).
+pub type KeyHolder = std::sync::Arc<std::sync::RwLock<Option<[u8; 32]>>>;
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -166,6 +170,14 @@ pub fn sign(key: &[u8; 32], bytes: &[u8]) -> Option<Vec<u8>> {
     let mac = blake3::keyed_hash(key, &env.encode_to_vec());
     env.mac = mac.as_bytes().to_vec();
     Some(env.encode_to_vec())
+}
+
+/// The MQTT password an enrolled agent connects with (user name: its
+/// agent id): derived from its key, so the key itself never crosses.
+pub fn mqtt_password(key: &[u8; 32]) -> String {
+    blake3::keyed_hash(key, b"sobre/v1 mqtt connect")
+        .to_hex()
+        .to_string()
 }
 
 /// The downlink if its MAC is ours (see `Downlink.mac`).

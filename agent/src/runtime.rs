@@ -42,7 +42,7 @@ struct Shared {
     /// write the same index.
     scan_lock: Arc<tokio::sync::Mutex<()>>,
     /// The enrolment key envelopes are signed with when sent.
-    key: std::sync::RwLock<Option<[u8; 32]>>,
+    key: crate::enrol::KeyHolder,
     /// Enrolling: hold envelopes (spooled) until the key arrives.
     awaiting_key: std::sync::atomic::AtomicBool,
 }
@@ -59,6 +59,7 @@ impl Shared {
 pub async fn run<T: Transport>(
     cfg: AgentConfig,
     transport: T,
+    key: crate::enrol::KeyHolder,
     cancel: CancellationToken,
 ) -> Result<(), AgentError> {
     let spool = Spool::open(SpoolConfig {
@@ -102,7 +103,7 @@ pub async fn run<T: Transport>(
         inventory_wanted: Notify::new(),
         campaigns: campaign_tx,
         scan_lock: Arc::new(tokio::sync::Mutex::new(())),
-        key: std::sync::RwLock::new(None),
+        key,
         awaiting_key: std::sync::atomic::AtomicBool::new(false),
     });
     let enrolling = start_enrolment(&cfg, &shared, &cancel);
@@ -644,6 +645,7 @@ pub async fn run_configured(cfg: AgentConfig, cancel: CancellationToken) -> Resu
     use crate::transport::{grpc::GrpcTransport, mqtt::MqttTransport};
     // A downlink is small; 256 KiB leaves room for long nudges.
     const MAX_DOWNLINK: usize = 256 * 1024;
+    let key = crate::enrol::KeyHolder::default();
     match cfg.transport.kind {
         TransportKind::Mqtt => {
             let broker = cfg.transport.mqtt_broker.clone();
@@ -656,8 +658,9 @@ pub async fn run_configured(cfg: AgentConfig, cancel: CancellationToken) -> Resu
                 port,
                 max_packet_bytes: MAX_DOWNLINK,
                 ca_pem: cfg.transport.ca_pem(),
+                key: key.clone(),
             };
-            run(cfg, t, cancel).await
+            run(cfg, t, key, cancel).await
         }
         TransportKind::Grpc => {
             let t = GrpcTransport {
@@ -665,7 +668,7 @@ pub async fn run_configured(cfg: AgentConfig, cancel: CancellationToken) -> Resu
                 max_message_bytes: MAX_DOWNLINK,
                 ca_pem: cfg.transport.ca_pem(),
             };
-            run(cfg, t, cancel).await
+            run(cfg, t, key, cancel).await
         }
     }
 }

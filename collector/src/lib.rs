@@ -162,9 +162,18 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     // MQTT: the embedded broker, or an external one.
     let mut mqtt_tls_addr = None;
     let (host, port) = if cfg.mqtt.embedded {
+        // Who may connect: with enrolment required, enrolled agents
+        // (their id and key-derived password) and this collector only.
+        let check: Option<ingest::broker::ConnectCheck> =
+            cfg.security.require_enrolment.then(|| {
+                let (creds, own) = (credentials.clone(), cfg.mqtt.client_id.clone());
+                std::sync::Arc::new(move |client: &str, user: &str, pass: &str| {
+                    creds.mqtt_connect_ok(&own, client, user, pass)
+                }) as ingest::broker::ConnectCheck
+            });
         let addr = tokio::task::spawn_blocking({
             let (listen, max) = (cfg.mqtt.listen, cfg.mqtt.max_packet_bytes);
-            move || ingest::broker::start(listen, max)
+            move || ingest::broker::start(listen, max, check)
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??;
@@ -197,6 +206,13 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         port,
         client_id: cfg.mqtt.client_id.clone(),
         max_packet_bytes: cfg.mqtt.max_packet_bytes,
+        // On the embedded broker the collector signs in like anyone.
+        credentials: (cfg.mqtt.embedded && cfg.security.require_enrolment).then(|| {
+            (
+                cfg.mqtt.client_id.clone(),
+                credentials.own_mqtt_password().to_owned(),
+            )
+        }),
         tls: match &cfg.mqtt.broker {
             Some(b) if !cfg.mqtt.embedded && sobre_agent::transport::tls::is_tls(b) => {
                 Some(cfg.mqtt.tls().map_err(StartError::Config)?)

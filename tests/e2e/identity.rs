@@ -101,9 +101,33 @@ async fn only_enrolled_unrevoked_agents_are_heard() {
     // interleave).
     crate::assert_once_in_order(&c.sample_seqs("good-mqtt").await);
 
-    // Anyone can publish on the embedded broker: a forged ack for
-    // good-mqtt's next reports must not make it drop them.
-    let raw = crate::nudges::raw_client(c.mqtt).await;
+    // Only enrolled agents may connect to the embedded broker: an
+    // anonymous client is turned away.
+    let (_anon, mut anon_events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("nosy", "127.0.0.1", c.mqtt), 4);
+    let first = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match anon_events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => return Ok(a.code),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("an answer from the broker");
+    assert!(
+        !matches!(first, Ok(rumqttc::ConnectReturnCode::Success)),
+        "an anonymous client connected: {first:?}"
+    );
+    // But an enrolled agent can publish on another's topic (no topic ACL
+    // in the embedded broker): a forged ack for good-mqtt's next reports,
+    // from good-grpc's key, must not make it drop them.
+    let key = sobre_agent::scan::parse_key(key.trim()).expect("key");
+    let mut opts = rumqttc::MqttOptions::new("sobre-agent-good-grpc", "127.0.0.1", c.mqtt);
+    opts.set_credentials("good-grpc", sobre_agent::enrol::mqtt_password(&key));
+    let (raw, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let next = c
         .sample_seqs("good-mqtt")
         .await

@@ -22,6 +22,9 @@ pub struct MqttTransport {
     pub max_packet_bytes: usize,
     /// For `mqtts://`: PEM of the CA that signed the broker's certificate.
     pub ca_pem: Option<Vec<u8>>,
+    /// The enrolment key, once known: the agent then connects with its id
+    /// and a password derived from it (the embedded broker checks them).
+    pub key: crate::enrol::KeyHolder,
 }
 
 impl MqttTransport {
@@ -42,6 +45,9 @@ impl MqttTransport {
             QoS::AtLeastOnce,
             true,
         ));
+        if let Some(key) = self.key.read().ok().and_then(|k| *k) {
+            o.set_credentials(&self.agent_id, crate::enrol::mqtt_password(&key));
+        }
         if super::tls::is_tls(&self.broker) {
             let ca = self.ca_pem.as_deref().ok_or_else(|| {
                 self.error("mqtts:// needs transport.ca_file (the CA of the broker's certificate)")

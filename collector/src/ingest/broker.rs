@@ -43,7 +43,15 @@ const UPLINK_SEGMENTS: usize = 4;
 /// listens on once it accepts connections. Port 0 picks a free port.
 ///
 /// rumqttd has no shutdown; its threads end with the process.
-pub fn start(listen: SocketAddr, max_packet_bytes: usize) -> Result<SocketAddr, BrokerError> {
+/// Decides who may connect: (own client id, client id, user name,
+/// password) → allowed. None: anyone.
+pub type ConnectCheck = std::sync::Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
+
+pub fn start(
+    listen: SocketAddr,
+    max_packet_bytes: usize,
+    check: Option<ConnectCheck>,
+) -> Result<SocketAddr, BrokerError> {
     // rumqttd binds inside its own thread and cannot report the port it
     // got, or a bind failure, back to us: bind here first for a clear error
     // and to resolve port 0.
@@ -57,19 +65,29 @@ pub fn start(listen: SocketAddr, max_packet_bytes: usize) -> Result<SocketAddr, 
             source,
         })?
     };
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: max_packet_bytes,
+        max_inflight_count: 200,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    if let Some(check) = check {
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let ok = check(&client_id, &user, &pass);
+            if !ok {
+                tracing::warn!(client_id = %client_id.chars().take(80).collect::<String>(), "MQTT connection refused: not an enrolled agent (or a revoked one)");
+            }
+            std::future::ready(ok)
+        });
+    }
     let server = ServerSettings {
         name: "v4".into(),
         listen: addr,
         tls: None,
         next_connection_delay_ms: 1,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: max_packet_bytes,
-            max_inflight_count: 200,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+        connections,
     };
     let config = Config {
         id: 0,

@@ -43,6 +43,14 @@ enum Cred {
 pub struct Credentials {
     required: bool,
     creds: RwLock<HashMap<String, Cred>>,
+    /// The collector's own password on the embedded broker, new at each
+    /// start (it never leaves the process).
+    own_mqtt_password: String,
+}
+
+/// The MQTT client id an agent uses (see the agent's MQTT transport).
+pub fn agent_client_id(agent_id: &str) -> String {
+    format!("sobre-agent-{agent_id}")
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
@@ -70,11 +78,48 @@ impl Credentials {
         Ok(Credentials {
             required,
             creds: RwLock::new(creds),
+            own_mqtt_password: crate::http::auth::random_token()?,
         })
     }
 
     pub fn required(&self) -> bool {
         self.required
+    }
+
+    /// The collector's own password on the embedded broker.
+    pub fn own_mqtt_password(&self) -> &str {
+        &self.own_mqtt_password
+    }
+
+    /// Whether the embedded broker lets this MQTT connection in: the
+    /// collector's own client (its id and password), or an enrolled,
+    /// unrevoked agent under its own client id with the password derived
+    /// from its key (`sobre_agent::enrol::mqtt_password`). Without
+    /// `required`, everyone may connect (reports are still checked).
+    pub fn mqtt_connect_ok(
+        &self,
+        own_client_id: &str,
+        client_id: &str,
+        user: &str,
+        password: &str,
+    ) -> bool {
+        if !self.required {
+            return true;
+        }
+        let ct = |a: &str, b: &str| {
+            a.len() == b.len()
+                && a.bytes()
+                    .zip(b.bytes())
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0
+        };
+        if client_id == own_client_id {
+            return ct(password, &self.own_mqtt_password);
+        }
+        let Some(Cred::Key(key)) = self.creds.read().ok().and_then(|m| m.get(user).copied()) else {
+            return false;
+        };
+        client_id == agent_client_id(user) && ct(password, &sobre_agent::enrol::mqtt_password(&key))
     }
 
     /// Whether `agent_id` may send at all: it has a credential in force,

@@ -19,6 +19,8 @@ pub struct ClientSettings {
     pub max_packet_bytes: usize,
     /// TLS to an external `mqtts://` broker.
     pub tls: Option<rumqttc::Transport>,
+    /// User name and password on the broker, if it checks them.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Creates the client; nothing is sent until the event loop is polled.
@@ -26,6 +28,9 @@ pub fn client(s: &ClientSettings) -> (AsyncClient, EventLoop) {
     let mut opts = MqttOptions::new(&s.client_id, &s.host, s.port);
     if let Some(t) = &s.tls {
         opts.set_transport(t.clone());
+    }
+    if let Some((user, pass)) = &s.credentials {
+        opts.set_credentials(user, pass);
     }
     opts.set_keep_alive(Duration::from_secs(30));
     // A persistent session: the broker queues uplinks while we restart.
