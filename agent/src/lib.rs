@@ -2,6 +2,7 @@
 //! sends it over MQTT or gRPC until the collector acknowledges its commit.
 
 pub mod campaign;
+pub mod civil;
 pub mod cleanup;
 pub mod config;
 pub mod enrol;

@@ -29,17 +29,9 @@ pub fn day_start_ms(cfg: &DetectConfig, day: i64) -> i64 {
     day * DAY_MS - cfg.utc_offset_hours * HOUR_MS
 }
 
-/// `YYYY-MM-DD` of a day number (H. Hinnant's algorithm).
+/// `YYYY-MM-DD` of a day number.
 pub fn date(day: i64) -> String {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = sobre_agent::civil::from_days(day);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
