@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Storage scan benchmark: sobre-agent scan beside fclones 0.35 on the same
-# 200,000-file tree (shared/bench/gen_tree.py, seed 42, 3.5 GB), same run.
+# 200,000-file tree (bench/gen_tree.py, seed 42, 3.5 GB), same run.
 #
 #   bench/scan.sh                 # everything below
 #   RUNS=5 bench/scan.sh          # more repetitions (median is reported)
@@ -21,7 +21,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED:-$ROOT/../shared}
 FILES=${FILES:-200000}
 RUNS=${RUNS:-3}
 # Shorter than the background scan of the 200,000-file tree (~55 s), so
@@ -39,7 +38,7 @@ say() { printf '%s\n' "$*" >&2; }
 if [ ! -f "$TREE.manifest.json" ]; then
   say "generating $FILES files under $TREE (once)"
   rm -rf "$TREE"
-  python3 "$SHARED/bench/gen_tree.py" "$TREE" --files "$FILES" --seed 42 >/dev/null
+  python3 "$(dirname "$0")/gen_tree.py" "$TREE" --files "$FILES" --seed 42 >/dev/null
 fi
 
 FCLONES=${FCLONES:-$(command -v fclones || true)}

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 fn gen_tree(dir: &Path, files: u32, seed: u32) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/gen_tree.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/gen_tree.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg(dir)

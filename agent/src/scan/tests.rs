@@ -46,10 +46,10 @@ pub(crate) fn blob(n: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn matches_the_generators_ground_truth() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/gen_tree.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/gen_tree.py");
     assert!(
         script.is_file(),
-        "{} is missing: this test needs the shared benchmark generator (the repo is expected beside shared/)",
+        "{} is missing: this test needs the benchmark tree generator bench/gen_tree.py",
         script.display()
     );
     let dir = tempfile::tempdir().expect("tempdir");
