@@ -81,6 +81,10 @@ pub struct HttpConfig {
     /// Whether reads (GET) are open without a token. Set to false when the
     /// API is reachable beyond a trusted network.
     pub open_read: bool,
+    /// HTTPS (rustls): the certificate chain and private key, PEM. Both or
+    /// neither; with them the API and the console are served over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +94,8 @@ impl Default for HttpConfig {
             admin_token_file: None,
             read_tokens_file: None,
             open_read: true,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -301,6 +307,17 @@ impl CollectorConfig {
                 .map_err(|e| e.to_string())?;
         }
         self.grpc.tls_identity()?;
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (None, None) => {}
+            (Some(c), Some(k)) => {
+                crate::ingest::tls_front::acceptor(c, k)?;
+            }
+            _ => {
+                return Err(
+                    "http.tls_cert and http.tls_key go together: set both or neither".into(),
+                );
+            }
+        }
         if self.mqtt.tls_listen.is_some() {
             match (&self.mqtt.tls_cert, &self.mqtt.tls_key, self.mqtt.embedded) {
                 (Some(c), Some(k), true) => {

@@ -49,6 +49,8 @@ pub enum StartError {
 /// A started collector: where it listens, and how to wait for its end.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The API and console are served over HTTPS.
+    pub https: bool,
     /// Where the admin API token is kept (owner-only).
     pub admin_token_file: std::path::PathBuf,
     /// The broker agents should use over MQTT (the embedded one or the
@@ -288,18 +290,28 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     });
     let admin_token_file = tokens.admin_file.clone();
     let shutdown = cancel.clone();
-    tracker.spawn(async move {
-        if let Err(e) = axum::serve(http_listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
+    match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = ingest::tls_front::acceptor(cert, key).map_err(StartError::Config)?;
+            tracker.spawn(http::tls::serve(http_listener, acceptor, app, shutdown));
+            tracing::info!(%http_addr, "HTTPS API listening");
         }
-    });
-    tracing::info!(%http_addr, "HTTP API listening");
+        _ => {
+            tracker.spawn(async move {
+                if let Err(e) = axum::serve(http_listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+            tracing::info!(%http_addr, "HTTP API listening");
+        }
+    }
     tracker.close();
     Ok(Running {
         http_addr,
+        https: cfg.http.tls_cert.is_some(),
         admin_token_file,
         mqtt_addr,
         mqtt_tls_addr,

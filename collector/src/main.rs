@@ -266,7 +266,8 @@ async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let running = sobre_collector::start(cfg, cancel.clone()).await?;
     say(&format!(
-        "sobre-collector listening: http://{}",
+        "sobre-collector listening: {}://{}",
+        if running.https { "https" } else { "http" },
         running.http_addr
     ));
     if let Some(a) = running.mqtt_addr {

@@ -165,3 +165,89 @@ async fn the_embedded_broker_speaks_tls_through_the_collectors_front() {
     let stops = tokio::join!(a.stop(), b.stop());
     assert!(stops.0.success() && stops.1.success(), "{stops:?}");
 }
+
+/// One HTTP/1.1 GET over TLS trusting only `ca`; the response as text.
+async fn https_get(port: u16, ca: &std::path::Path, path: &str) -> std::io::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add ca");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await.or_else(|e| {
+        // Some servers close without TLS close_notify after the response.
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Ok(0)
+        } else {
+            Err(e)
+        }
+    })?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_console_are_served_over_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = pki(&d.join("pki"), false);
+    let port = sobre_tests::free_port();
+    let cfg = format!(
+        "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[grpc]\nlisten = \"127.0.0.1:0\"\n",
+        d.join("data").display(),
+        p.cert.display(),
+        p.key.display()
+    );
+    std::fs::write(d.join("collector.toml"), cfg).expect("config");
+    let log = std::fs::File::create(d.join("collector.log")).expect("log");
+    let mut child = std::process::Command::new(sobre_tests::bin("sobre-collector"))
+        .arg("--config")
+        .arg(d.join("collector.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the collector");
+    let health = wait_for("/health over HTTPS", PATIENCE, || async {
+        https_get(port, &p.ca, "/health").await.ok()
+    })
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let console = https_get(port, &p.ca, "/")
+        .await
+        .expect("console over HTTPS");
+    assert!(
+        console.starts_with("HTTP/1.1 200") && console.contains("<html"),
+        "{console}"
+    );
+    // Plain HTTP on the HTTPS port gets no page.
+    let plain = sobre_tests::http_client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.is_ok_and(|r| r.status().is_success()));
+    let log = || std::fs::read_to_string(d.join("collector.log")).unwrap_or_default();
+    wait_for("the refused handshake logged", PATIENCE, || async {
+        log().contains("HTTPS handshake refused").then_some(())
+    })
+    .await;
+    sobre_tests::sigterm(child.id());
+    let status = sobre_tests::procs::wait_exit(&mut child, PATIENCE).await;
+    assert!(status.success(), "{status:?}\n{}", log());
+}

@@ -6,6 +6,7 @@ pub mod campaigns_api;
 pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
+pub mod tls;
 
 use crate::console;
 use crate::metrics::Metrics;

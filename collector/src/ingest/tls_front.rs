@@ -11,7 +11,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-/// The acceptor for a PEM certificate chain and private key.
+/// The acceptor for a PEM certificate chain and private key (also used
+/// for HTTPS, `http/tls.rs`).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -33,7 +34,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     .map_err(|e| e.to_string())?
     .with_no_client_auth()
     .with_single_cert(chain, key)
-    .map_err(|e| format!("mqtt TLS certificate and key: {e}"))?;
+    .map_err(|e| format!("TLS certificate and key do not go together: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
