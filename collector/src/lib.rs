@@ -287,6 +287,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         tokens: tokens.clone(),
         credentials,
         security: cfg.security.clone(),
+        https: cfg.http.tls_cert.is_some(),
     });
     let admin_token_file = tokens.admin_file.clone();
     let shutdown = cancel.clone();

@@ -70,10 +70,11 @@ struct Login {
     back: Option<String>,
 }
 
-fn cookie(value: &str, max_age_s: u32) -> HeaderValue {
+fn cookie(value: &str, max_age_s: u32, secure: bool) -> HeaderValue {
     // A token is hex: always a valid header value.
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        if secure { "; Secure" } else { "" }
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("sobre_token=; Path=/; Max-Age=0"))
 }
@@ -105,15 +106,20 @@ pub async fn submit(
     }
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, ctx.href(&back))]).into_response();
     r.headers_mut()
-        .insert(header::SET_COOKIE, cookie(token, 12 * 3600));
+        .insert(header::SET_COOKIE, cookie(token, 12 * 3600, s.https));
     Ok(r)
 }
 
 /// `POST /logout`: forgets the cookie.
-pub async fn logout(ctx: Ctx, headers: axum::http::HeaderMap) -> PageResult {
+pub async fn logout(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+) -> PageResult {
     same_origin(&headers, ctx.fr).map_err(|e| PageError(ctx.clone(), e))?;
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, ctx.href("/"))]).into_response();
-    r.headers_mut().insert(header::SET_COOKIE, cookie("", 0));
+    r.headers_mut()
+        .insert(header::SET_COOKIE, cookie("", 0, s.https));
     Ok(r)
 }
 
@@ -134,10 +140,16 @@ mod tests {
 
     #[test]
     fn the_cookie_is_http_only_and_same_site_strict() {
-        let c = cookie("abc", 60);
+        let c = cookie("abc", 60, false);
         let c = c.to_str().expect("ascii");
         assert!(
             c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=60")
+        );
+        assert!(!c.contains("Secure"));
+        let s = cookie("abc", 60, true);
+        assert!(
+            s.to_str().expect("ascii").ends_with("; Secure"),
+            "over HTTPS"
         );
     }
 }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub tokens: Arc<auth::Tokens>,
     pub credentials: Arc<crate::ingest::credentials::Credentials>,
     pub security: crate::config::SecurityConfig,
+    /// Served over HTTPS: cookies are marked `Secure`.
+    pub https: bool,
 }
 
 pub fn router(state: AppState) -> Router {
