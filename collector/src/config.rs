@@ -310,7 +310,7 @@ impl CollectorConfig {
         match (&self.http.tls_cert, &self.http.tls_key) {
             (None, None) => {}
             (Some(c), Some(k)) => {
-                crate::ingest::tls_front::acceptor(c, k)?;
+                crate::tls::acceptor(c, k)?;
             }
             _ => {
                 return Err(
@@ -321,7 +321,7 @@ impl CollectorConfig {
         if self.mqtt.tls_listen.is_some() {
             match (&self.mqtt.tls_cert, &self.mqtt.tls_key, self.mqtt.embedded) {
                 (Some(c), Some(k), true) => {
-                    crate::ingest::tls_front::acceptor(c, k)?;
+                    crate::tls::acceptor(c, k)?;
                 }
                 (_, _, false) => {
                     return Err("mqtt.tls_listen is for the embedded broker; an external broker does its own TLS".into());

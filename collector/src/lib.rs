@@ -16,6 +16,7 @@ pub mod nudge;
 pub mod sink;
 pub mod storage;
 pub mod store;
+pub mod tls;
 
 use config::CollectorConfig;
 use ingest::IngestCtx;
@@ -182,7 +183,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         if let (Some(listen), Some(cert), Some(key)) =
             (cfg.mqtt.tls_listen, &cfg.mqtt.tls_cert, &cfg.mqtt.tls_key)
         {
-            let acceptor = ingest::tls_front::acceptor(cert, key).map_err(StartError::Config)?;
+            let acceptor = tls::acceptor(cert, key).map_err(StartError::Config)?;
             let listener = bind("MQTT over TLS", listen).await?;
             let tls_addr = local_addr(&listener, "MQTT over TLS", listen)?;
             tracker.spawn(ingest::tls_front::run(
@@ -293,7 +294,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let shutdown = cancel.clone();
     match (&cfg.http.tls_cert, &cfg.http.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = ingest::tls_front::acceptor(cert, key).map_err(StartError::Config)?;
+            let acceptor = tls::acceptor(cert, key).map_err(StartError::Config)?;
             tracker.spawn(http::tls::serve(http_listener, acceptor, app, shutdown));
             tracing::info!(%http_addr, "HTTPS API listening");
         }

@@ -1,6 +1,6 @@
-//! HTTPS for the API and the console: TLS (tokio-rustls with ring) in
-//! front of the same axum router, served by hyper's automatic HTTP/1 or
-//! HTTP/2 connection. Used when `http.tls_cert` and `http.tls_key` are set.
+//! HTTPS for the API and the console: TLS (`crate::tls`) in front of the
+//! same axum router, served by hyper's automatic HTTP/1 or HTTP/2
+//! connection. Used when `http.tls_cert` and `http.tls_key` are set.
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,35 +17,16 @@ pub async fn serve(
     app: Router,
     cancel: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTPS accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, app, cancel) = (acceptor.clone(), app.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "HTTPS handshake refused");
-                    return;
-                }
-            };
+    crate::tls::serve(listener, acceptor, "HTTPS", cancel, move |tls, peer| {
+        let app = app.clone();
+        async move {
             let conn = Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
                 .into_owned();
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-                },
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await
 }
