@@ -54,14 +54,7 @@ need_pkg /usr/sbin/mosquitto mosquitto
 need_pkg curl curl
 need_pkg python3 python3
 
-BIN=$ROOT/target/release
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  echo "building release binaries..." >&2
-  cargo build --release --workspace --bins >&2
-fi
-for b in sobre-collector sobre-loadgen; do
-  [ -x "$BIN/$b" ] || { echo "$BIN/$b is missing: cargo build --release --workspace --bins" >&2; exit 1; }
-done
+release_bins sobre-collector sobre-loadgen
 
 bench_init
 CODE_STATE=$(code_state)

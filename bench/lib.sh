@@ -134,3 +134,17 @@ code_state() {
   dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
   echo "commit $head${dirty:+ + uncommitted changes in: $dirty}"
 }
+
+# release_bins NAME... -> sets BIN; builds the workspace's release binaries
+# unless SKIP_BUILD=1, then checks the named ones exist.
+release_bins() {
+  BIN=$ROOT/target/release
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    echo "building release binaries..." >&2
+    cargo build --release --workspace --bins >&2
+  fi
+  local b
+  for b in "$@"; do
+    [ -x "$BIN/$b" ] || { echo "$BIN/$b is missing: cargo build --release --workspace --bins" >&2; exit 1; }
+  done
+}
