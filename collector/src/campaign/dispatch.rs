@@ -58,6 +58,8 @@ pub fn pass(
 ) -> Result<Sent, CampaignError> {
     db::advance(conn, now_ms)?;
     let hosts = db::hosts(conn)?;
+    // Each nudge is queued once: known ones cost no query per pass.
+    let queued = db::campaign_nudge_ids(conn)?;
     let mut sent = Sent::default();
     for c in db::list(conn)? {
         if c.state == State::Archived {
@@ -69,7 +71,7 @@ pub fn pass(
             .collect();
         for h in hosts.iter().filter(|h| c.scope.contains(h)) {
             let row = rows.get(&h.agent_id);
-            sent.nudges_queued += nudge(conn, &c, h, lang, now_ms)? as usize;
+            sent.nudges_queued += nudge(conn, &queued, &c, h, lang, now_ms)? as usize;
             let Some(action) = needs(&c, row) else {
                 continue;
             };
@@ -93,6 +95,7 @@ pub fn pass(
 /// day before the start, once while the campaign runs.
 fn nudge(
     conn: &Connection,
+    queued: &std::collections::HashSet<String>,
     c: &Campaign,
     h: &Host,
     lang: &str,
@@ -103,9 +106,12 @@ fn nudge(
         State::Running => "during",
         _ => return Ok(false),
     };
+    let id = format!("campaign-{when}-{}-{}", c.id, h.agent_id);
+    if queued.contains(&id) {
+        return Ok(false);
+    }
     let dups = db::duplicate_bytes(conn, &h.agent_id)?;
     let t = text(c, when, dups, lang, now_ms);
-    let id = format!("campaign-{when}-{}-{}", c.id, h.agent_id);
     Ok(db::queue_nudge(
         conn,
         &id,

@@ -67,12 +67,21 @@ impl RateLimit {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_s < burst
             });
         }
-        let b = m.entry(agent.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-            refused: 0,
-            logged: None,
-        });
+        // Known agents (nearly every call) cost no allocation.
+        if !m.contains_key(agent) {
+            m.insert(
+                agent.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                    refused: 0,
+                    logged: None,
+                },
+            );
+        }
+        let Some(b) = m.get_mut(agent) else {
+            return Ok(());
+        };
         b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_s)
             .min(self.burst);
         b.at = now;

@@ -317,6 +317,15 @@ pub fn queue_nudge(
     Ok(n > 0)
 }
 
+/// Ids of the campaign nudges already queued (sent or not).
+pub fn campaign_nudge_ids(
+    conn: &Connection,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id FROM nudges WHERE kind = 'campaign'")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Duplicate bytes (reclaimable) of a host's latest storage summary.
 pub fn duplicate_bytes(conn: &Connection, agent_id: &str) -> Result<u64, StoreError> {
     let v: Option<i64> = conn
