@@ -148,7 +148,7 @@ impl Tokens {
 
 /// Constant-time equality (for equal lengths; a length mismatch returns
 /// at once, which reveals only the length of a random token).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

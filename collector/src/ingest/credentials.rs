@@ -106,13 +106,7 @@ impl Credentials {
         if !self.required {
             return true;
         }
-        let ct = |a: &str, b: &str| {
-            a.len() == b.len()
-                && a.bytes()
-                    .zip(b.bytes())
-                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                    == 0
-        };
+        let ct = |a: &str, b: &str| crate::http::auth::ct_eq(a.as_bytes(), b.as_bytes());
         if client_id == own_client_id {
             return ct(password, &self.own_mqtt_password);
         }
