@@ -43,7 +43,7 @@ struct Shared {
     scan_lock: Arc<tokio::sync::Mutex<()>>,
     /// The enrolment key envelopes are signed with when sent.
     key: crate::enrol::KeyHolder,
-    /// Enrolling: hold envelopes (spooled) until the key arrives.
+    /// Enrolling: the sender does not connect until the key arrives.
     awaiting_key: std::sync::atomic::AtomicBool,
 }
 
@@ -404,6 +404,14 @@ async fn send_loop<T: Transport>(
         Duration::from_millis(t.backoff_min_ms),
         Duration::from_millis(t.backoff_max_ms),
     );
+    // Enrolling: connect once the key is known (a broker that checks
+    // agents would refuse us before, and reports wait in the spool anyway).
+    while shared.awaiting_key.load(Relaxed) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = shared.wake.notified() => {}
+        }
+    }
     loop {
         let link = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -537,7 +545,7 @@ impl Session {
     /// Sends pending envelopes, oldest first, up to the in-flight window.
     async fn fill(&mut self, link: &Link, shared: &Shared) -> bool {
         let room = self.max_inflight.saturating_sub(self.inflight.len());
-        if room == 0 || shared.awaiting_key.load(Relaxed) {
+        if room == 0 {
             return true;
         }
         let key = shared.key.read().ok().and_then(|k| *k);
