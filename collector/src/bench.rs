@@ -16,7 +16,8 @@ pub fn detect(
     days: i64,
     now_ms: i64,
 ) -> Result<String, store::StoreError> {
-    let mut conn = store::open(dir, false)?;
+    // The fill is SQLite's own bulk path; the pass goes through the store.
+    let mut conn = store::open(dir, false)?.into_inner();
     let fill = Instant::now();
     let tx = conn.transaction()?;
     {
@@ -74,7 +75,8 @@ pub fn detect(
         grid: crate::footprint::GridIntensity::flat(56.0),
     });
     let jobs = crate::jobs::Jobs::new(
-        conn,
+        Box::new(crate::db::sqlite::Sqlite::new(conn)),
+        crate::cluster::Cluster::single("bench".into()),
         crate::detect::DetectConfig::default(),
         crate::nudge::NudgeConfig::default(),
         settings,

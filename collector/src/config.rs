@@ -24,6 +24,48 @@ pub struct CollectorConfig {
     /// default); keys and defaults in `crate::sink::SinkConfig`.
     pub sink: crate::sink::SinkConfig,
     pub security: SecurityConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Several collectors on one PostgreSQL store (SCALING.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This collector's name among the others: on the samples it stores
+    /// (its sink sends those) and on the leader lease. Default: the host
+    /// name and a short hash of `data_dir`, so two collectors on one host
+    /// differ and a restarted one keeps its name. Keep it stable.
+    pub node: Option<String>,
+    /// How long the leader lease lasts without renewal, in seconds: the
+    /// periodic work moves to another collector within this time after
+    /// its leader dies. Renewed every third of it.
+    pub lease_s: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: None,
+            lease_s: 30,
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// This collector's node name (see [`ClusterConfig::node`]).
+    pub fn node(&self) -> String {
+        if let Some(n) = &self.cluster.node {
+            return n.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "collector".into());
+        let dir = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let hash = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+        format!("{host}-{}", &hash[..8])
+    }
 }
 
 /// Agent identity (SECURITY.md).
@@ -62,6 +104,7 @@ impl Default for CollectorConfig {
             detect: crate::detect::DetectConfig::default(),
             nudge: crate::nudge::NudgeConfig::default(),
             sink: crate::sink::SinkConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -216,6 +259,11 @@ pub struct StoreConfig {
     /// survives a crash of the collector but may lose the last commits,
     /// already acked, on power loss.
     pub sync_full: bool,
+    /// Keep the store in PostgreSQL instead of `data_dir`'s SQLite file:
+    /// `postgres://user:password@host:5432/sobre` (the URL syntax of
+    /// libpq). Several collectors can then share it (SCALING.md). The
+    /// password is never logged; `--print-config` hides it.
+    pub postgres_url: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -224,6 +272,7 @@ impl Default for StoreConfig {
             batch_max: 4096,
             queue: 16384,
             sync_full: true,
+            postgres_url: None,
         }
     }
 }
@@ -298,6 +347,25 @@ impl CollectorConfig {
         if self.store.batch_max == 0 || self.store.queue == 0 {
             return Err("store.batch_max and store.queue must be at least 1".into());
         }
+        if let Some(url) = &self.store.postgres_url
+            && url.parse::<postgres::Config>().is_err()
+        {
+            return Err(
+                "store.postgres_url is not a PostgreSQL URL: use postgres://user:password@host:5432/dbname"
+                    .into(),
+            );
+        }
+        if self.cluster.lease_s < 3 {
+            return Err("cluster.lease_s must be at least 3 (it is renewed every third)".into());
+        }
+        if self
+            .cluster
+            .node
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.len() > 200)
+        {
+            return Err("cluster.node must be a non-empty name of at most 200 bytes".into());
+        }
         self.footprint.validate()?;
         self.detect.validate()?;
         self.nudge.validate()?;
@@ -350,8 +418,31 @@ impl CollectorConfig {
 
     /// The config as TOML, defaults filled in (`--print-config`).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        shown.store.postgres_url = shown.store.postgres_url.as_deref().map(hide_password);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// A PostgreSQL URL (or `key=value` string) with its password replaced.
+pub fn hide_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (auth, host) = match rest.rsplit_once('@') {
+            Some(x) => x,
+            None => return url.to_owned(),
+        };
+        return match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
+            None => url.to_owned(),
+        };
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some(("password", _)) => "password=********".to_owned(),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `mqtt://host:port` → (host, port), as the agent reads it.
@@ -360,6 +451,22 @@ pub use sobre_agent::config::parse_mqtt_url as parse_broker_url;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn print_config_hides_the_postgres_password() {
+        let mut c = CollectorConfig::default();
+        c.store.postgres_url = Some("postgres://sobre:s3cret@db.example:5432/sobre".into());
+        let t = c.to_toml();
+        assert!(!t.contains("s3cret"), "{t}");
+        assert!(
+            t.contains("postgres://sobre:********@db.example:5432/sobre"),
+            "{t}"
+        );
+        assert_eq!(
+            hide_password("host=db user=sobre password=s3cret dbname=x"),
+            "host=db user=sobre password=******** dbname=x"
+        );
+    }
 
     #[test]
     fn example_file_parses_and_equals_defaults() {

@@ -1,21 +1,26 @@
 //! Periodic work: detection passes (findings and the nudges they call
 //! for) and nudge delivery. Runs on its own store connection; SQLite
-//! serialises its short transactions with the ingest writer's.
+//! serialises its short transactions with the ingest writer's. In a
+//! cluster the work runs on the leader (`cluster.rs`), except delivery
+//! over gRPC, which only the collector holding the agent's stream can do.
 
+use crate::cluster::Cluster;
+use crate::db::Db;
 use crate::detect::{self, DetectConfig};
 use crate::footprint::compute::{HostInput, Window, compute, pue_for};
 use crate::http::footprint_api::Settings;
 use crate::ingest::routes::Routes;
 use crate::nudge::{self, NudgeConfig};
+use crate::store::Conn;
 use crate::store::{StoreError, findings};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub struct Jobs {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
+    pub cluster: Cluster,
     pub detect: DetectConfig,
     pub nudge: NudgeConfig,
     footprint: Arc<Settings>,
@@ -35,7 +40,8 @@ pub struct PassReport {
 
 impl Jobs {
     pub fn new(
-        conn: Connection,
+        conn: Conn,
+        cluster: Cluster,
         detect: DetectConfig,
         nudge: NudgeConfig,
         footprint: Arc<Settings>,
@@ -43,6 +49,7 @@ impl Jobs {
     ) -> Self {
         Jobs {
             conn: Mutex::new(conn),
+            cluster,
             detect,
             nudge,
             footprint,
@@ -50,14 +57,15 @@ impl Jobs {
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs every detector, updates findings, queues nudges. Blocking.
     pub fn pass(&self, now_ms: i64) -> Result<PassReport, StoreError> {
         let start = std::time::Instant::now();
-        let mut conn = self.conn();
+        let conn = self.conn();
+        let conn: &dyn Db = conn.as_ref();
         let days = self
             .detect
             .idle
@@ -65,7 +73,7 @@ impl Jobs {
             .max(self.detect.consolidation.window_days)
             .max(7)
             + 2;
-        let mut hosts = findings::histories(&conn, now_ms, days)?;
+        let mut hosts = findings::histories(conn, now_ms, days)?;
         let f = &self.footprint;
         // Lifetimes from the footprint's device model.
         let inputs: Vec<HostInput> = hosts
@@ -111,11 +119,11 @@ impl Jobs {
             .collect();
         let redundant = crate::storage::fleet(&storage, 1000).redundant;
         let found = detect::detect(&self.detect, &hosts, &redundant, now_ms);
-        let (opened, resolved) = findings::apply_pass(&mut conn, &found, now_ms)?;
+        let (opened, resolved) = findings::apply_pass(conn, &found, now_ms)?;
         // Nudges only for findings that are open (not acknowledged or
         // snoozed by the ops team).
         let open_ids: std::collections::HashSet<String> = findings::list(
-            &conn,
+            conn,
             &findings::FindingFilter {
                 state: Some("open".into()),
                 ..Default::default()
@@ -129,10 +137,9 @@ impl Jobs {
             .filter(|f| open_ids.contains(&f.id))
             .cloned()
             .collect();
-        let (last, optout) = findings::nudge_state(&conn)?;
+        let (last, optout) = findings::nudge_state(conn)?;
         let planned = nudge::plan(&self.nudge, &open, &last, &optout, now_ms);
-        findings::insert_nudges(&mut conn, &planned, now_ms)?;
-        drop(conn);
+        findings::insert_nudges(conn, &planned, now_ms)?;
         if !planned.is_empty() {
             self.routes.online.notify_one();
         }
@@ -156,12 +163,17 @@ impl Jobs {
         Ok(r)
     }
 
-    /// Campaign commands and nudges, then due nudges. Blocking.
+    /// Campaign commands and nudges, then due nudges. Blocking. Off the
+    /// leader, only what goes to this collector's own gRPC streams.
     pub fn dispatch(&self, now_ms: i64) -> Result<usize, StoreError> {
         let conn = self.conn();
+        let conn: &dyn Db = conn.as_ref();
+        let lead = self.cluster.is_leader();
+        let routes = self.routes.gated(lead);
         if let Err(e) = crate::campaign::dispatch::pass(
-            &conn,
-            &self.routes,
+            conn,
+            &routes,
+            lead,
             &self.nudge.lang,
             self.nudge.resend_after_s * 1000,
             now_ms,
@@ -169,10 +181,10 @@ impl Jobs {
             tracing::error!(error = %e, "campaign dispatch failed; retrying at the next interval");
         }
         nudge::dispatch::dispatch(
-            &conn,
+            conn,
             &self.nudge,
             self.detect.utc_offset_hours,
-            &self.routes,
+            &routes,
             now_ms,
         )
     }
@@ -180,9 +192,9 @@ impl Jobs {
     /// Runs `f` on the jobs' connection, for campaign work.
     pub fn with_campaigns<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, crate::campaign::CampaignError>,
+        f: impl FnOnce(&dyn Db) -> Result<T, crate::campaign::CampaignError>,
     ) -> Result<T, crate::campaign::CampaignError> {
-        f(&self.conn())
+        f(self.conn().as_ref())
     }
 
     /// A campaign's report, the CCF factors computed with this collector's
@@ -194,7 +206,7 @@ impl Jobs {
     ) -> Result<crate::campaign::report::Report, crate::campaign::CampaignError> {
         let f = &self.footprint;
         crate::campaign::report::build(
-            &self.conn(),
+            self.conn().as_ref(),
             id,
             f.grid.at(now_ms),
             f.cfg.pue_server,
@@ -204,9 +216,9 @@ impl Jobs {
 
     pub fn with_conn<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        f(&self.conn())
+        f(self.conn().as_ref())
     }
 }
 
@@ -218,6 +230,9 @@ pub async fn detect_loop(jobs: Arc<Jobs>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if !jobs.cluster.is_leader() {
+            continue;
         }
         let j = jobs.clone();
         match tokio::task::spawn_blocking(move || j.pass(crate::ingest::now_ms())).await {

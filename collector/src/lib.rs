@@ -4,8 +4,10 @@
 
 pub mod bench;
 pub mod campaign;
+pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod db;
 pub mod detect;
 pub mod footprint;
 pub mod http;
@@ -84,7 +86,18 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         grid,
     };
     let metrics = Arc::new(Metrics::default());
-    let writer_conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
+    let location = store::Location::from_config(&cfg);
+    let writer_conn = location.open()?;
+    let cluster = match location.postgres_url {
+        Some(_) => cluster::Cluster::shared(cfg.node()),
+        None => cluster::Cluster::single(cfg.node()),
+    };
+    tracing::info!(store = %location.describe(), node = %cluster.node, "store open");
+    // data_dir holds the admin token and the sink's cursor, whatever the store.
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| store::StoreError::CreateDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
     // After the store: it creates data_dir, where the admin token lives.
     let tokens = Arc::new(
         http::auth::Tokens::load(&cfg.http, &cfg.data_dir)
@@ -93,14 +106,16 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     if cfg.http.open_read && !cfg.http.listen.ip().is_loopback() {
         tracing::warn!(listen = %cfg.http.listen, "reads are open without a token on a non-loopback address; set http.open_read = false unless the network is trusted");
     }
-    let reader = store::Reader::new(store::open_reader(&cfg.data_dir)?);
+    let reader = store::Reader::new(location.open_reader()?);
     let routes = ingest::routes::Routes::default();
     let writer = store::Writer::new(writer_conn, metrics.clone(), cfg.store.batch_max)
         .map_err(store::StoreError::from)?
+        .node(cluster.sample_node())
         .notify_online(routes.online.clone());
     let footprint_settings = Arc::new(footprint_settings);
     let jobs = Arc::new(jobs::Jobs::new(
-        store::open(&cfg.data_dir, cfg.store.sync_full)?,
+        location.open()?,
+        cluster.clone(),
         cfg.detect.clone(),
         cfg.nudge.clone(),
         footprint_settings.clone(),
@@ -111,7 +126,8 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         true => Some(
             sink::Sink::new(
                 &cfg.sink,
-                &cfg.data_dir,
+                &location,
+                cluster.clone(),
                 cfg.footprint.clone(),
                 sink_grid,
                 metrics.clone(),
@@ -139,7 +155,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
 
     let credentials = Arc::new(
         ingest::credentials::Credentials::load(
-            &store::open(&cfg.data_dir, cfg.store.sync_full)?,
+            location.open()?.as_ref(),
             cfg.security.require_enrolment,
         )
         .map_err(|e| StartError::Config(e.to_string()))?,
@@ -239,6 +255,21 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     ));
     tracker.spawn(jobs::detect_loop(jobs.clone(), cancel.clone()));
     tracker.spawn(jobs::dispatch_loop(jobs.clone(), cancel.clone()));
+    if cluster.shared {
+        let every = std::time::Duration::from_secs(cfg.cluster.lease_s);
+        tracker.spawn(cluster::lease_loop(
+            cluster.clone(),
+            location.clone(),
+            every,
+            cancel.clone(),
+        ));
+        tracker.spawn(cluster::refresh_credentials(
+            credentials.clone(),
+            location.clone(),
+            every / 3,
+            cancel.clone(),
+        ));
+    }
 
     // gRPC.
     let grpc_addr = if cfg.grpc.enabled {

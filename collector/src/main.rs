@@ -135,8 +135,12 @@ fn main() -> anyhow::Result<()> {
                 use sobre_collector::ingest::credentials::Credentials;
                 let conn = offline_store(&cfg)?;
                 let ttl = cfg.security.enrol_token_ttl_hours * 3_600_000;
-                let token =
-                    Credentials::issue(&conn, agent.as_deref(), ttl, sobre_collector::ingest::now_ms())?;
+                let token = Credentials::issue(
+                    conn.as_ref(),
+                    agent.as_deref(),
+                    ttl,
+                    sobre_collector::ingest::now_ms(),
+                )?;
                 println!("{token}");
                 eprintln!(
                     "one-time enrolment token for {}, valid {} h: set it as [enrol] token in the agent's config",
@@ -148,7 +152,11 @@ fn main() -> anyhow::Result<()> {
             Command::Revoke { agent } => {
                 use sobre_collector::ingest::credentials::Credentials;
                 let conn = offline_store(&cfg)?;
-                Credentials::load(&conn, true)?.revoke(&conn, &agent, sobre_collector::ingest::now_ms())?;
+                Credentials::load(conn.as_ref(), true)?.revoke(
+                    conn.as_ref(),
+                    &agent,
+                    sobre_collector::ingest::now_ms(),
+                )?;
                 eprintln!("{agent} revoked; a running collector applies it at its next start (or use DELETE /api/v1/agents/{agent}/credential)");
                 Ok(())
             }
@@ -175,15 +183,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The store of a collector that ran before (maybe running now).
-fn offline_store(cfg: &CollectorConfig) -> anyhow::Result<rusqlite::Connection> {
+fn offline_store(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::store::Conn> {
     use sobre_collector::store;
-    if !cfg.data_dir.join(store::FILE).exists() {
+    let location = store::Location::from_config(cfg);
+    if location.postgres_url.is_none() && !cfg.data_dir.join(store::FILE).exists() {
         anyhow::bail!(
             "no store in {}: run the collector first, or pass --config with its data_dir",
             cfg.data_dir.display()
         );
     }
-    Ok(store::open(&cfg.data_dir, cfg.store.sync_full)?)
+    Ok(location.open()?)
 }
 
 /// The periodic jobs over an existing store, without a running collector
@@ -202,6 +211,8 @@ fn offline_jobs(cfg: &CollectorConfig) -> anyhow::Result<sobre_collector::jobs::
     });
     Ok(sobre_collector::jobs::Jobs::new(
         conn,
+        // The CLI acts as the leader: it runs what an admin asked for.
+        sobre_collector::cluster::Cluster::single(cfg.node()),
         cfg.detect.clone(),
         cfg.nudge.clone(),
         settings,
@@ -217,14 +228,14 @@ fn findings(
     run: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    use sobre_collector::store::{self, findings as f};
+    use sobre_collector::store::findings as f;
     if let Some(k) = &kind
         && sobre_collector::detect::Kind::parse(k).is_none()
     {
         anyhow::bail!("--kind {k:?} is not a finding kind; see --help");
     }
     let jobs = offline_jobs(cfg)?;
-    let conn = store::open(&cfg.data_dir, cfg.store.sync_full)?;
+    let conn = offline_store(cfg)?;
     if run {
         let r = jobs.pass(sobre_collector::ingest::now_ms())?;
         eprintln!(
@@ -325,7 +336,7 @@ async fn quickstart(
     if !agent.credential_path().exists() {
         let conn = sobre_collector::store::open(&data_dir, true)?;
         agent.enrol.token = Some(sobre_collector::ingest::credentials::Credentials::issue(
-            &conn,
+            &conn as &dyn sobre_collector::db::Db,
             Some(&agent_id),
             3_600_000,
             sobre_collector::ingest::now_ms(),

@@ -6,10 +6,10 @@
 //! get nothing.
 
 use super::{Campaign, CampaignError, Host, State};
+use crate::db::Db;
 use crate::ingest::routes::Routes;
 use crate::nudge::text::{gb, num};
 use crate::store::campaigns::{self as db, HostRow};
-use rusqlite::Connection;
 use sobre_proto::v1::{CampaignAction, CampaignCommand, Command, Downlink, command, downlink};
 use std::collections::HashMap;
 
@@ -48,15 +48,20 @@ fn needs(c: &Campaign, row: Option<&HostRow>) -> Option<CampaignAction> {
     }
 }
 
-/// One pass over every live campaign.
+/// One pass over every live campaign. Only the cluster's leader (`lead`)
+/// moves campaigns along their dates and queues nudges; every collector
+/// sends the commands its routes can carry.
 pub fn pass(
-    conn: &Connection,
+    conn: &dyn Db,
     routes: &Routes,
+    lead: bool,
     lang: &str,
     resend_after_ms: i64,
     now_ms: i64,
 ) -> Result<Sent, CampaignError> {
-    db::advance(conn, now_ms)?;
+    if lead {
+        db::advance(conn, now_ms)?;
+    }
     let hosts = db::hosts(conn)?;
     // Each nudge is queued once: known ones cost no query per pass.
     let queued = db::campaign_nudge_ids(conn)?;
@@ -71,7 +76,9 @@ pub fn pass(
             .collect();
         for h in hosts.iter().filter(|h| c.scope.contains(h)) {
             let row = rows.get(&h.agent_id);
-            sent.nudges_queued += nudge(conn, &queued, &c, h, lang, now_ms)? as usize;
+            if lead {
+                sent.nudges_queued += nudge(conn, &queued, &c, h, lang, now_ms)? as usize;
+            }
             let Some(action) = needs(&c, row) else {
                 continue;
             };
@@ -94,7 +101,7 @@ pub fn pass(
 /// Queues the campaign nudge due for this host now, if any: once in the
 /// day before the start, once while the campaign runs.
 fn nudge(
-    conn: &Connection,
+    conn: &dyn Db,
     queued: &std::collections::HashSet<String>,
     c: &Campaign,
     h: &Host,

@@ -147,8 +147,8 @@ pub enum CampaignError {
     Store(#[from] crate::store::StoreError),
 }
 
-impl From<rusqlite::Error> for CampaignError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::db::DbError> for CampaignError {
+    fn from(e: crate::db::DbError) -> Self {
         CampaignError::Store(e.into())
     }
 }

@@ -5,8 +5,8 @@
 
 use super::factors::{self, Factor};
 use super::{Campaign, CampaignError};
+use crate::db::Db;
 use crate::store::campaigns as db;
-use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -93,7 +93,7 @@ pub struct Report {
 /// Builds the report of campaign `id` from the store. `grid_g_per_kwh`
 /// and `pue` feed the CCF factors.
 pub fn build(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     grid_g_per_kwh: f64,
     pue: f64,

@@ -30,7 +30,7 @@ pub(crate) struct IssueBody {
 
 async fn run<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(&rusqlite::Connection, &Credentials) -> Result<T, EnrolError> + Send + 'static,
+    f: impl FnOnce(&dyn crate::db::Db, &Credentials) -> Result<T, EnrolError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (jobs, creds) = (s.jobs.clone(), s.credentials.clone());
     let r = tokio::task::spawn_blocking(move || {

@@ -4,8 +4,9 @@
 //! envelope costs one encode and one keyed BLAKE3, no query.
 
 use super::Reject;
+use crate::args;
+use crate::db::{Db, DbError, OptionalExt};
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params};
 use sobre_proto::v1::Envelope;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -26,8 +27,8 @@ pub enum EnrolError {
     Store(#[from] crate::store::StoreError),
 }
 
-impl From<rusqlite::Error> for EnrolError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<DbError> for EnrolError {
+    fn from(e: DbError) -> Self {
         EnrolError::Store(e.into())
     }
 }
@@ -59,27 +60,23 @@ fn token_hash(token: &str) -> [u8; 32] {
 
 impl Credentials {
     /// Loads every credential from the store.
-    pub fn load(conn: &Connection, required: bool) -> Result<Credentials, EnrolError> {
-        let mut stmt = conn.prepare("SELECT agent_id, key, revoked_ms FROM credentials")?;
-        let rows = stmt.query_map([], |r| {
-            let key: Vec<u8> = r.get(1)?;
-            let revoked: Option<i64> = r.get(2)?;
-            Ok((r.get::<_, String>(0)?, key, revoked))
-        })?;
-        let mut creds = HashMap::new();
-        for row in rows {
-            let (id, key, revoked) = row?;
-            let cred = match (revoked, <[u8; 32]>::try_from(key.as_slice())) {
-                (None, Ok(k)) => Cred::Key(k),
-                _ => Cred::Revoked,
-            };
-            creds.insert(id, cred);
-        }
+    pub fn load(conn: &dyn Db, required: bool) -> Result<Credentials, EnrolError> {
         Ok(Credentials {
             required,
-            creds: RwLock::new(creds),
+            creds: RwLock::new(read_all(conn)?),
             own_mqtt_password: crate::http::auth::random_token()?,
         })
+    }
+
+    /// Reads the credentials again (a cluster: another collector may have
+    /// enrolled or revoked an agent). Returns how many are in force.
+    pub fn reload(&self, conn: &dyn Db) -> Result<usize, EnrolError> {
+        let fresh = read_all(conn)?;
+        let n = fresh.values().filter(|c| matches!(c, Cred::Key(_))).count();
+        if let Ok(mut m) = self.creds.write() {
+            *m = fresh;
+        }
+        Ok(n)
     }
 
     pub fn required(&self) -> bool {
@@ -177,7 +174,7 @@ impl Credentials {
     /// Issues a one-time token, for one agent id or any; returns it (it is
     /// shown once, only its hash is kept).
     pub fn issue(
-        conn: &Connection,
+        conn: &dyn Db,
         agent_id: Option<&str>,
         ttl_ms: i64,
         now_ms: i64,
@@ -191,7 +188,7 @@ impl Credentials {
         conn.execute(
             "INSERT INTO enrol_tokens (token_hash, agent_id, created_ms, expires_ms)
              VALUES (?1, ?2, ?3, ?4)",
-            params![&token_hash(&token)[..], agent_id, now_ms, now_ms + ttl_ms],
+            args![&token_hash(&token)[..], agent_id, now_ms, now_ms + ttl_ms],
         )?;
         tracing::info!(agent = agent_id.unwrap_or("*"), "enrolment token issued");
         Ok(token)
@@ -201,7 +198,7 @@ impl Credentials {
     /// earlier one: re-enrolment rotates the key).
     pub fn enrol(
         &self,
-        conn: &Connection,
+        conn: &dyn Db,
         agent_id: &str,
         token: &str,
         now_ms: i64,
@@ -213,7 +210,7 @@ impl Credentials {
             .query_row(
                 "SELECT agent_id FROM enrol_tokens
                  WHERE token_hash = ?1 AND used_ms IS NULL AND expires_ms > ?2",
-                params![&token_hash(token)[..], now_ms],
+                args![&token_hash(token)[..], now_ms],
                 |r| r.get(0),
             )
             .optional()?;
@@ -224,21 +221,22 @@ impl Credentials {
         }
         let mut key = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
-        let tx = conn.unchecked_transaction()?;
-        let used = tx.execute(
-            "UPDATE enrol_tokens SET used_ms = ?2, used_by = ?3
-             WHERE token_hash = ?1 AND used_ms IS NULL",
-            params![&token_hash(token)[..], now_ms, agent_id],
-        )?;
-        if used != 1 {
-            return Err(EnrolError::Token);
-        }
-        tx.execute(
-            "INSERT INTO credentials (agent_id, key, created_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (agent_id) DO UPDATE SET key = ?2, created_ms = ?3, revoked_ms = NULL",
-            params![agent_id, &key[..], now_ms],
-        )?;
-        tx.commit()?;
+        conn.transaction(|tx| {
+            let used = tx.execute(
+                "UPDATE enrol_tokens SET used_ms = ?2, used_by = ?3
+                 WHERE token_hash = ?1 AND used_ms IS NULL",
+                args![&token_hash(token)[..], now_ms, agent_id],
+            )?;
+            if used != 1 {
+                return Err(EnrolError::Token);
+            }
+            tx.execute(
+                "INSERT INTO credentials (agent_id, key, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (agent_id) DO UPDATE SET key = ?2, created_ms = ?3, revoked_ms = NULL",
+                args![agent_id, &key[..], now_ms],
+            )?;
+            Ok(())
+        })?;
         if let Ok(mut m) = self.creds.write() {
             m.insert(agent_id.to_owned(), Cred::Key(key));
         }
@@ -248,10 +246,10 @@ impl Credentials {
 
     /// Revokes an agent's credential: its envelopes are refused from now
     /// on, until an admin enrols it again.
-    pub fn revoke(&self, conn: &Connection, agent_id: &str, now_ms: i64) -> Result<(), EnrolError> {
+    pub fn revoke(&self, conn: &dyn Db, agent_id: &str, now_ms: i64) -> Result<(), EnrolError> {
         let n = conn.execute(
             "UPDATE credentials SET revoked_ms = ?2 WHERE agent_id = ?1",
-            params![agent_id, now_ms],
+            args![agent_id, now_ms],
         )?;
         if n == 0 {
             return Err(EnrolError::Unknown(agent_id.into()));
@@ -264,13 +262,37 @@ impl Credentials {
     }
 }
 
+/// Every credential in the store.
+fn read_all(conn: &dyn Db) -> Result<HashMap<String, Cred>, DbError> {
+    let rows = conn.query_map(
+        "SELECT agent_id, key, revoked_ms FROM credentials",
+        args![],
+        |r| {
+            let key: Vec<u8> = r.get(1)?;
+            let revoked: Option<i64> = r.get(2)?;
+            Ok((r.get::<String>(0)?, key, revoked))
+        },
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, key, revoked)| {
+            let cred = match (revoked, <[u8; 32]>::try_from(key.as_slice())) {
+                (None, Ok(k)) => Cred::Key(k),
+                _ => Cred::Revoked,
+            };
+            (id, cred)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Connection) {
+    fn store() -> (tempfile::TempDir, crate::store::Conn) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = crate::store::open(dir.path(), false).expect("store");
+        let conn: crate::store::Conn =
+            Box::new(crate::store::open(dir.path(), false).expect("store"));
         (dir, conn)
     }
 

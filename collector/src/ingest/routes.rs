@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc};
 
 type GrpcTx = mpsc::Sender<Result<Downlink, tonic::Status>>;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Routes {
     grpc: Arc<Mutex<HashMap<String, GrpcTx>>>,
     mqtt: Arc<OnceLock<AsyncClient>>,
@@ -19,6 +19,22 @@ pub struct Routes {
     signer: Arc<OnceLock<Arc<super::credentials::Credentials>>>,
     /// Woken when an agent comes online, so queued nudges leave at once.
     pub online: Arc<Notify>,
+    /// False on a collector that is not the cluster's leader: MQTT
+    /// downlinks are the leader's to send (any collector could, so only
+    /// one does), gRPC ones go from whoever holds the stream.
+    mqtt_allowed: bool,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            grpc: Arc::default(),
+            mqtt: Arc::default(),
+            signer: Arc::default(),
+            online: Arc::default(),
+            mqtt_allowed: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Routes {
@@ -28,6 +44,15 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Routes {
+    /// The same routes, with MQTT sends allowed or not (see
+    /// `mqtt_allowed`).
+    pub fn gated(&self, mqtt_allowed: bool) -> Routes {
+        Routes {
+            mqtt_allowed,
+            ..self.clone()
+        }
+    }
+
     pub fn set_mqtt(&self, client: AsyncClient) {
         let _ = self.mqtt.set(client);
     }
@@ -63,7 +88,7 @@ impl Routes {
         if let Some(tx) = tx {
             return tx.try_send(Ok(dl)).is_ok();
         }
-        match (mqtt_ok, self.mqtt.get()) {
+        match (mqtt_ok && self.mqtt_allowed, self.mqtt.get()) {
             (true, Some(c)) => c
                 .try_publish(
                     topics::down(agent_id),

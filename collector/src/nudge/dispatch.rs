@@ -1,10 +1,10 @@
 //! Delivery of queued nudges over the downlink, outside quiet hours, to
 //! agents that are online; resent until the agent's receipt arrives.
 
+use crate::db::Db;
 use crate::ingest::routes::Routes;
 use crate::store::StoreError;
 use crate::store::findings::{self, StoredNudge};
-use rusqlite::Connection;
 use sobre_proto::v1::{Downlink, Nudge, downlink};
 
 use super::NudgeConfig;
@@ -26,7 +26,7 @@ fn downlink(n: &StoredNudge) -> Downlink {
 
 /// Sends what is due; returns how many nudges were handed over.
 pub fn dispatch(
-    conn: &Connection,
+    conn: &dyn Db,
     cfg: &NudgeConfig,
     utc_offset_hours: i64,
     routes: &Routes,

@@ -54,11 +54,11 @@ mod tests {
     const GRID: f64 = 52.0;
     const PUE: f64 = 1.5;
 
-    fn agent(conn: &rusqlite::Connection, id: &str, group: &str) {
+    fn agent(conn: &dyn crate::db::Db, id: &str, group: &str) {
         conn.execute(
-            "INSERT INTO agents (agent_id, hostname, first_seen_ms, last_seen_ms, inventory)
-             VALUES (?1, ?1, 0, 0, json_object('group', ?2))",
-            [id, group],
+            "INSERT INTO agents (agent_id, hostname, first_seen_ms, last_seen_ms, inventory, grp)
+             VALUES (?1, ?1, 0, 0, json_object('group', ?2), ?2)",
+            crate::args![id, group],
         )
         .expect("agent");
     }
@@ -118,7 +118,8 @@ mod tests {
     #[test]
     fn running_and_ended_campaigns_give_one_point_per_group_from_the_report() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = crate::store::open(dir.path(), false).expect("store");
+        let conn: crate::store::Conn =
+            Box::new(crate::store::open(dir.path(), false).expect("store"));
         agent(&conn, "a", "dsi");
         agent(&conn, "b", "dsi");
         agent(&conn, "c", "");
@@ -141,15 +142,14 @@ mod tests {
             }
         }
         db::transition(&conn, "cud", State::Running, 1).expect("start");
-        let tx = conn.transaction().expect("tx");
-        db::record_progress(&tx, "a", &count("cud", 3, 2_000_000_000, 1)).expect("a");
-        db::record_progress(&tx, "b", &count("cud", 0, 0, 2)).expect("b");
-        db::record_progress(&tx, "c", &count("cud", 1, 500, 0)).expect("c");
-        db::record_progress(&tx, "a", &count("old", 7, 70, 0)).expect("old");
-        db::record_progress(&tx, "a", &count("gone", 9, 90, 0)).expect("gone");
-        tx.commit().expect("commit");
+        let tx: &dyn crate::db::Db = &conn;
+        db::record_progress(tx, "a", &count("cud", 3, 2_000_000_000, 1)).expect("a");
+        db::record_progress(tx, "b", &count("cud", 0, 0, 2)).expect("b");
+        db::record_progress(tx, "c", &count("cud", 1, 500, 0)).expect("c");
+        db::record_progress(tx, "a", &count("old", 7, 70, 0)).expect("old");
+        db::record_progress(tx, "a", &count("gone", 9, 90, 0)).expect("gone");
 
-        let reports = Source::open(dir.path())
+        let reports = Source::open(&crate::store::Location::sqlite(dir.path()), None)
             .expect("source")
             .campaign_reports(GRID, PUE, 5_000)
             .expect("reports");

@@ -38,7 +38,7 @@ use points::{Carbon, HostTags, Lines};
 use sender::Sender;
 use source::Source;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -58,6 +58,8 @@ pub struct Sink {
     metrics: Arc<Metrics>,
     client: Client,
     source: Source,
+    store: crate::store::Location,
+    cluster: crate::cluster::Cluster,
 }
 
 impl Sink {
@@ -65,17 +67,20 @@ impl Sink {
     /// sent before [`Sink::run`].
     pub fn new(
         cfg: &SinkConfig,
-        data_dir: &Path,
+        store: &crate::store::Location,
+        cluster: crate::cluster::Cluster,
         footprint: FootprintConfig,
         grid: GridIntensity,
         metrics: Arc<Metrics>,
     ) -> Result<Sink, String> {
         cfg.validate()?;
         let client = Client::new(cfg)?;
-        let source = Source::open(data_dir).map_err(|e| e.to_string())?;
+        let source = Source::open(store, cluster.sample_node()).map_err(|e| e.to_string())?;
         Ok(Sink {
             cfg: cfg.clone(),
-            data_dir: data_dir.to_owned(),
+            data_dir: store.data_dir.clone(),
+            store: store.clone(),
+            cluster,
             footprint,
             grid,
             metrics,
@@ -127,12 +132,14 @@ impl Sink {
             keys: series::SeriesKeys::default(),
             pool: pool.clone(),
             rows: Vec::new(),
+            cluster: self.cluster.clone(),
         };
         let committed = producer.committed.clone();
         let (save, saver) = cursor.saver();
         let producer = tokio::spawn(producer.run(tx, cancel.clone()));
         let gauge = tokio::spawn(backlog_gauge(
-            self.data_dir.clone(),
+            self.store.clone(),
+            self.cluster.sample_node(),
             committed.clone(),
             max_rowid.clone(),
             self.metrics.clone(),
@@ -175,13 +182,14 @@ impl Sink {
 /// Keeps `sobre_sink_backlog_rows` current while the sender is stuck
 /// retrying (the producer then waits and reads nothing).
 async fn backlog_gauge(
-    data_dir: PathBuf,
+    store: crate::store::Location,
+    node: Option<String>,
     committed: Arc<AtomicI64>,
     max_rowid: Arc<AtomicI64>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let conn = match crate::store::open_reader(&data_dir) {
+    let conn = match store.open_reader() {
         Ok(c) => Arc::new(std::sync::Mutex::new(c)),
         Err(e) => {
             tracing::warn!(error = %e, "sink backlog gauge: cannot open the store");
@@ -193,12 +201,21 @@ async fn backlog_gauge(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = cancel.cancelled() => return,
         }
-        let conn = conn.clone();
+        let (conn, node) = (conn.clone(), node.clone());
         let max = tokio::task::spawn_blocking(move || {
             let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            c.query_row("SELECT coalesce(max(rowid), 0) FROM samples", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            match &node {
+                None => c.query_row(
+                    "SELECT coalesce(max(rowid), 0) FROM samples",
+                    crate::args![],
+                    |r| r.get::<i64>(0),
+                ),
+                Some(n) => c.query_row(
+                    "SELECT coalesce(max(rowid), 0) FROM samples WHERE node = ?1",
+                    crate::args![n],
+                    |r| r.get::<i64>(0),
+                ),
+            }
         })
         .await;
         if let Ok(Ok(max)) = max {
@@ -227,6 +244,8 @@ struct Producer {
     pool: Pool,
     /// The rows of the last read, kept for their allocation.
     rows: Vec<points::SampleRow>,
+    /// Fleet-wide snapshots come from the leader only.
+    cluster: crate::cluster::Cluster,
 }
 
 /// What a read of the store produced.
@@ -396,6 +415,10 @@ impl Producer {
 
     /// Per-host and storage points for the period that ends at `at_ms`.
     fn snapshot(&mut self, at_ms: i64) -> Result<Option<Batch>, crate::store::StoreError> {
+        if !self.cluster.is_leader() {
+            // Another collector of the cluster sends the fleet's points.
+            return Ok(None);
+        }
         let period = self.cfg.snapshot_interval_ms as i64;
         let agents = self.source.agents()?;
         let by_id: HashMap<&str, &source::AgentRow> = agents

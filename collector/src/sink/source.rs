@@ -4,16 +4,19 @@
 //! campaign reports). The writer appends samples in
 //! arrival order from one thread, so a row committed after a read always
 //! has a larger rowid than every row that read saw: reading "after the
-//! last rowid sent" misses nothing.
+//! last rowid sent" misses nothing. On PostgreSQL several collectors
+//! write, and their rowids interleave with their commits; each sink then
+//! reads only the samples its own collector wrote (`samples.node`), for
+//! which the same holds.
 
 use super::findings::FindingRow;
 use super::points::{HostTags, SampleRow};
+use crate::args;
 use crate::campaign::report::{self, Report};
 use crate::campaign::{CampaignError, State};
+use crate::db::OptionalExt;
 use crate::store::{self, Reader, StoreError, campaigns};
-use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long the agents' tags are trusted before they are read again
@@ -21,7 +24,9 @@ use std::time::{Duration, Instant};
 const TAGS_TTL: Duration = Duration::from_secs(60);
 
 pub struct Source {
-    conn: Connection,
+    conn: store::Conn,
+    /// This collector's name on PostgreSQL: only its samples are read.
+    node: Option<String>,
     pub reader: Reader,
     tags: HashMap<i64, HostTags>,
     tags_read: Option<Instant>,
@@ -35,10 +40,11 @@ pub struct AgentRow {
 }
 
 impl Source {
-    pub fn open(data_dir: &Path) -> Result<Source, StoreError> {
+    pub fn open(store: &store::Location, node: Option<String>) -> Result<Source, StoreError> {
         Ok(Source {
-            conn: store::open_reader(data_dir)?,
-            reader: Reader::new(store::open_reader(data_dir)?),
+            conn: store.open_reader()?,
+            node,
+            reader: Reader::new(store.open_reader()?),
             tags: HashMap::new(),
             tags_read: None,
         })
@@ -46,14 +52,23 @@ impl Source {
 
     /// Lowest and highest rowid of `samples` (0, 0 when empty).
     pub fn bounds(&self) -> Result<(i64, i64), StoreError> {
-        Ok(self.conn.query_row(
+        let bounds = |r: &crate::db::Row| Ok((r.get(0)?, r.get(1)?));
+        Ok(match &self.node {
             // Two subqueries: SQLite answers a lone min() or max() of the
             // rowid from the b-tree's edge, but scans for both at once.
-            "SELECT coalesce((SELECT min(rowid) FROM samples), 0),
-                    coalesce((SELECT max(rowid) FROM samples), 0)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+            None => self.conn.query_row(
+                "SELECT coalesce((SELECT min(rowid) FROM samples), 0),
+                        coalesce((SELECT max(rowid) FROM samples), 0)",
+                args![],
+                bounds,
+            )?,
+            Some(node) => self.conn.query_row(
+                "SELECT coalesce((SELECT min(rowid) FROM samples WHERE node = ?1), 0),
+                        coalesce((SELECT max(rowid) FROM samples WHERE node = ?1), 0)",
+                args![node],
+                bounds,
+            )?,
+        })
     }
 
     /// Up to `limit` committed samples with a rowid above `after`, in
@@ -65,16 +80,23 @@ impl Source {
         rows: &mut Vec<SampleRow>,
     ) -> Result<(), StoreError> {
         rows.clear();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, agent, seq, sent_ms, interval_ms, cpu_percent, mem_total,
-                    mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
-                    net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
-                    user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
-                    power_source
-             FROM samples WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-        )?;
-        let found = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
-            Ok(SampleRow {
+        const COLS: &str = "SELECT rowid, agent, seq, sent_ms, interval_ms, cpu_percent,
+                mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
+                net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
+                user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
+                power_source FROM samples";
+        let out = match &self.node {
+            None => self.conn.run(
+                &format!("{COLS} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"),
+                args![after, limit as i64],
+            )?,
+            Some(node) => self.conn.run(
+                &format!("{COLS} WHERE node = ?3 AND rowid > ?1 ORDER BY rowid LIMIT ?2"),
+                args![after, limit as i64, node],
+            )?,
+        };
+        for r in &out.rows {
+            rows.push(SampleRow {
                 rowid: r.get(0)?,
                 agent: r.get(1)?,
                 seq: r.get(2)?,
@@ -102,10 +124,7 @@ impl Source {
                 power_w: r.get(24)?,
                 energy_j: r.get(25)?,
                 power_source: r.get(26)?,
-            })
-        })?;
-        for r in found {
-            rows.push(r?);
+            });
         }
         Ok(())
     }
@@ -126,9 +145,11 @@ impl Source {
                 // a sample is never dropped for want of a label.
                 let id: Option<String> = self
                     .conn
-                    .query_row("SELECT agent_id FROM agents WHERE id = ?1", [agent], |r| {
-                        r.get(0)
-                    })
+                    .query_row(
+                        "SELECT agent_id FROM agents WHERE id = ?1",
+                        args![agent],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 self.tags.insert(
                     agent,
@@ -146,29 +167,31 @@ impl Source {
     /// store has a finding for, resolved ones with `active` = 0, so that
     /// the latest point of a host says whether the condition still holds.
     pub fn findings(&self) -> Result<Vec<FindingRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        // Sums are cast: PostgreSQL sums integers as NUMERIC.
+        Ok(self.conn.query_map(
             "SELECT kind, agent_id,
-                    sum(state != 'resolved'),
-                    sum(state = 'open'),
+                    CAST(sum(CASE WHEN state != 'resolved' THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(sum(CASE WHEN state = 'open' THEN 1 ELSE 0 END) AS BIGINT),
                     coalesce(sum(CASE WHEN state != 'resolved' THEN saving_kwh_year END), 0),
                     coalesce(sum(CASE WHEN state != 'resolved' THEN saving_kg_year END), 0),
-                    coalesce(sum(CASE WHEN state != 'resolved' THEN saving_bytes END), 0),
+                    CAST(coalesce(sum(CASE WHEN state != 'resolved' THEN saving_bytes END), 0)
+                        AS BIGINT),
                     min(CASE WHEN state != 'resolved' THEN first_seen_ms END)
              FROM findings GROUP BY kind, agent_id ORDER BY kind, agent_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(FindingRow {
-                kind: r.get(0)?,
-                agent_id: r.get(1)?,
-                active: r.get(2)?,
-                open: r.get(3)?,
-                saving_kwh_year: r.get(4)?,
-                saving_kg_year: r.get(5)?,
-                saving_bytes: r.get(6)?,
-                oldest_active_ms: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            args![],
+            |r| {
+                Ok(FindingRow {
+                    kind: r.get(0)?,
+                    agent_id: r.get(1)?,
+                    active: r.get(2)?,
+                    open: r.get(3)?,
+                    saving_kwh_year: r.get(4)?,
+                    saving_kg_year: r.get(5)?,
+                    saving_bytes: r.get(6)?,
+                    oldest_active_ms: r.get(7)?,
+                })
+            },
+        )?)
     }
 
     /// The report of every running or ended campaign (planned ones have
@@ -182,11 +205,11 @@ impl Source {
         now_ms: i64,
     ) -> Result<Vec<Report>, StoreError> {
         let mut out = Vec::new();
-        for c in campaigns::list(&self.conn)? {
+        for c in campaigns::list(self.conn.as_ref())? {
             if !matches!(c.state, State::Running | State::Ended) {
                 continue;
             }
-            match report::build(&self.conn, &c.id, grid_g_per_kwh, pue, now_ms) {
+            match report::build(self.conn.as_ref(), &c.id, grid_g_per_kwh, pue, now_ms) {
                 Ok(r) => out.push(r),
                 Err(CampaignError::Store(e)) => return Err(e),
                 Err(e) => {
@@ -199,31 +222,30 @@ impl Source {
 
     /// Every agent, by store id, with its tags and presence.
     pub fn agents(&self) -> Result<HashMap<i64, AgentRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, agent_id, hostname, online,
-                    json_extract(inventory, '$.group'),
-                    json_extract(inventory, '$.site'),
-                    json_extract(inventory, '$.chassis')
-             FROM agents",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let s = |i| -> rusqlite::Result<Option<String>> {
-                Ok(r.get::<_, Option<String>>(i)?.filter(|s| !s.is_empty()))
-            };
-            Ok((
-                r.get::<_, i64>(0)?,
-                AgentRow {
-                    tags: HostTags {
-                        agent: r.get(1)?,
-                        host: s(2)?,
-                        group: s(4)?,
-                        site: s(5)?,
-                        chassis: s(6)?,
+        let rows = self.conn.query_map(
+            "SELECT id, agent_id, hostname, online, inventory FROM agents",
+            args![],
+            |r| {
+                let inv: serde_json::Value = r
+                    .get::<Option<String>>(4)?
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                let label = |k: &str| inv[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+                Ok((
+                    r.get::<i64>(0)?,
+                    AgentRow {
+                        tags: HostTags {
+                            agent: r.get(1)?,
+                            host: r.get::<Option<String>>(2)?.filter(|s| !s.is_empty()),
+                            group: label("group"),
+                            site: label("site"),
+                            chassis: label("chassis"),
+                        },
+                        online: r.get(3)?,
                     },
-                    online: r.get(3)?,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
+                ))
+            },
+        )?;
+        Ok(rows.into_iter().collect())
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use std::collections::VecDeque;
 use std::io::Read;
+use std::path::Path;
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -51,11 +52,11 @@ async fn server(script: Shared) -> String {
 }
 
 fn store_with_samples(dir: &Path, from_seq: i64, n: i64) {
-    let conn = crate::store::open(dir, false).expect("store");
+    let conn: crate::store::Conn = Box::new(crate::store::open(dir, false).expect("store"));
     conn.execute(
         "INSERT OR IGNORE INTO agents (id, agent_id, hostname, first_seen_ms, last_seen_ms, inventory)
          VALUES (1, 'pc-1', 'pc-1.mairie', 0, 0, '{\"group\":\"mairie\",\"site\":\"hdv\",\"chassis\":\"desktop\"}')",
-        [],
+        crate::args![],
     )
     .expect("agent");
     for seq in from_seq..from_seq + n {
@@ -63,7 +64,7 @@ fn store_with_samples(dir: &Path, from_seq: i64, n: i64) {
             "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
                 power_w, energy_j, power_source)
              VALUES (1, ?1, ?2, ?2, 10000, 12.5, 30.0, 300.0, 'model')",
-            rusqlite::params![seq, 1_700_000_000_000 + seq * 10_000],
+            crate::args![seq, 1_700_000_000_000 + seq * 10_000],
         )
         .expect("sample");
     }
@@ -124,7 +125,8 @@ async fn retries_splits_drops_and_resumes_after_restart() {
     let start = |metrics: Arc<Metrics>| {
         let sink = Sink::new(
             &cfg(url.clone()),
-            dir.path(),
+            &crate::store::Location::sqlite(dir.path()),
+            crate::cluster::Cluster::single("test".into()),
             fp.clone(),
             GridIntensity::flat(56.0),
             metrics,
@@ -207,7 +209,8 @@ async fn an_unreachable_server_keeps_everything_and_stops_promptly() {
     let metrics = Arc::new(Metrics::default());
     let sink = Sink::new(
         &cfg(format!("http://127.0.0.1:{port}")),
-        dir.path(),
+        &crate::store::Location::sqlite(dir.path()),
+        crate::cluster::Cluster::single("test".into()),
         FootprintConfig::default(),
         GridIntensity::flat(56.0),
         metrics.clone(),
@@ -387,7 +390,7 @@ fn findings_are_summed_per_kind_and_host_and_resolved_ones_read_zero() {
     use crate::detect::{Finding, Kind};
     let dir = tempfile::tempdir().expect("tempdir");
     store_with_samples(dir.path(), 1, 1);
-    let mut conn = crate::store::open(dir.path(), false).expect("store");
+    let conn: crate::store::Conn = Box::new(crate::store::open(dir.path(), false).expect("store"));
     let mut idle = Finding::new(
         Kind::IdleServer,
         Some("pc-1"),
@@ -407,10 +410,10 @@ fn findings_are_summed_per_kind_and_host_and_resolved_ones_read_zero() {
     };
     let fleet = Finding::new(Kind::Redundant, None, "content-1", serde_json::json!({}));
     let pass = [idle.clone(), battery("BAT0"), battery("BAT1"), fleet];
-    crate::store::findings::apply_pass(&mut conn, &pass, 1_000).expect("pass 1");
+    crate::store::findings::apply_pass(&conn, &pass, 1_000).expect("pass 1");
     // The idle server is busy again: its finding resolves.
-    crate::store::findings::apply_pass(&mut conn, &pass[1..], 2_000).expect("pass 2");
-    let rows = Source::open(dir.path())
+    crate::store::findings::apply_pass(&conn, &pass[1..], 2_000).expect("pass 2");
+    let rows = Source::open(&crate::store::Location::sqlite(dir.path()), None)
         .expect("source")
         .findings()
         .expect("findings");

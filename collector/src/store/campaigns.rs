@@ -3,14 +3,15 @@
 //! report's "over time" is drawn from.
 
 use super::StoreError;
+use crate::args;
 use crate::campaign::{Campaign, CampaignError, Host, NewCampaign, Scope, State};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::{Db, DbError, OptionalExt};
 use sobre_proto::v1::CampaignProgress;
 
 const COLS: &str = "id, name, starts_ms, ends_ms, scope, factor, state, rescan_interval_s,
     created_ms, started_ms, ended_ms";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<Campaign> {
+fn row(r: &crate::db::Row) -> Result<Campaign, DbError> {
     let scope: String = r.get(4)?;
     let state: String = r.get(6)?;
     Ok(Campaign {
@@ -29,13 +30,14 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Campaign> {
     })
 }
 
-pub fn create(conn: &Connection, c: &NewCampaign, now_ms: i64) -> Result<Campaign, CampaignError> {
+pub fn create(conn: &dyn Db, c: &NewCampaign, now_ms: i64) -> Result<Campaign, CampaignError> {
     c.validate()?;
     let scope = serde_json::to_string(&c.scope).unwrap_or_else(|_| "{}".into());
     let n = conn.execute(
-        "INSERT OR IGNORE INTO campaigns (id, name, starts_ms, ends_ms, scope, factor, state,
-            rescan_interval_s, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'planned', ?7, ?8)",
-        params![
+        "INSERT INTO campaigns (id, name, starts_ms, ends_ms, scope, factor, state,
+            rescan_interval_s, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'planned', ?7, ?8)
+         ON CONFLICT (id) DO NOTHING",
+        args![
             c.id,
             c.name.trim(),
             c.starts_at_ms,
@@ -52,28 +54,28 @@ pub fn create(conn: &Connection, c: &NewCampaign, now_ms: i64) -> Result<Campaig
     get(conn, &c.id)
 }
 
-pub fn get(conn: &Connection, id: &str) -> Result<Campaign, CampaignError> {
+pub fn get(conn: &dyn Db, id: &str) -> Result<Campaign, CampaignError> {
     conn.query_row(
         &format!("SELECT {COLS} FROM campaigns WHERE id = ?1"),
-        [id],
+        args![id],
         row,
     )
     .optional()?
     .ok_or_else(|| CampaignError::NotFound(id.into()))
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<Campaign>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM campaigns ORDER BY starts_ms DESC, id"
-    ))?;
-    let rows = stmt.query_map([], row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn list(conn: &dyn Db) -> Result<Vec<Campaign>, StoreError> {
+    Ok(conn.query_map(
+        &format!("SELECT {COLS} FROM campaigns ORDER BY starts_ms DESC, id"),
+        args![],
+        row,
+    )?)
 }
 
 /// Moves a campaign along its lifecycle; `start` and `end` also move the
 /// dates to now when they come early.
 pub fn transition(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     to: State,
     now_ms: i64,
@@ -95,17 +97,17 @@ pub fn transition(
     match to {
         State::Running => conn.execute(
             "UPDATE campaigns SET state = 'running', started_ms = ?2,
-                starts_ms = min(starts_ms, ?2) WHERE id = ?1",
-            params![id, now_ms],
+                starts_ms = CASE WHEN starts_ms < ?2 THEN starts_ms ELSE ?2 END WHERE id = ?1",
+            args![id, now_ms],
         )?,
         State::Ended => conn.execute(
             "UPDATE campaigns SET state = 'ended', ended_ms = ?2,
-                ends_ms = min(ends_ms, ?2) WHERE id = ?1",
-            params![id, now_ms],
+                ends_ms = CASE WHEN ends_ms < ?2 THEN ends_ms ELSE ?2 END WHERE id = ?1",
+            args![id, now_ms],
         )?,
         _ => conn.execute(
             "UPDATE campaigns SET state = ?2 WHERE id = ?1",
-            params![id, to.as_str()],
+            args![id, to.as_str()],
         )?,
     };
     tracing::info!(campaign = id, state = to.as_str(), "campaign state changed");
@@ -114,7 +116,7 @@ pub fn transition(
 
 /// Starts planned campaigns whose start has come and ends running ones
 /// whose end has; returns what changed.
-pub fn advance(conn: &Connection, now_ms: i64) -> Result<Vec<Campaign>, CampaignError> {
+pub fn advance(conn: &dyn Db, now_ms: i64) -> Result<Vec<Campaign>, CampaignError> {
     let mut changed = Vec::new();
     for c in list(conn)? {
         let to = match c.state {
@@ -127,24 +129,22 @@ pub fn advance(conn: &Connection, now_ms: i64) -> Result<Vec<Campaign>, Campaign
     Ok(changed)
 }
 
+const HOST_COLS: &str = "SELECT agent_id, hostname, grp, site, online, transport FROM agents";
+
+fn host_row(r: &crate::db::Row) -> Result<Host, DbError> {
+    Ok(Host {
+        agent_id: r.get(0)?,
+        hostname: r.get(1)?,
+        group: r.get(2)?,
+        site: r.get(3)?,
+        online: r.get::<i64>(4)? == 1,
+        mqtt: r.get::<Option<String>>(5)?.as_deref() == Some("mqtt"),
+    })
+}
+
 /// Every known host with its labels and presence.
-pub fn hosts(conn: &Connection) -> Result<Vec<Host>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT agent_id, hostname, coalesce(json_extract(inventory, '$.group'), ''),
-            coalesce(json_extract(inventory, '$.site'), ''), online, transport
-         FROM agents ORDER BY agent_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Host {
-            agent_id: r.get(0)?,
-            hostname: r.get(1)?,
-            group: r.get(2)?,
-            site: r.get(3)?,
-            online: r.get::<_, i64>(4)? == 1,
-            mqtt: r.get::<_, Option<String>>(5)?.as_deref() == Some("mqtt"),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn hosts(conn: &dyn Db) -> Result<Vec<Host>, StoreError> {
+    Ok(conn.query_map(&format!("{HOST_COLS} ORDER BY agent_id"), args![], host_row)?)
 }
 
 /// One host's standing in a campaign.
@@ -158,27 +158,27 @@ pub struct HostRow {
     pub progress: Option<CampaignProgress>,
 }
 
-pub fn host_rows(conn: &Connection, campaign: &str) -> Result<Vec<HostRow>, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn host_rows(conn: &dyn Db, campaign: &str) -> Result<Vec<HostRow>, StoreError> {
+    Ok(conn.query_map(
         "SELECT agent_id, command_sent_ms, baseline_ms, final, error, progress
          FROM campaign_hosts WHERE campaign_id = ?1 ORDER BY agent_id",
-    )?;
-    let rows = stmt.query_map([campaign], |r| {
-        let progress: Option<String> = r.get(5)?;
-        Ok(HostRow {
-            agent_id: r.get(0)?,
-            command_sent_ms: r.get(1)?,
-            baseline_ms: r.get(2)?,
-            is_final: r.get(3)?,
-            error: r.get(4)?,
-            progress: progress.and_then(|p| serde_json::from_str(&p).ok()),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        args![campaign],
+        |r| {
+            let progress: Option<String> = r.get(5)?;
+            Ok(HostRow {
+                agent_id: r.get(0)?,
+                command_sent_ms: r.get(1)?,
+                baseline_ms: r.get(2)?,
+                is_final: r.get(3)?,
+                error: r.get(4)?,
+                progress: progress.and_then(|p| serde_json::from_str(&p).ok()),
+            })
+        },
+    )?)
 }
 
 pub fn mark_command_sent(
-    conn: &Connection,
+    conn: &dyn Db,
     campaign: &str,
     agent_id: &str,
     now_ms: i64,
@@ -186,7 +186,7 @@ pub fn mark_command_sent(
     conn.execute(
         "INSERT INTO campaign_hosts (campaign_id, agent_id, command_sent_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (campaign_id, agent_id) DO UPDATE SET command_sent_ms = ?3",
-        params![campaign, agent_id, now_ms],
+        args![campaign, agent_id, now_ms],
     )?;
     Ok(())
 }
@@ -196,15 +196,11 @@ pub fn mark_command_sent(
 /// with a warning: a host only counts for a campaign it was asked to.
 /// The latest count by `counted_at_ms` wins; a final one is never replaced
 /// by a non-final one.
-pub fn record_progress(
-    tx: &Transaction,
-    agent_id: &str,
-    p: &CampaignProgress,
-) -> Result<(), rusqlite::Error> {
+pub fn record_progress(tx: &dyn Db, agent_id: &str, p: &CampaignProgress) -> Result<(), DbError> {
     let scope: Option<String> = tx
         .query_row(
             "SELECT scope FROM campaigns WHERE id = ?1",
-            [&p.campaign_id],
+            args![p.campaign_id],
             |r| r.get(0),
         )
         .optional()?;
@@ -215,19 +211,9 @@ pub fn record_progress(
     let scope: Scope = serde_json::from_str(&scope).unwrap_or_default();
     let host = tx
         .query_row(
-            "SELECT agent_id, hostname, coalesce(json_extract(inventory, '$.group'), ''),
-                coalesce(json_extract(inventory, '$.site'), '') FROM agents WHERE agent_id = ?1",
-            [agent_id],
-            |r| {
-                Ok(Host {
-                    agent_id: r.get(0)?,
-                    hostname: r.get(1)?,
-                    group: r.get(2)?,
-                    site: r.get(3)?,
-                    online: true,
-                    mqtt: false,
-                })
-            },
+            &format!("{HOST_COLS} WHERE agent_id = ?1"),
+            args![agent_id],
+            host_row,
         )
         .optional()?;
     if !host.as_ref().is_some_and(|h| scope.contains(h)) {
@@ -239,8 +225,8 @@ pub fn record_progress(
         tx.execute(
             "INSERT INTO campaign_hosts (campaign_id, agent_id, error, final) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (campaign_id, agent_id) DO UPDATE SET error = ?3,
-                final = max(final, ?4)",
-            params![p.campaign_id, agent_id, p.error, p.r#final],
+                final = CASE WHEN campaign_hosts.final > ?4 THEN campaign_hosts.final ELSE ?4 END",
+            args![p.campaign_id, agent_id, p.error, p.r#final],
         )?;
         return Ok(());
     }
@@ -248,10 +234,11 @@ pub fn record_progress(
         "INSERT INTO campaign_hosts (campaign_id, agent_id, baseline_ms, counted_ms, final, progress)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (campaign_id, agent_id) DO UPDATE SET
-            baseline_ms = coalesce(baseline_ms, ?3), counted_ms = ?4, final = ?5,
-            progress = ?6, error = NULL
-         WHERE coalesce(counted_ms, 0) <= ?4 AND (final = 0 OR ?5 = 1)",
-        params![
+            baseline_ms = coalesce(campaign_hosts.baseline_ms, ?3), counted_ms = ?4,
+            final = ?5, progress = ?6, error = NULL
+         WHERE coalesce(campaign_hosts.counted_ms, 0) <= ?4
+            AND (campaign_hosts.final = 0 OR ?5 = 1)",
+        args![
             p.campaign_id,
             agent_id,
             p.baseline_at_ms,
@@ -263,7 +250,7 @@ pub fn record_progress(
     tx.execute(
         "INSERT INTO campaign_progress (campaign_id, agent_id, counted_ms, files_deleted, bytes_deleted)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
+        args![
             p.campaign_id,
             agent_id,
             p.counted_at_ms,
@@ -275,23 +262,20 @@ pub fn record_progress(
 }
 
 /// (agent, counted_ms, files_deleted, bytes_deleted) in time order.
-pub fn history(
-    conn: &Connection,
-    campaign: &str,
-) -> Result<Vec<(String, i64, u64, u64)>, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn history(conn: &dyn Db, campaign: &str) -> Result<Vec<(String, i64, u64, u64)>, StoreError> {
+    Ok(conn.query_map(
         "SELECT agent_id, counted_ms, files_deleted, bytes_deleted FROM campaign_progress
          WHERE campaign_id = ?1 ORDER BY counted_ms, rowid",
-    )?;
-    let rows = stmt.query_map([campaign], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get::<_, i64>(2)? as u64,
-            r.get::<_, i64>(3)? as u64,
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        args![campaign],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<i64>(2)? as u64,
+                r.get::<i64>(3)? as u64,
+            ))
+        },
+    )?)
 }
 
 /// Queues a campaign nudge once per (campaign, host, when); delivered by
@@ -299,7 +283,7 @@ pub fn history(
 /// `*`) respected. Returns whether it was new.
 #[allow(clippy::too_many_arguments)]
 pub fn queue_nudge(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     agent_id: &str,
     lang: &str,
@@ -309,34 +293,48 @@ pub fn queue_nudge(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
-        "INSERT OR IGNORE INTO nudges (id, agent_id, finding_id, kind, lang, title, body, action, created_ms)
-         SELECT ?1, ?2, NULL, 'campaign', ?3, ?4, ?5, ?6, ?7
-         WHERE NOT EXISTS (SELECT 1 FROM nudge_optout WHERE agent_id = ?2 AND kind IN ('campaign', '*'))",
-        params![id, agent_id, lang, title, body, action, now_ms],
+        "INSERT INTO nudges (id, agent_id, finding_id, kind, lang, title, body, action, created_ms)
+         SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), NULL, 'campaign', CAST(?3 AS TEXT),
+            CAST(?4 AS TEXT), CAST(?5 AS TEXT), CAST(?6 AS TEXT), CAST(?7 AS BIGINT)
+         WHERE NOT EXISTS (SELECT 1 FROM nudge_optout WHERE agent_id = ?2 AND kind IN ('campaign', '*'))
+         ON CONFLICT (id) DO NOTHING",
+        args![id, agent_id, lang, title, body, action, now_ms],
     )?;
     Ok(n > 0)
 }
 
 /// Ids of the campaign nudges already queued (sent or not).
-pub fn campaign_nudge_ids(
-    conn: &Connection,
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    let mut stmt = conn.prepare("SELECT id FROM nudges WHERE kind = 'campaign'")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn campaign_nudge_ids(conn: &dyn Db) -> Result<std::collections::HashSet<String>, StoreError> {
+    Ok(conn
+        .query_map(
+            "SELECT id FROM nudges WHERE kind = 'campaign'",
+            args![],
+            |r| r.get(0),
+        )?
+        .into_iter()
+        .collect())
 }
 
 /// Duplicate bytes (reclaimable) of a host's latest storage summary.
-pub fn duplicate_bytes(conn: &Connection, agent_id: &str) -> Result<u64, StoreError> {
-    let v: Option<i64> = conn
+pub fn duplicate_bytes(conn: &dyn Db, agent_id: &str) -> Result<u64, StoreError> {
+    let storage: Option<String> = conn
         .query_row(
-            "SELECT sum(json_extract(c.value, '$.bytes')) FROM agents a,
-                json_each(json_extract(a.storage, '$.categories')) c
-             WHERE a.agent_id = ?1 AND json_extract(c.value, '$.category') = 'duplicates'",
-            [agent_id],
+            "SELECT storage FROM agents WHERE agent_id = ?1",
+            args![agent_id],
             |r| r.get(0),
         )
         .optional()?
         .flatten();
-    Ok(v.unwrap_or(0).max(0) as u64)
+    let Some(summary) = storage.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+    else {
+        return Ok(0);
+    };
+    let bytes = summary["categories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["category"] == "duplicates")
+        .filter_map(|c| c["bytes"].as_u64())
+        .sum();
+    Ok(bytes)
 }

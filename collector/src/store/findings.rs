@@ -3,9 +3,10 @@
 //! the detectors read (hourly roll-up, inventories, storage).
 
 use super::StoreError;
+use crate::args;
+use crate::db::{Db, DbError, OptionalExt};
 use crate::detect::{DAY_MS, Finding, HostHistory, HourStats};
 use crate::nudge::NewNudge;
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
@@ -32,23 +33,27 @@ pub struct StoredFinding {
 /// updated (a resolved one reopens, an expired snooze reopens); findings
 /// not seen any more are resolved. Returns (opened, resolved).
 pub fn apply_pass(
-    conn: &mut Connection,
+    conn: &dyn Db,
     current: &[Finding],
     now_ms: i64,
 ) -> Result<(usize, usize), StoreError> {
-    // IMMEDIATE: the pass reads, then writes. A deferred transaction
-    // whose snapshot the store writer moved on meanwhile cannot upgrade
-    // and fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT,
-    // no busy wait) — every pass while agents stream. Taking the write
-    // lock first makes the pass wait its turn (busy_timeout) instead.
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // The transaction takes SQLite's write lock first (see
+    // `Db::transaction`): the pass reads, then writes.
+    conn.transaction(|tx| apply_pass_in(tx, current, now_ms))
+}
+
+fn apply_pass_in(
+    tx: &dyn Db,
+    current: &[Finding],
+    now_ms: i64,
+) -> Result<(usize, usize), StoreError> {
     let mut opened = 0;
     let seen: HashSet<&str> = current.iter().map(|f| f.id.as_str()).collect();
     for f in current {
         let state: Option<(String, Option<i64>)> = tx
             .query_row(
                 "SELECT state, snoozed_until_ms FROM findings WHERE id = ?1",
-                [&f.id],
+                args![f.id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -60,7 +65,7 @@ pub fn apply_pass(
                     "INSERT INTO findings (id, kind, agent_id, subject, state, first_seen_ms, last_seen_ms,
                         saving_kwh_year, saving_kg_year, saving_bytes, evidence)
                      VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5, ?6, ?7, ?8, ?9)",
-                    params![f.id, f.kind.as_str(), f.agent_id, f.subject, now_ms, f.saving_kwh_year, f.saving_kg_year, saving_bytes, evidence],
+                    args![f.id, f.kind.as_str(), f.agent_id, f.subject, now_ms, f.saving_kwh_year, f.saving_kg_year, saving_bytes, evidence],
                 )?;
                 opened += 1;
             }
@@ -77,7 +82,7 @@ pub fn apply_pass(
                     "UPDATE findings SET state = ?2, last_seen_ms = ?3, resolved_ms = NULL,
                         saving_kwh_year = ?4, saving_kg_year = ?5, saving_bytes = ?6, evidence = ?7
                      WHERE id = ?1",
-                    params![
+                    args![
                         f.id,
                         new_state,
                         now_ms,
@@ -91,21 +96,22 @@ pub fn apply_pass(
         }
     }
     let mut resolved = 0;
-    let gone: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT id FROM findings WHERE state != 'resolved'")?;
-        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        ids.filter_map(Result::ok)
-            .filter(|id| !seen.contains(id.as_str()))
-            .collect()
-    };
+    let gone: Vec<String> = tx
+        .query_map(
+            "SELECT id FROM findings WHERE state != 'resolved'",
+            args![],
+            |r| r.get::<String>(0),
+        )?
+        .into_iter()
+        .filter(|id| !seen.contains(id.as_str()))
+        .collect();
     for id in gone {
         tx.execute(
             "UPDATE findings SET state = 'resolved', resolved_ms = ?2 WHERE id = ?1",
-            params![id, now_ms],
+            args![id, now_ms],
         )?;
         resolved += 1;
     }
-    tx.commit()?;
     Ok((opened, resolved))
 }
 
@@ -117,76 +123,73 @@ pub struct FindingFilter {
     pub agent_id: Option<String>,
 }
 
-pub fn list(conn: &Connection, f: &FindingFilter) -> Result<Vec<StoredFinding>, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn list(conn: &dyn Db, f: &FindingFilter) -> Result<Vec<StoredFinding>, StoreError> {
+    Ok(conn.query_map(
         "SELECT id, kind, agent_id, subject, state, first_seen_ms, last_seen_ms, resolved_ms,
                 snoozed_until_ms, saving_kwh_year, saving_kg_year, saving_bytes, evidence
          FROM findings
-         WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR agent_id = ?3)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR kind = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR agent_id = ?3)
          ORDER BY coalesce(saving_kg_year, 0) DESC, id",
-    )?;
-    let rows = stmt.query_map(params![f.kind, f.state, f.agent_id], |r| {
-        let ev: String = r.get(12)?;
-        Ok(StoredFinding {
-            id: r.get(0)?,
-            kind: r.get(1)?,
-            agent_id: r.get(2)?,
-            subject: r.get(3)?,
-            state: r.get(4)?,
-            first_seen_ms: r.get(5)?,
-            last_seen_ms: r.get(6)?,
-            resolved_ms: r.get(7)?,
-            snoozed_until_ms: r.get(8)?,
-            saving_kwh_year: r.get(9)?,
-            saving_kg_year: r.get(10)?,
-            saving_bytes: r.get(11)?,
-            evidence: serde_json::from_str(&ev).unwrap_or_default(),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        args![f.kind, f.state, f.agent_id],
+        |r| {
+            let ev: String = r.get(12)?;
+            Ok(StoredFinding {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                agent_id: r.get(2)?,
+                subject: r.get(3)?,
+                state: r.get(4)?,
+                first_seen_ms: r.get(5)?,
+                last_seen_ms: r.get(6)?,
+                resolved_ms: r.get(7)?,
+                snoozed_until_ms: r.get(8)?,
+                saving_kwh_year: r.get(9)?,
+                saving_kg_year: r.get(10)?,
+                saving_bytes: r.get(11)?,
+                evidence: serde_json::from_str(&ev).unwrap_or_default(),
+            })
+        },
+    )?)
 }
 
 /// Acknowledge or snooze (until `until_ms`) a finding that is not
 /// resolved. False when there is no such finding.
 pub fn set_state(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     state: &str,
     until_ms: Option<i64>,
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
         "UPDATE findings SET state = ?2, snoozed_until_ms = ?3 WHERE id = ?1 AND state != 'resolved'",
-        params![id, state, until_ms],
+        args![id, state, until_ms],
     )?;
     Ok(n == 1)
 }
 
 /// What the detectors need, for hosts seen in the last `days` days.
-pub fn histories(
-    conn: &Connection,
-    now_ms: i64,
-    days: i64,
-) -> Result<Vec<HostHistory>, StoreError> {
+pub fn histories(conn: &dyn Db, now_ms: i64, days: i64) -> Result<Vec<HostHistory>, StoreError> {
     let since = now_ms - days * DAY_MS;
     let mut hosts: Vec<HostHistory> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
     {
-        let mut stmt = conn.prepare(
+        let rows = conn.query_map(
             "SELECT id, agent_id, hostname, inventory, first_seen_ms, last_seen_ms, storage FROM agents",
-        )?;
-        let rows = stmt.query_map([], |r| {
+        args![],
+        |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<String>>(6)?,
+                r.get::<i64>(0)?,
+                r.get::<String>(1)?,
+                r.get::<Option<String>>(2)?,
+                r.get::<Option<String>>(3)?,
+                r.get::<i64>(4)?,
+                r.get::<i64>(5)?,
+                r.get::<Option<String>>(6)?,
             ))
-        })?;
-        for row in rows {
-            let (rowid, id, hostname, inv, first, last, storage) = row?;
+        },
+        )?;
+        for (rowid, id, hostname, inv, first, last, storage) in rows {
             index.insert(rowid, hosts.len());
             hosts.push(HostHistory {
                 id,
@@ -201,13 +204,13 @@ pub fn histories(
             });
         }
     }
-    let mut stmt = conn.prepare(
+    let rows = conn.query_map(
         "SELECT agent, hour_ms, energy_j, usage_ms, cpu_weighted, net_bytes, active_ms, mem_used_max
          FROM energy_hourly WHERE hour_ms >= ?1 ORDER BY hour_ms",
-    )?;
-    let rows = stmt.query_map([since], |r| {
+        args![since],
+        |r| {
         Ok((
-            r.get::<_, i64>(0)?,
+            r.get::<i64>(0)?,
             HourStats {
                 hour_ms: r.get(1)?,
                 energy_j: r.get(2)?,
@@ -218,9 +221,9 @@ pub fn histories(
                 mem_used_max: r.get(7)?,
             },
         ))
-    })?;
-    for row in rows {
-        let (agent, h) = row?;
+    },
+    )?;
+    for (agent, h) in rows {
         if let Some(i) = index.get(&agent) {
             hosts[*i].hours.push(h);
         }
@@ -233,38 +236,36 @@ type AgentKind = (String, String);
 
 /// Newest nudge per (agent, kind), for rate limits; and the opt-outs.
 pub fn nudge_state(
-    conn: &Connection,
+    conn: &dyn Db,
 ) -> Result<(HashMap<AgentKind, i64>, HashSet<AgentKind>), StoreError> {
     let mut last = HashMap::new();
-    let mut stmt =
-        conn.prepare("SELECT agent_id, kind, max(created_ms) FROM nudges GROUP BY agent_id, kind")?;
-    for row in stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))? {
-        let (k, v) = row?;
+    for (k, v) in conn.query_map(
+        "SELECT agent_id, kind, max(created_ms) FROM nudges GROUP BY agent_id, kind",
+        args![],
+        |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)),
+    )? {
         last.insert(k, v);
     }
-    let mut out = HashSet::new();
-    let mut stmt = conn.prepare("SELECT agent_id, kind FROM nudge_optout")?;
-    for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-        out.insert(row?);
-    }
+    let out: HashSet<AgentKind> = conn
+        .query_map("SELECT agent_id, kind FROM nudge_optout", args![], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .into_iter()
+        .collect();
     Ok((last, out))
 }
 
-pub fn insert_nudges(
-    conn: &mut Connection,
-    nudges: &[NewNudge],
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    for n in nudges {
-        tx.execute(
-            "INSERT OR IGNORE INTO nudges (id, agent_id, finding_id, kind, lang, title, body, action, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![n.id, n.agent_id, n.finding_id, n.kind.as_str(), n.lang, n.text.title, n.text.body, n.text.action, now_ms],
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
+pub fn insert_nudges(conn: &dyn Db, nudges: &[NewNudge], now_ms: i64) -> Result<(), StoreError> {
+    conn.transaction(|tx| {
+        for n in nudges {
+            tx.execute(
+                "INSERT INTO nudges (id, agent_id, finding_id, kind, lang, title, body, action, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+                args![n.id, n.agent_id, n.finding_id, n.kind.as_str(), n.lang, n.text.title, n.text.body, n.text.action, now_ms],
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// A nudge as stored, with its delivery state.
@@ -287,7 +288,7 @@ pub struct StoredNudge {
     pub mqtt_online: bool,
 }
 
-fn nudge_row(r: &rusqlite::Row) -> rusqlite::Result<StoredNudge> {
+fn nudge_row(r: &crate::db::Row) -> Result<StoredNudge, DbError> {
     Ok(StoredNudge {
         id: r.get(0)?,
         agent_id: r.get(1)?,
@@ -301,7 +302,7 @@ fn nudge_row(r: &rusqlite::Row) -> rusqlite::Result<StoredNudge> {
         sent_ms: r.get(9)?,
         delivered_ms: r.get(10)?,
         how: r.get(11)?,
-        mqtt_online: r.get::<_, Option<bool>>(12)?.unwrap_or(false),
+        mqtt_online: r.get::<Option<bool>>(12)?.unwrap_or(false),
     })
 }
 
@@ -310,50 +311,46 @@ const NUDGE_COLS: &str =
     n.created_ms, n.sent_ms, n.delivered_ms, n.how";
 
 /// Undelivered nudges of online agents, not sent since `resend_before_ms`.
-pub fn pending(conn: &Connection, resend_before_ms: i64) -> Result<Vec<StoredNudge>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+pub fn pending(conn: &dyn Db, resend_before_ms: i64) -> Result<Vec<StoredNudge>, StoreError> {
+    let sql = format!(
         "SELECT {NUDGE_COLS}, (a.online = 1 AND a.transport = 'mqtt')
          FROM nudges n JOIN agents a ON a.agent_id = n.agent_id
          WHERE n.delivered_ms IS NULL AND a.online = 1
            AND (n.sent_ms IS NULL OR n.sent_ms < ?1)
          ORDER BY n.created_ms"
-    ))?;
-    let rows = stmt.query_map([resend_before_ms], nudge_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    );
+    Ok(conn.query_map(&sql, args![resend_before_ms], nudge_row)?)
 }
 
-pub fn mark_sent(conn: &Connection, id: &str, now_ms: i64) -> Result<(), StoreError> {
+pub fn mark_sent(conn: &dyn Db, id: &str, now_ms: i64) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE nudges SET sent_ms = ?2 WHERE id = ?1",
-        params![id, now_ms],
+        args![id, now_ms],
     )?;
     Ok(())
 }
 
-pub fn nudges_of(conn: &Connection, agent_id: &str) -> Result<Vec<StoredNudge>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {NUDGE_COLS}, NULL FROM nudges n WHERE n.agent_id = ?1 ORDER BY n.created_ms"
-    ))?;
-    let rows = stmt.query_map([agent_id], nudge_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn nudges_of(conn: &dyn Db, agent_id: &str) -> Result<Vec<StoredNudge>, StoreError> {
+    Ok(conn.query_map(
+        &format!(
+            "SELECT {NUDGE_COLS}, NULL FROM nudges n WHERE n.agent_id = ?1 ORDER BY n.created_ms"
+        ),
+        args![agent_id],
+        nudge_row,
+    )?)
 }
 
 /// Opts a host out of a kind of nudge (`*`: all), or back in.
-pub fn set_optout(
-    conn: &Connection,
-    agent_id: &str,
-    kind: &str,
-    out: bool,
-) -> Result<(), StoreError> {
+pub fn set_optout(conn: &dyn Db, agent_id: &str, kind: &str, out: bool) -> Result<(), StoreError> {
     if out {
         conn.execute(
-            "INSERT OR IGNORE INTO nudge_optout (agent_id, kind) VALUES (?1, ?2)",
-            params![agent_id, kind],
+            "INSERT INTO nudge_optout (agent_id, kind) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            args![agent_id, kind],
         )?;
     } else {
         conn.execute(
             "DELETE FROM nudge_optout WHERE agent_id = ?1 AND kind = ?2",
-            params![agent_id, kind],
+            args![agent_id, kind],
         )?;
     }
     Ok(())

@@ -1,19 +1,27 @@
-//! The embedded SQLite store: one writer thread that commits batches and
-//! then releases acks, and a read side for the HTTP API.
+//! The store: the embedded SQLite file by default, or PostgreSQL for
+//! several collectors (issue #9), both behind [`crate::db::Db`]. One
+//! writer thread commits batches and then releases acks; a read side
+//! serves the HTTP API; leases make periodic work run once per cluster.
 
 pub mod campaigns;
+#[doc(hidden)]
+pub mod conformance;
 pub mod dedup;
 pub mod findings;
+pub mod lease;
 pub mod read;
 pub mod schema;
 pub mod writer;
 
-use rusqlite::Connection;
+use crate::db::{self, Db, DbError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use read::Reader;
 pub use writer::{AckBatch, Writer};
+
+/// A connection to the store, whichever the engine.
+pub type Conn = Box<dyn Db>;
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -30,17 +38,114 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "cannot connect to the PostgreSQL store at {target}: {source}; check store.postgres_url and that the server is up"
+    )]
+    Connect { target: String, source: DbError },
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
     #[error("store query failed: {0}")]
-    Query(#[from] rusqlite::Error),
+    Query(#[from] DbError),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Query(DbError::Sqlite(e))
+    }
 }
 
 /// File name of the store inside `data_dir`.
 pub const FILE: &str = "sobre.sqlite";
 
-/// Opens (creating if needed) the store and brings its schema up to date.
-pub fn open(data_dir: &Path, sync_full: bool) -> Result<Connection, StoreError> {
+/// Where the store lives, as the config says.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub data_dir: PathBuf,
+    pub sync_full: bool,
+    /// `postgres://…`: the store is in PostgreSQL, shared by collectors.
+    pub postgres_url: Option<String>,
+}
+
+impl Location {
+    /// The embedded SQLite store in `data_dir` (tests, tools).
+    pub fn sqlite(data_dir: &Path) -> Location {
+        Location {
+            data_dir: data_dir.to_owned(),
+            sync_full: false,
+            postgres_url: None,
+        }
+    }
+
+    pub fn from_config(cfg: &crate::config::CollectorConfig) -> Location {
+        Location {
+            data_dir: cfg.data_dir.clone(),
+            sync_full: cfg.store.sync_full,
+            postgres_url: cfg.store.postgres_url.clone(),
+        }
+    }
+
+    /// Opens a connection (creating and migrating the store if needed).
+    pub fn open(&self) -> Result<Conn, StoreError> {
+        match &self.postgres_url {
+            Some(url) => connect_postgres(url),
+            None => Ok(Box::new(open(&self.data_dir, self.sync_full)?)),
+        }
+    }
+
+    /// A connection for readers: read-only on SQLite.
+    pub fn open_reader(&self) -> Result<Conn, StoreError> {
+        match &self.postgres_url {
+            Some(url) => connect_postgres(url),
+            None => Ok(Box::new(open_reader(&self.data_dir)?)),
+        }
+    }
+
+    /// Where, for messages: the file, or the server without credentials.
+    pub fn describe(&self) -> String {
+        match &self.postgres_url {
+            Some(url) => format!("PostgreSQL {}", redact_url(url)),
+            None => self.data_dir.join(FILE).display().to_string(),
+        }
+    }
+}
+
+/// `url` without its password, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url.parse::<postgres::Config>() {
+        Ok(c) => {
+            let hosts: Vec<String> = c
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .collect();
+            let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+            format!(
+                "host={} port={} dbname={} user={}",
+                hosts.join(","),
+                ports.join(","),
+                c.get_dbname().unwrap_or("-"),
+                c.get_user().unwrap_or("-")
+            )
+        }
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
+fn connect_postgres(url: &str) -> Result<Conn, StoreError> {
+    let pg = db::postgres::Postgres::connect(url).map_err(|source| StoreError::Connect {
+        target: redact_url(url),
+        source,
+    })?;
+    schema::migrate_postgres(&pg)?;
+    Ok(Box::new(pg))
+}
+
+/// Opens (creating if needed) the SQLite store and brings its schema up
+/// to date.
+pub fn open(data_dir: &Path, sync_full: bool) -> Result<db::sqlite::Sqlite, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
         path: data_dir.to_owned(),
         source,
@@ -50,7 +155,7 @@ pub fn open(data_dir: &Path, sync_full: bool) -> Result<Connection, StoreError> 
         path: path.clone(),
         source,
     };
-    let mut conn = Connection::open(&path).map_err(err)?;
+    let mut conn = rusqlite::Connection::open(&path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
@@ -61,19 +166,19 @@ pub fn open(data_dir: &Path, sync_full: bool) -> Result<Connection, StoreError> 
     )
     .map_err(err)?;
     schema::migrate(&mut conn)?;
-    Ok(conn)
+    Ok(db::sqlite::Sqlite::new(conn))
 }
 
-/// A second connection for readers; WAL lets it read while the writer
-/// commits.
-pub fn open_reader(data_dir: &Path) -> Result<Connection, StoreError> {
+/// A second SQLite connection for readers; WAL lets it read while the
+/// writer commits.
+pub fn open_reader(data_dir: &Path) -> Result<db::sqlite::Sqlite, StoreError> {
     let path = data_dir.join(FILE);
     let err = |source| StoreError::Open {
         path: path.clone(),
         source,
     };
-    let conn = Connection::open(&path).map_err(err)?;
+    let conn = rusqlite::Connection::open(&path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
     conn.pragma_update(None, "query_only", true).map_err(err)?;
-    Ok(conn)
+    Ok(db::sqlite::Sqlite::new(conn))
 }

@@ -1,9 +1,10 @@
 //! Read side of the store, for the HTTP API. Runs queries on a separate
 //! read-only connection so reads never wait for the writer.
 
-use super::StoreError;
+use super::{Conn, StoreError};
+use crate::args;
+use crate::db::{Db, DbError, OptionalExt, Row};
 use crate::footprint::compute::{HOUR_MS, HostInput, HourRow};
-use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 
@@ -68,30 +69,30 @@ const SKEW_MS: i64 = 10 * 60 * 1000;
 
 #[derive(Clone)]
 pub struct Reader {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
 }
 
 impl Reader {
-    pub fn new(conn: Connection) -> Reader {
+    pub fn new(conn: Conn) -> Reader {
         Reader {
             conn: Arc::new(Mutex::new(conn)),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T, DbError>) -> Result<T, StoreError> {
         // A panic while holding the lock leaves the connection usable.
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(f(&conn)?)
+        Ok(f(conn.as_ref())?)
     }
 
     pub fn agents(&self) -> Result<Vec<AgentSummary>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
+            c.query_map(
                 "SELECT agent_id, hostname, online, transport, first_seen_ms, last_seen_ms
                  FROM agents ORDER BY agent_id",
-            )?;
-            let rows = stmt.query_map([], summary)?;
-            rows.collect()
+                args![],
+                summary,
+            )
         })
     }
 
@@ -101,10 +102,10 @@ impl Reader {
                 "SELECT agent_id, hostname, online, transport, first_seen_ms, last_seen_ms,
                         inventory, footprint
                  FROM agents WHERE agent_id = ?1",
-                [id],
+                args![id],
                 |r| {
-                    let json = |i| -> rusqlite::Result<Option<serde_json::Value>> {
-                        Ok(r.get::<_, Option<String>>(i)?
+                    let json = |i| -> Result<Option<serde_json::Value>, DbError> {
+                        Ok(r.get::<Option<String>>(i)?
                             .and_then(|s| serde_json::from_str(&s).ok()))
                     };
                     Ok(AgentDetail {
@@ -128,14 +129,16 @@ impl Reader {
     ) -> Result<Option<Vec<Sample>>, StoreError> {
         self.with(|c| {
             let Some(rowid) = c
-                .query_row("SELECT id FROM agents WHERE agent_id = ?1", [id], |r| {
-                    r.get::<_, i64>(0)
-                })
+                .query_row(
+                    "SELECT id FROM agents WHERE agent_id = ?1",
+                    args![id],
+                    |r| r.get::<i64>(0),
+                )
                 .optional()?
             else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare_cached(
+            c.query_map(
                 "SELECT seq, sent_ms, received_ms, interval_ms, cpu_percent, mem_total,
                         mem_available, swap_total, swap_used, disk_read, disk_written, net_rx,
                         net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
@@ -144,12 +147,10 @@ impl Reader {
                  FROM samples
                  WHERE received_ms >= ?1 AND agent = ?2 AND sent_ms >= ?3
                  ORDER BY sent_ms, seq LIMIT ?4",
-            )?;
-            let rows = stmt.query_map(
-                rusqlite::params![since_ms.saturating_sub(SKEW_MS), rowid, since_ms, limit],
+                args![since_ms.saturating_sub(SKEW_MS), rowid, since_ms, limit],
                 |r| {
                     Ok(Sample {
-                        seq: r.get::<_, i64>(0)? as u64,
+                        seq: r.get::<i64>(0)? as u64,
                         sent_at_ms: r.get(1)?,
                         received_at_ms: r.get(2)?,
                         interval_ms: r.get(3)?,
@@ -177,8 +178,8 @@ impl Reader {
                         power_source: r.get(25)?,
                     })
                 },
-            )?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+            )
+            .map(Some)
         })
     }
 }
@@ -190,7 +191,7 @@ impl Reader {
         self.with(|c| {
             c.query_row(
                 "SELECT storage FROM agents WHERE agent_id = ?1",
-                [id],
+                args![id],
                 |r| {
                     let s: Option<String> = r.get(0)?;
                     Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
@@ -206,20 +207,20 @@ impl Reader {
         group: Option<&str>,
     ) -> Result<Vec<crate::storage::HostStorage>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT agent_id, coalesce(json_extract(inventory, '$.group'), ''), storage
+            let rows = c.query_map(
+                "SELECT agent_id, grp, storage
                  FROM agents WHERE storage IS NOT NULL ORDER BY agent_id",
+                args![],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<String>(2)?,
+                    ))
+                },
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
             let mut out = Vec::new();
-            for row in rows {
-                let (agent_id, g, json) = row?;
+            for (agent_id, g, json) in rows {
                 if group.is_some_and(|want| want != g) {
                     continue;
                 }
@@ -245,11 +246,10 @@ impl Reader {
         group: Option<&str>,
     ) -> Result<(Vec<HostInput>, Vec<HourRow>), StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
+            let hosts: Vec<HostInput> = c.query_map(
                 "SELECT agent_id, hostname, first_seen_ms, inventory FROM agents ORDER BY agent_id",
-            )?;
-            let hosts: Vec<HostInput> = stmt
-                .query_map([], |r| {
+                args![],
+                |r| {
                     let inv: Option<String> = r.get(3)?;
                     Ok(HostInput {
                         id: r.get(0)?,
@@ -257,8 +257,8 @@ impl Reader {
                         first_seen_ms: r.get(2)?,
                         inventory: inv.and_then(|s| serde_json::from_str(&s).ok()),
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                },
+            )?;
             let hosts: Vec<HostInput> = hosts
                 .into_iter()
                 .filter(|h| host.is_none_or(|id| h.id == id))
@@ -268,13 +268,12 @@ impl Reader {
                     })
                 })
                 .collect();
-            let mut stmt = c.prepare_cached(
+            let hours: Vec<HourRow> = c.query_map(
                 "SELECT a.agent_id, e.hour_ms, e.energy_j, e.measured_j, e.covered_ms
                  FROM energy_hourly e JOIN agents a ON a.id = e.agent
                  WHERE e.hour_ms >= ?1 AND e.hour_ms < ?2",
-            )?;
-            let hours: Vec<HourRow> = stmt
-                .query_map(rusqlite::params![from_ms - HOUR_MS, to_ms], |r| {
+                args![from_ms - HOUR_MS, to_ms],
+                |r| {
                     Ok(HourRow {
                         agent_id: r.get(0)?,
                         hour_ms: r.get(1)?,
@@ -282,14 +281,14 @@ impl Reader {
                         measured_j: r.get(3)?,
                         covered_ms: r.get(4)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                },
+            )?;
             Ok((hosts, hours))
         })
     }
 }
 
-fn summary(r: &Row) -> rusqlite::Result<AgentSummary> {
+fn summary(r: &Row) -> Result<AgentSummary, DbError> {
     Ok(AgentSummary {
         id: r.get(0)?,
         hostname: r.get(1)?,

@@ -1,10 +1,12 @@
 //! The single writer: takes ingest events in batches, commits each batch
 //! in one transaction, and only then hands out the acks.
 
+use super::Conn;
 use super::dedup::SeqWindow;
+use crate::args;
+use crate::db::{Db, DbError, Engine, OptionalExt};
 use crate::ingest::{Event, Reply};
 use crate::metrics::Metrics;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sobre_proto::v1::{Envelope, PowerSource, envelope::Body};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +30,14 @@ struct AgentState {
 }
 
 pub struct Writer {
-    conn: Connection,
+    conn: Conn,
+    /// Cached dedup windows. Trusted between batches on SQLite, where this
+    /// writer is the only one; on PostgreSQL other collectors write too,
+    /// so each batch re-reads its agents' windows under a row lock.
     agents: HashMap<String, AgentState>,
+    /// This collector's name, written on each sample on PostgreSQL so its
+    /// own sink sends what it stored (`None` on SQLite).
+    node: Option<String>,
     metrics: Arc<Metrics>,
     batch_max: usize,
     /// Woken after a commit that brought an agent online (queued nudges).
@@ -38,41 +46,39 @@ pub struct Writer {
 
 impl Writer {
     /// Loads every agent's dedup window from the store.
-    pub fn new(
-        conn: Connection,
-        metrics: Arc<Metrics>,
-        batch_max: usize,
-    ) -> Result<Writer, rusqlite::Error> {
+    pub fn new(conn: Conn, metrics: Arc<Metrics>, batch_max: usize) -> Result<Writer, DbError> {
         let mut agents = HashMap::new();
-        {
-            let mut stmt = conn.prepare("SELECT id, agent_id, seq_window FROM agents")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<Vec<u8>>>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (rowid, id, blob) = row?;
-                let window = match blob.as_deref().map(SeqWindow::decode) {
-                    Some(Some(w)) => w,
-                    Some(None) => {
-                        tracing::warn!(agent = %id, "corrupt dedup window in store; starting empty");
-                        SeqWindow::default()
-                    }
-                    None => SeqWindow::default(),
-                };
+        if conn.engine() == Engine::Sqlite {
+            let rows = conn.query_map(
+                "SELECT id, agent_id, seq_window FROM agents",
+                args![],
+                |r| {
+                    Ok((
+                        r.get::<i64>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<Option<Vec<u8>>>(2)?,
+                    ))
+                },
+            )?;
+            for (rowid, id, blob) in rows {
+                let window = decode_window(&id, blob.as_deref());
                 agents.insert(id, AgentState { rowid, window });
             }
         }
         Ok(Writer {
             conn,
             agents,
+            node: None,
             metrics,
             batch_max,
             online: None,
         })
+    }
+
+    /// Names this collector on the samples it writes (PostgreSQL).
+    pub fn node(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
     }
 
     /// Wakes `n` after each commit in which an agent came online.
@@ -141,14 +147,93 @@ impl Writer {
 
     /// One transaction for the whole batch. The in-memory dedup state only
     /// changes once the commit succeeded.
-    pub fn commit(&mut self, batch: &[Event]) -> Result<Vec<AckBatch>, rusqlite::Error> {
+    pub fn commit(&mut self, batch: &[Event]) -> Result<Vec<AckBatch>, DbError> {
         let mut staged: HashMap<String, AgentState> = HashMap::new();
+        let (mut stored, mut dups) = (0u64, 0u64);
+        let cache = &self.agents;
+        let node = self.node.as_deref();
+        let acks = self.conn.transaction(|tx| {
+            if tx.engine() == Engine::Postgres {
+                lock_agents(tx, batch, &mut staged)?;
+            }
+            commit_events(tx, batch, cache, node, &mut staged, &mut stored, &mut dups)
+        })?;
+        if let Some(n) = &self.online
+            && batch
+                .iter()
+                .any(|e| matches!(e, Event::Presence { online: true, .. }))
+        {
+            n.notify_one();
+        }
+        self.agents.extend(staged);
+        self.metrics.stored.fetch_add(stored, Relaxed);
+        self.metrics.duplicates.fetch_add(dups, Relaxed);
+        self.metrics.commits.fetch_add(1, Relaxed);
+        Ok(acks)
+    }
+}
+
+/// The saved window of an agent, or an empty one (with a warning when the
+/// bytes are damaged).
+fn decode_window(agent: &str, blob: Option<&[u8]>) -> SeqWindow {
+    match blob.map(SeqWindow::decode) {
+        Some(Some(w)) => w,
+        Some(None) => {
+            tracing::warn!(agent, "corrupt dedup window in store; starting empty");
+            SeqWindow::default()
+        }
+        None => SeqWindow::default(),
+    }
+}
+
+/// PostgreSQL, shared by collectors: creates the batch's agents if new,
+/// locks their rows in a fixed order (so two collectors cannot deadlock on
+/// them) and reads their windows as committed by whichever collector came
+/// last. A redelivered envelope is then stored once across the cluster.
+fn lock_agents(
+    tx: &dyn Db,
+    batch: &[Event],
+    staged: &mut HashMap<String, AgentState>,
+) -> Result<(), DbError> {
+    let mut ids: Vec<(&str, i64)> = batch
+        .iter()
+        .filter_map(|e| match e {
+            Event::Envelope {
+                env, received_ms, ..
+            } => Some((env.agent_id.as_str(), *received_ms)),
+            Event::Presence { .. } => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup_by(|a, b| a.0 == b.0);
+    for (id, at_ms) in ids {
+        insert_agent(tx, id, at_ms)?;
+        let (rowid, blob) = tx.query_row(
+            "SELECT id, seq_window FROM agents WHERE agent_id = ?1 FOR UPDATE",
+            args![id],
+            |r| Ok((r.get::<i64>(0)?, r.get::<Option<Vec<u8>>>(1)?)),
+        )?;
+        let window = decode_window(id, blob.as_deref());
+        staged.insert(id.to_owned(), AgentState { rowid, window });
+    }
+    Ok(())
+}
+
+/// The body of a batch's transaction.
+fn commit_events(
+    tx: &dyn Db,
+    batch: &[Event],
+    cache: &HashMap<String, AgentState>,
+    node: Option<&str>,
+    staged: &mut HashMap<String, AgentState>,
+    stored: &mut u64,
+    dups: &mut u64,
+) -> Result<Vec<AckBatch>, DbError> {
+    {
         // agent -> (last seen, latest footprint as JSON)
         let mut touched: HashMap<String, (i64, Option<String>)> = HashMap::new();
         let mut acks: HashMap<String, Vec<AckBatch>> = HashMap::new();
-        let (mut stored, mut dups) = (0u64, 0u64);
         let mut rollup = Rollup::default();
-        let tx = self.conn.transaction()?;
         for ev in batch {
             match ev {
                 Event::Envelope {
@@ -159,10 +244,10 @@ impl Writer {
                     let state = match staged.get_mut(&env.agent_id) {
                         Some(s) => s,
                         None => {
-                            let s = match self.agents.get(&env.agent_id) {
+                            let s = match cache.get(&env.agent_id) {
                                 Some(s) => s.clone(),
                                 None => AgentState {
-                                    rowid: insert_agent(&tx, &env.agent_id, *received_ms)?,
+                                    rowid: insert_agent(tx, &env.agent_id, *received_ms)?,
                                     window: SeqWindow::default(),
                                 },
                             };
@@ -172,14 +257,14 @@ impl Writer {
                     let t = touched.entry(env.agent_id.clone()).or_default();
                     t.0 = t.0.max(*received_ms);
                     if state.window.is_new(env.seq) {
-                        store_envelope(&tx, state.rowid, env, *received_ms, &mut rollup)?;
+                        store_envelope(tx, state.rowid, node, env, *received_ms, &mut rollup)?;
                         state.window.insert(env.seq, env.spool_floor);
                         if let Some(fp) = &env.footprint {
                             t.1 = serde_json::to_string(fp).ok();
                         }
-                        stored += 1;
+                        *stored += 1;
                     } else {
-                        dups += 1;
+                        *dups += 1;
                     }
                     push_ack(
                         acks.entry(env.agent_id.clone()).or_default(),
@@ -195,14 +280,16 @@ impl Writer {
                     at_ms,
                 } => {
                     let n = tx.execute(
-                        "UPDATE agents SET online = ?1, transport = ?2, last_seen_ms = max(last_seen_ms, ?3) WHERE agent_id = ?4",
-                        params![*online, *transport, *at_ms, agent_id],
+                        "UPDATE agents SET online = ?1, transport = ?2,
+                            last_seen_ms = CASE WHEN last_seen_ms > ?3 THEN last_seen_ms ELSE ?3 END
+                         WHERE agent_id = ?4",
+                        args![*online, *transport, *at_ms, agent_id],
                     )?;
                     if n == 0 && *online {
-                        let rowid = insert_agent(&tx, agent_id, *at_ms)?;
+                        let rowid = insert_agent(tx, agent_id, *at_ms)?;
                         tx.execute(
                             "UPDATE agents SET online = 1, transport = ?1 WHERE id = ?2",
-                            params![*transport, rowid],
+                            args![*transport, rowid],
                         )?;
                         staged.entry(agent_id.clone()).or_insert(AgentState {
                             rowid,
@@ -214,106 +301,111 @@ impl Writer {
         }
         for (id, (seen, footprint)) in &touched {
             if let Some(s) = staged.get(id) {
+                let window = s.window.encode();
                 tx.execute(
-                    "UPDATE agents SET last_seen_ms = max(last_seen_ms, ?1), seq_window = ?2,
-                        footprint = coalesce(?3, footprint) WHERE id = ?4",
-                    params![seen, s.window.encode(), footprint, s.rowid],
+                    "UPDATE agents SET
+                        last_seen_ms = CASE WHEN last_seen_ms > ?1 THEN last_seen_ms ELSE ?1 END,
+                        seq_window = ?2, footprint = coalesce(?3, footprint) WHERE id = ?4",
+                    args![*seen, &window, footprint, s.rowid],
                 )?;
             }
         }
-        rollup.write(&tx)?;
-        tx.commit()?;
-        if let Some(n) = &self.online
-            && batch
-                .iter()
-                .any(|e| matches!(e, Event::Presence { online: true, .. }))
-        {
-            n.notify_one();
-        }
-        self.agents.extend(staged);
-        self.metrics.stored.fetch_add(stored, Relaxed);
-        self.metrics.duplicates.fetch_add(dups, Relaxed);
-        self.metrics.commits.fetch_add(1, Relaxed);
+        rollup.write(tx)?;
         Ok(acks.into_values().flatten().collect())
     }
 }
 
-fn insert_agent(tx: &Transaction, agent_id: &str, at_ms: i64) -> Result<i64, rusqlite::Error> {
-    // An agent row may exist without dedup state in memory only if the
-    // store was edited by hand; reuse it.
+/// The row id of `agent_id`, created if new (by this collector or, on
+/// PostgreSQL, by another one at the same moment: the unique key decides).
+fn insert_agent(tx: &dyn Db, agent_id: &str, at_ms: i64) -> Result<i64, DbError> {
     if let Some(id) = tx
         .query_row(
             "SELECT id FROM agents WHERE agent_id = ?1",
-            [agent_id],
+            args![agent_id],
             |r| r.get(0),
         )
         .optional()?
     {
         return Ok(id);
     }
-    tx.execute(
-        "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
-        params![agent_id, at_ms],
-    )?;
-    tracing::info!(agent = agent_id, "new agent registered");
-    Ok(tx.last_insert_rowid())
+    let created = tx
+        .query_row(
+            "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)
+             ON CONFLICT (agent_id) DO NOTHING RETURNING id",
+            args![agent_id, at_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match created {
+        Some(id) => {
+            tracing::info!(agent = agent_id, "new agent registered");
+            Ok(id)
+        }
+        None => tx.query_row(
+            "SELECT id FROM agents WHERE agent_id = ?1",
+            args![agent_id],
+            |r| r.get(0),
+        ),
+    }
 }
 
 fn store_envelope(
-    tx: &Transaction,
+    tx: &dyn Db,
     rowid: i64,
+    node: Option<&str>,
     env: &Envelope,
     received_ms: i64,
     rollup: &mut Rollup,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), DbError> {
     let fp = env.footprint.unwrap_or_default();
     match &env.body {
         Some(Body::Usage(u)) => {
-            let mut stmt = tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
                     mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
                     net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
                     user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
-                    power_source)
+                    power_source, node)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                args![
+                    rowid,
+                    env.seq as i64,
+                    env.sent_at_ms,
+                    received_ms,
+                    u.interval_ms,
+                    f64::from(u.cpu_percent),
+                    u.mem_total_bytes as i64,
+                    u.mem_available_bytes as i64,
+                    u.swap_total_bytes as i64,
+                    u.swap_used_bytes as i64,
+                    u.disk_read_bytes as i64,
+                    u.disk_written_bytes as i64,
+                    u.net_rx_bytes as i64,
+                    u.net_tx_bytes as i64,
+                    f64::from(u.load1),
+                    f64::from(u.load5),
+                    f64::from(u.load15),
+                    u.uptime_s as i64,
+                    u.user_sessions,
+                    u.input_idle_s,
+                    u.user_active,
+                    fp.cpu_seconds,
+                    fp.rss_bytes as i64,
+                    fp.bytes_sent as i64,
+                    f64::from(u.power_w),
+                    u.energy_j,
+                    power_source_name(u.power_source()),
+                    node,
+                ],
             )?;
-            stmt.execute(params![
-                rowid,
-                env.seq as i64,
-                env.sent_at_ms,
-                received_ms,
-                u.interval_ms,
-                f64::from(u.cpu_percent),
-                u.mem_total_bytes as i64,
-                u.mem_available_bytes as i64,
-                u.swap_total_bytes as i64,
-                u.swap_used_bytes as i64,
-                u.disk_read_bytes as i64,
-                u.disk_written_bytes as i64,
-                u.net_rx_bytes as i64,
-                u.net_tx_bytes as i64,
-                f64::from(u.load1),
-                f64::from(u.load5),
-                f64::from(u.load15),
-                u.uptime_s as i64,
-                u.user_sessions,
-                u.input_idle_s,
-                u.user_active,
-                fp.cpu_seconds,
-                fp.rss_bytes as i64,
-                fp.bytes_sent as i64,
-                f64::from(u.power_w),
-                u.energy_j,
-                power_source_name(u.power_source()),
-            ])?;
             rollup.add(rowid, env.sent_at_ms, u);
         }
         Some(Body::Inventory(inv)) => {
             let json = serde_json::to_string(inv).unwrap_or_default();
             tx.execute(
-                "UPDATE agents SET hostname = ?1, inventory = ?2 WHERE id = ?3",
-                params![inv.hostname, json, rowid],
+                "UPDATE agents SET hostname = ?1, inventory = ?2, grp = ?3, site = ?4 WHERE id = ?5",
+                args![&inv.hostname, &json, &inv.group, &inv.site, rowid],
             )?;
         }
         Some(Body::Storage(st)) => {
@@ -321,13 +413,13 @@ fn store_envelope(
             tx.execute(
                 "INSERT INTO storage_summaries (agent, finished_ms, received_ms, summary)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![rowid, st.finished_at_ms, received_ms, json],
+                args![rowid, st.finished_at_ms, received_ms, &json],
             )?;
             // Keep the latest by scan time, whatever the arrival order.
             tx.execute(
-                "UPDATE agents SET storage = ?1 WHERE id = ?2 AND (storage IS NULL
-                    OR coalesce(json_extract(storage, '$.finished_at_ms'), 0) <= ?3)",
-                params![json, rowid, st.finished_at_ms],
+                "UPDATE agents SET storage = ?1, storage_finished_ms = ?3 WHERE id = ?2
+                    AND (storage IS NULL OR coalesce(storage_finished_ms, 0) <= ?3)",
+                args![&json, rowid, st.finished_at_ms],
             )?;
         }
         Some(Body::NudgeReceipt(r)) => {
@@ -335,7 +427,7 @@ fn store_envelope(
             tx.execute(
                 "UPDATE nudges SET delivered_ms = coalesce(delivered_ms, ?1), how = coalesce(how, ?2)
                  WHERE id = ?3 AND agent_id = ?4",
-                params![r.at_ms, r.how, r.nudge_id, env.agent_id],
+                args![r.at_ms, &r.how, &r.nudge_id, &env.agent_id],
             )?;
         }
         Some(Body::Campaign(p)) => super::campaigns::record_progress(tx, &env.agent_id, p)?,
@@ -429,38 +521,40 @@ impl Rollup {
         }
     }
 
-    fn write(&self, tx: &Transaction) -> Result<(), rusqlite::Error> {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO energy_hourly (hour_ms, agent, energy_j, measured_j, covered_ms, samples,
-                cpu_weighted, cpu_max, net_bytes, active_ms, mem_used_max, usage_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (hour_ms, agent) DO UPDATE SET
-                energy_j = energy_j + excluded.energy_j,
-                measured_j = measured_j + excluded.measured_j,
-                covered_ms = covered_ms + excluded.covered_ms,
-                samples = samples + excluded.samples,
-                cpu_weighted = cpu_weighted + excluded.cpu_weighted,
-                cpu_max = max(cpu_max, excluded.cpu_max),
-                net_bytes = net_bytes + excluded.net_bytes,
-                active_ms = active_ms + excluded.active_ms,
-                mem_used_max = max(mem_used_max, excluded.mem_used_max),
-                usage_ms = usage_ms + excluded.usage_ms",
-        )?;
+    fn write(&self, tx: &dyn Db) -> Result<(), DbError> {
         for ((hour, agent), h) in &self.0 {
-            stmt.execute(params![
-                hour,
-                agent,
-                h.energy_j,
-                h.measured_j,
-                h.covered_ms,
-                h.samples,
-                h.cpu_weighted,
-                h.cpu_max,
-                h.net_bytes,
-                h.active_ms,
-                h.mem_used_max,
-                h.usage_ms
-            ])?;
+            tx.execute(
+                "INSERT INTO energy_hourly AS e (hour_ms, agent, energy_j, measured_j, covered_ms,
+                    samples, cpu_weighted, cpu_max, net_bytes, active_ms, mem_used_max, usage_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (hour_ms, agent) DO UPDATE SET
+                    energy_j = e.energy_j + excluded.energy_j,
+                    measured_j = e.measured_j + excluded.measured_j,
+                    covered_ms = e.covered_ms + excluded.covered_ms,
+                    samples = e.samples + excluded.samples,
+                    cpu_weighted = e.cpu_weighted + excluded.cpu_weighted,
+                    cpu_max = CASE WHEN e.cpu_max > excluded.cpu_max THEN e.cpu_max
+                                   ELSE excluded.cpu_max END,
+                    net_bytes = e.net_bytes + excluded.net_bytes,
+                    active_ms = e.active_ms + excluded.active_ms,
+                    mem_used_max = CASE WHEN e.mem_used_max > excluded.mem_used_max
+                                        THEN e.mem_used_max ELSE excluded.mem_used_max END,
+                    usage_ms = e.usage_ms + excluded.usage_ms",
+                args![
+                    *hour,
+                    *agent,
+                    h.energy_j,
+                    h.measured_j,
+                    h.covered_ms,
+                    h.samples,
+                    h.cpu_weighted,
+                    h.cpu_max,
+                    h.net_bytes,
+                    h.active_ms,
+                    h.mem_used_max,
+                    h.usage_ms
+                ],
+            )?;
         }
         Ok(())
     }
@@ -509,12 +603,13 @@ mod tests {
     }
 
     fn writer(dir: &std::path::Path) -> Writer {
-        let conn = crate::store::open(dir, false).expect("open");
+        let conn: crate::store::Conn = Box::new(crate::store::open(dir, false).expect("open"));
         Writer::new(conn, Arc::new(Metrics::default()), 100).expect("writer")
     }
 
     fn stored(dir: &std::path::Path, agent: &str) -> Vec<u64> {
-        let r = crate::store::Reader::new(crate::store::open_reader(dir).expect("reader"));
+        let r =
+            crate::store::Reader::new(Box::new(crate::store::open_reader(dir).expect("reader")));
         r.samples(agent, 0, 10_000)
             .expect("query")
             .unwrap_or_default()
@@ -577,7 +672,9 @@ mod tests {
             received_ms: 5,
         };
         w.commit(&[inv]).expect("commit");
-        let r = crate::store::Reader::new(crate::store::open_reader(dir.path()).expect("reader"));
+        let r = crate::store::Reader::new(Box::new(
+            crate::store::open_reader(dir.path()).expect("reader"),
+        ));
         let a = r.agent("a").expect("query").expect("known");
         assert_eq!(a.summary.hostname.as_deref(), Some("mairie-01"));
         assert_eq!(a.inventory.expect("inventory")["cpu_threads"], 8);
@@ -643,7 +740,9 @@ mod tests {
             .expect("commit with a duplicate");
         let total: f64 = w
             .conn
-            .query_row("SELECT sum(energy_j) FROM energy_hourly", [], |r| r.get(0))
+            .query_row("SELECT sum(energy_j) FROM energy_hourly", args![], |r| {
+                r.get(0)
+            })
             .expect("sum");
         assert_eq!(total, 600.0, "the duplicate is not counted twice");
     }
@@ -670,7 +769,9 @@ mod tests {
         // The newer scan arrives first (e.g. replayed from a spool).
         w.commit(&[summary(2, 2_000, 20)]).expect("commit");
         w.commit(&[summary(1, 1_000, 10)]).expect("commit");
-        let r = crate::store::Reader::new(crate::store::open_reader(dir.path()).expect("reader"));
+        let r = crate::store::Reader::new(Box::new(
+            crate::store::open_reader(dir.path()).expect("reader"),
+        ));
         let latest = r
             .storage("a")
             .expect("query")
@@ -679,7 +780,9 @@ mod tests {
         assert_eq!(latest["files"], 20);
         let n: i64 = w
             .conn
-            .query_row("SELECT count(*) FROM storage_summaries", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM storage_summaries", args![], |r| {
+                r.get(0)
+            })
             .expect("count");
         assert_eq!(n, 2, "every summary is kept");
         assert_eq!(r.storage_fleet(None).expect("fleet").len(), 1);
@@ -696,7 +799,9 @@ mod tests {
             at_ms: 7,
         };
         w.commit(&[presence(true)]).expect("commit");
-        let r = crate::store::Reader::new(crate::store::open_reader(dir.path()).expect("reader"));
+        let r = crate::store::Reader::new(Box::new(
+            crate::store::open_reader(dir.path()).expect("reader"),
+        ));
         assert!(r.agents().expect("agents")[0].online);
         w.commit(&[presence(false)]).expect("commit");
         assert!(!r.agents().expect("agents")[0].online);
