@@ -46,7 +46,31 @@ pub enum Cell {
     Blob(Vec<u8>),
 }
 
+impl Value<'_> {
+    /// The same value, owned.
+    pub fn to_cell(&self) -> Cell {
+        match *self {
+            Value::Null => Cell::Null,
+            Value::Int(v) => Cell::Int(v),
+            Value::Real(v) => Cell::Real(v),
+            Value::Text(s) => Cell::Text(s.to_owned()),
+            Value::Blob(b) => Cell::Blob(b.to_vec()),
+        }
+    }
+}
+
 impl Cell {
+    /// The same value, borrowed.
+    pub fn as_value(&self) -> Value<'_> {
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Int(v) => Value::Int(*v),
+            Cell::Real(v) => Value::Real(*v),
+            Cell::Text(s) => Value::Text(s),
+            Cell::Blob(b) => Value::Blob(b),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Cell::Null => "NULL",
@@ -77,6 +101,8 @@ pub enum DbError {
         "the connection to the database was lost in the middle of a transaction; it is retried whole"
     )]
     Closed,
+    #[error("cannot start the database connection's thread: {0}")]
+    Thread(std::io::Error),
     #[error("the query returned no row")]
     NoRows,
     #[error("column {column}: expected {expected}, found {found}")]

@@ -2,26 +2,37 @@
 //! Rust, no libpq). Statements are written with SQLite's `?N`
 //! placeholders, rewritten once to `$N` and prepared once per connection.
 //!
-//! The client runs its own small runtime, so it must be called from a
-//! thread that is not driving async tasks: the writer thread, or
-//! `spawn_blocking`, which is how the store is used everywhere.
+//! The client drives its own small runtime, which must never run inside
+//! the collector's (tokio refuses to nest them, when connecting, querying
+//! or even closing). So each connection lives on its own thread; [`run`]
+//! hands it the statement (arguments copied) and waits for the answer,
+//! which is what a blocking store call does anyway.
+//!
+//! [`run`]: Db::run
 
 use super::{Cell, Db, DbError, Engine, Output, Row, Value};
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement};
-use std::cell::{Cell as Flag, RefCell};
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::mpsc;
 
-/// One PostgreSQL connection, reopened after the server went away (never
-/// in the middle of a transaction: that one fails, and is retried whole by
-/// its caller).
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// One PostgreSQL connection, on its own thread, reopened after the server
+/// went away (never in the middle of a transaction: that one fails, and
+/// is retried whole by its caller).
 pub struct Postgres {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The connection's state, owned by its thread.
+struct Session {
     config: postgres::Config,
-    client: RefCell<Option<Client>>,
-    statements: RefCell<HashMap<String, Statement>>,
-    in_tx: Flag<bool>,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+    in_tx: bool,
 }
 
 impl Postgres {
@@ -31,101 +42,113 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("sobre-collector");
         }
-        let client = config.connect(NoTls)?;
-        Ok(Postgres {
-            config,
-            client: RefCell::new(Some(client)),
-            statements: RefCell::new(HashMap::new()),
-            in_tx: Flag::new(false),
-        })
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                let mut session = Session {
+                    config,
+                    client: None,
+                    statements: HashMap::new(),
+                    in_tx: false,
+                };
+                // Ends when the last sender (the Postgres) is dropped.
+                while let Ok(job) = rx.recv() {
+                    job(&mut session);
+                }
+            })
+            .map_err(DbError::Thread)?;
+        let pg = Postgres { jobs };
+        pg.call(|s| s.with_client(|_| Ok(())))?;
+        Ok(pg)
     }
 
     /// Runs several statements without arguments (migrations).
     pub fn batch(&self, sql: &str) -> Result<(), DbError> {
-        self.with_client(|c| c.batch_execute(sql))?;
-        Ok(())
+        let sql = sql.to_owned();
+        self.call(move |s| s.with_client(|c| c.batch_execute(&sql)))
     }
 
-    fn with_client<T>(
+    /// Runs `f` on the connection's thread and waits for its answer.
+    fn call<T: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut Session) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |s| {
+                let _ = tx.send(f(s));
+            }))
+            .map_err(|_| DbError::Closed)?;
+        rx.recv().map_err(|_| DbError::Closed)?
+    }
+}
+
+impl Session {
+    fn with_client<T>(
+        &mut self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, DbError> {
-        let mut slot = self.client.borrow_mut();
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            if self.in_tx.get() {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            if self.in_tx {
                 // Reconnecting now would run the rest of the transaction
                 // outside it: fail, the caller rolls back and retries.
                 return Err(DbError::Closed);
             }
-            self.statements.borrow_mut().clear();
-            *slot = None;
-            *slot = Some(self.config.connect(NoTls)?);
+            self.statements.clear();
+            self.client = None;
+            self.client = Some(self.config.connect(NoTls)?);
         }
-        let client = slot
+        let client = self
+            .client
             .as_mut()
             .expect("invariant: the slot was filled just above");
         Ok(f(client)?)
     }
 
-    fn statement(&self, client: &mut Client, sql: &str) -> Result<Statement, postgres::Error> {
-        if let Some(s) = self.statements.borrow().get(sql) {
-            return Ok(s.clone());
+    fn run(&mut self, sql: &str, args: &[Cell]) -> Result<Output, DbError> {
+        if let "BEGIN" | "COMMIT" | "ROLLBACK" = sql {
+            let r = if sql == "ROLLBACK" && self.client.as_ref().is_none_or(Client::is_closed) {
+                // A dead connection has rolled back by itself.
+                Ok(())
+            } else {
+                self.with_client(|c| c.batch_execute(sql))
+            };
+            self.in_tx = sql == "BEGIN" && r.is_ok();
+            r?;
+            return Ok(Output::default());
         }
-        let s = client.prepare(&dollar_placeholders(sql))?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_owned(), s.clone());
-        Ok(s)
+        let stmt = match self.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.with_client(|c| c.prepare(&dollar_placeholders(sql)))?;
+                self.statements.insert(sql.to_owned(), s.clone());
+                s
+            }
+        };
+        let params: Vec<&(dyn ToSql + Sync)> =
+            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        if stmt.columns().is_empty() {
+            let changed = self.with_client(|c| c.execute(&stmt, &params))?;
+            return Ok(Output {
+                rows: Vec::new(),
+                changed,
+            });
+        }
+        let rows = self.with_client(|c| c.query(&stmt, &params))?;
+        let rows = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        Ok(Output {
+            changed: rows.len() as u64,
+            rows,
+        })
     }
 }
 
 impl Db for Postgres {
     fn run(&self, sql: &str, args: &[Value<'_>]) -> Result<Output, DbError> {
-        match sql {
-            "BEGIN" | "COMMIT" | "ROLLBACK" => {
-                let r = if sql == "ROLLBACK" && self.in_tx.get() {
-                    // A dead connection has rolled back by itself.
-                    let alive = self
-                        .client
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|c| !c.is_closed());
-                    if alive {
-                        self.with_client(|c| c.batch_execute(sql))
-                    } else {
-                        Ok(())
-                    }
-                } else {
-                    self.with_client(|c| c.batch_execute(sql))
-                };
-                self.in_tx.set(sql == "BEGIN" && r.is_ok());
-                r?;
-                return Ok(Output::default());
-            }
-            _ => {}
-        }
-        self.with_client(|c| {
-            let stmt = self.statement(c, sql)?;
-            let params: Vec<&(dyn ToSql + Sync)> =
-                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-            if stmt.columns().is_empty() {
-                let changed = c.execute(&stmt, &params)?;
-                return Ok(Ok(Output {
-                    rows: Vec::new(),
-                    changed,
-                }));
-            }
-            let rows = c.query(&stmt, &params)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                match row(r) {
-                    Ok(row) => out.push(row),
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
-            let changed = out.len() as u64;
-            Ok(Ok(Output { rows: out, changed }))
-        })?
+        let sql = sql.to_owned();
+        let args: Vec<Cell> = args.iter().map(Value::to_cell).collect();
+        self.call(move |s| s.run(&sql, &args))
     }
 
     fn engine(&self) -> Engine {
@@ -177,6 +200,22 @@ pub fn dollar_placeholders(sql: &str) -> String {
         out.push(c);
     }
     out
+}
+
+impl ToSql for Cell {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        self.as_value().to_sql(ty, out)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
 }
 
 impl ToSql for Value<'_> {
