@@ -34,6 +34,7 @@ pub struct Connection {
     eventloop: EventLoop,
     up_filter: String,
     share_group: Option<String>,
+    client_id: String,
 }
 
 /// The uplink filter: every agent's `up` topic, shared in a group when
@@ -106,7 +107,7 @@ pub fn client(s: &ClientSettings) -> (AsyncClient, Connection) {
     // the survivor; a clean session leaves the group when its connection
     // ends (SCALING.md). Nothing is lost either way: what a dead collector
     // had not committed is unacked, and the agents resend it.
-    opts.set_clean_session(s.share_group.is_none());
+    opts.set_clean_session(s.share_group.is_some());
     opts.set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
     opts.set_inflight(200);
     // Acks for a whole batch are queued at once: room for several batches.
@@ -118,6 +119,7 @@ pub fn client(s: &ClientSettings) -> (AsyncClient, Connection) {
         eventloop,
         up_filter: up_filter(s.share_group.as_deref()),
         share_group: s.share_group.clone(),
+        client_id: s.client_id.clone(),
     };
     (client, conn)
 }
@@ -130,6 +132,7 @@ pub async fn run(client: AsyncClient, conn: Connection, ctx: IngestCtx, cancel: 
         mut eventloop,
         up_filter,
         share_group,
+        client_id,
     } = conn;
     let mut backoff = Duration::from_millis(100);
     // Statuses of agents without a credential yet (enrolling): applied when
@@ -145,6 +148,7 @@ pub async fn run(client: AsyncClient, conn: Connection, ctx: IngestCtx, cancel: 
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(
+                    %client_id,
                     share_group = share_group.as_deref().unwrap_or("none"),
                     "connected to MQTT broker"
                 );
@@ -264,6 +268,27 @@ mod tests {
             up_filter(Some("sobre-collectors")),
             "$share/sobre-collectors/sobre/v1/agents/+/up"
         );
+    }
+
+    #[test]
+    fn a_group_member_has_a_clean_session_a_lone_collector_a_persistent_one() {
+        let mut s = ClientSettings {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "c".into(),
+            max_packet_bytes: 1 << 20,
+            tls: None,
+            credentials: None,
+            share_group: None,
+        };
+        // AsyncClient::new needs no runtime; nothing connects until polled.
+        let (_c, alone) = client(&s);
+        assert!(!alone.eventloop.mqtt_options.clean_session());
+        assert_eq!(alone.up_filter, topics::ALL_UP);
+        s.share_group = Some("g".into());
+        let (_c, member) = client(&s);
+        assert!(member.eventloop.mqtt_options.clean_session());
+        assert_eq!(member.up_filter, "$share/g/sobre/v1/agents/+/up");
     }
 
     #[test]
