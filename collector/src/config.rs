@@ -165,8 +165,24 @@ pub struct MqttConfig {
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// MQTT client id of the collector on the broker.
+    /// MQTT client id of the collector on the broker. Default
+    /// `sobre-collector`. With `share_group` set and this left at its
+    /// default, each collector derives its own, stable across restarts:
+    /// `sobre-collector-<host name>-<8 hex digits of a hash of data_dir>`
+    /// (two collectors with one id would throw each other off the broker).
+    /// Set it yourself only to a value unique to each collector.
     pub client_id: String,
+    /// Scale out: several collectors on one external broker, each taking a
+    /// share of the uplinks through the MQTT shared subscription
+    /// `$share/<share_group>/sobre/v1/agents/+/up` (one group name for the
+    /// whole cluster; SCALING.md). Presence (`.../status`) stays a normal
+    /// subscription, so every collector sees every agent's status. With a
+    /// group the collector's session is clean: a collector that dies
+    /// leaves the group at once instead of having its share queued on the
+    /// broker. Default: none (one collector; persistent session). Not with
+    /// the embedded broker. 1 to 64 characters, none of `/ + #`, no
+    /// control characters.
+    pub share_group: Option<String>,
     /// Largest MQTT packet the broker and the collector's client accept.
     /// Bigger than `limits.max_envelope_bytes` on purpose, so that an
     /// oversized envelope reaches the collector and is refused with a
@@ -174,7 +190,39 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
 }
 
+/// The collector's MQTT client id unless configured (see
+/// `MqttConfig::client_id`).
+pub const DEFAULT_MQTT_CLIENT_ID: &str = "sobre-collector";
+
 impl MqttConfig {
+    /// Checks `share_group`: MQTT 5 (4.8.2) forbids `/ + #` in a share
+    /// name; control characters and long names are refused as mistakes.
+    fn validate_share_group(&self) -> Result<(), String> {
+        let Some(g) = &self.share_group else {
+            return Ok(());
+        };
+        if self.embedded {
+            return Err("mqtt.share_group is for several collectors on one external broker \
+                 (mqtt.embedded = false, mqtt.broker = ...); the embedded broker lives in one collector"
+                .into());
+        }
+        if g.is_empty() || g.len() > 64 {
+            return Err(format!(
+                "mqtt.share_group must be 1 to 64 bytes long, not {}",
+                g.len()
+            ));
+        }
+        if let Some(c) = g
+            .chars()
+            .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+        {
+            return Err(format!(
+                "mqtt.share_group {g:?} contains {c:?}: a share group name cannot contain / + # or control characters"
+            ));
+        }
+        Ok(())
+    }
+
     /// The TLS transport for an `mqtts://` broker, from `ca_file`.
     pub fn tls(&self) -> Result<rumqttc::Transport, String> {
         let ca = self.ca_file.as_ref().ok_or(
@@ -197,7 +245,8 @@ impl Default for MqttConfig {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
-            client_id: "sobre-collector".into(),
+            client_id: DEFAULT_MQTT_CLIENT_ID.into(),
+            share_group: None,
             max_packet_bytes: 1024 * 1024,
         }
     }
@@ -344,6 +393,7 @@ impl CollectorConfig {
                 self.mqtt.tls()?;
             }
         }
+        self.mqtt.validate_share_group()?;
         if self.store.batch_max == 0 || self.store.queue == 0 {
             return Err("store.batch_max and store.queue must be at least 1".into());
         }
@@ -507,6 +557,23 @@ mod tests {
         assert!(cfg.validate().is_err());
         cfg.mqtt.broker = Some("mqtt://127.0.0.1:1884".into());
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn share_group_is_checked() {
+        let mut cfg = CollectorConfig::default();
+        cfg.mqtt.share_group = Some("sobre-collectors".into());
+        let err = cfg.validate().expect_err("embedded broker");
+        assert!(err.contains("external broker"), "{err}");
+        cfg.mqtt.embedded = false;
+        cfg.mqtt.broker = Some("mqtt://127.0.0.1:1884".into());
+        cfg.validate().expect("a plain name is valid");
+        for bad in ["", "a/b", "a+", "#", "tab\there", &"x".repeat(65)] {
+            cfg.mqtt.share_group = Some(bad.into());
+            assert!(cfg.validate().is_err(), "{bad:?} accepted");
+        }
+        let err = CollectorConfig::parse("[mqtt]\nshare_group = 3\n").expect_err("type");
+        assert!(err.contains("share_group"), "{err}");
     }
 
     #[test]

@@ -223,7 +223,8 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     let (client, eventloop) = ingest::mqtt::client(&ingest::mqtt::ClientSettings {
         host,
         port,
-        client_id: cfg.mqtt.client_id.clone(),
+        client_id: ingest::mqtt::client_id(&cfg.mqtt, &cfg.data_dir),
+        share_group: cfg.mqtt.share_group.clone(),
         max_packet_bytes: cfg.mqtt.max_packet_bytes,
         // On the embedded broker the collector signs in like anyone.
         credentials: (cfg.mqtt.embedded && cfg.security.require_enrolment).then(|| {

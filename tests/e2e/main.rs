@@ -1,9 +1,11 @@
-//! End-to-end tests: the real binaries, a real Mosquitto, real SQLite.
+//! End-to-end tests: the real binaries, a real Mosquitto, real SQLite and
+//! PostgreSQL.
 //! One test binary for the whole suite (see tests/run).
 
 mod bad_input;
 mod browser;
 mod campaign;
+mod cluster;
 mod config;
 mod console;
 mod crash;

@@ -1,8 +1,9 @@
 //! Harness for Sobre's end-to-end tests: runs the real `sobre-collector`
-//! and `sobre-agent` binaries, a real Mosquitto, on free loopback ports,
-//! and waits on conditions (never on fixed sleeps).
+//! and `sobre-agent` binaries, a real Mosquitto and a real PostgreSQL, on
+//! free loopback ports, and waits on conditions (never on fixed sleeps).
 
 pub mod browser;
+pub mod postgres;
 pub mod procs;
 pub mod tls;
 
@@ -10,6 +11,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use self::postgres::Postgres;
 pub use procs::{Agent, AgentOpts, Collector, CollectorOpts, Mosquitto, Transport};
 
 /// A binary built from this workspace, next to the test executable's

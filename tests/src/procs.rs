@@ -51,7 +51,8 @@ pub struct CollectorOpts {
     pub grpc_toml: String,
     /// The external broker speaks TLS, with a certificate from this CA.
     pub mqtt_tls_ca: Option<PathBuf>,
-    /// More keys for the embedded broker's `[mqtt]` section.
+    /// More keys for the `[mqtt]` section (embedded or external broker,
+    /// e.g. `share_group`).
     pub mqtt_toml: String,
 }
 
@@ -77,10 +78,14 @@ impl Collector {
                 opts.mqtt_toml
             ),
             Some(p) => match &opts.mqtt_tls_ca {
-                None => format!("embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\""),
+                None => format!(
+                    "embedded = false\nbroker = \"mqtt://127.0.0.1:{p}\"\n{}",
+                    opts.mqtt_toml
+                ),
                 Some(ca) => format!(
-                    "embedded = false\nbroker = \"mqtts://127.0.0.1:{p}\"\nca_file = \"{}\"",
-                    ca.display()
+                    "embedded = false\nbroker = \"mqtts://127.0.0.1:{p}\"\nca_file = \"{}\"\n{}",
+                    ca.display(),
+                    opts.mqtt_toml
                 ),
             },
         };
