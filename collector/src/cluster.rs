@@ -20,6 +20,9 @@ pub struct Cluster {
     /// True on PostgreSQL: other collectors may share the store.
     pub shared: bool,
     leader: Arc<AtomicBool>,
+    /// Woken when this collector takes the lease, so the periodic work
+    /// starts at once rather than at its next interval.
+    pub took_lead: Arc<tokio::sync::Notify>,
 }
 
 impl Cluster {
@@ -29,6 +32,7 @@ impl Cluster {
             node,
             shared: false,
             leader: Arc::new(AtomicBool::new(true)),
+            took_lead: Arc::default(),
         }
     }
 
@@ -38,6 +42,7 @@ impl Cluster {
             node,
             shared: true,
             leader: Arc::new(AtomicBool::new(false)),
+            took_lead: Arc::default(),
         }
     }
 
@@ -94,6 +99,9 @@ pub async fn lease_loop(
             Err(_) => false,
         };
         let was = cluster.leader.swap(held, Relaxed);
+        if held && !was {
+            cluster.took_lead.notify_waiters();
+        }
         if held != was {
             tracing::info!(node = %cluster.node, leader = held, "leader lease {}", if held { "taken: this collector runs the periodic work" } else { "lost" });
         }

@@ -158,6 +158,7 @@ impl Jobs {
             nudges = r.nudges,
             hosts = r.hosts,
             ms = r.millis,
+            node = %self.cluster.node,
             "detection pass"
         );
         Ok(r)
@@ -230,6 +231,7 @@ pub async fn detect_loop(jobs: Arc<Jobs>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            _ = jobs.cluster.took_lead.notified() => {}
         }
         if !jobs.cluster.is_leader() {
             continue;

@@ -3,9 +3,12 @@
 //! agent's presence, and lose nothing when one of them dies mid-stream;
 //! and the harness's real PostgreSQL, which their shared store will use.
 //!
-//! Each collector keeps its own SQLite store here, so a seq stored by both
-//! is a redelivery the shared store will deduplicate: the tests count
-//! those and bound them by the resends the agents made.
+//! The first two tests give each collector its own SQLite store, so a seq
+//! stored by both is a redelivery: they count those and bound them by the
+//! resends the agents made. The last one is the issue's: two collectors on
+//! one PostgreSQL store, one killed mid-stream, every seq stored exactly
+//! once, findings and nudges not doubled, the periodic work moved to the
+//! survivor.
 
 use crate::PATIENCE;
 use serde_json::Value;
@@ -23,11 +26,16 @@ const AGENTS: usize = 24;
 const LOADGEN_DURATION: Duration = Duration::from_secs(90);
 
 async fn member(dir: &Path, broker: u16) -> Collector {
+    member_with(dir, broker, String::new()).await
+}
+
+async fn member_with(dir: &Path, broker: u16, extra_toml: String) -> Collector {
     Collector::start(
         dir,
         CollectorOpts {
             external_broker: Some(broker),
             mqtt_toml: format!("share_group = \"{GROUP}\""),
+            extra_toml,
             ..Default::default()
         },
     )
@@ -45,12 +53,24 @@ fn loadgen(
     interval_ms: u64,
     resend_ms: u64,
 ) -> Child {
+    loadgen_n(dir, broker, prefix, AGENTS, count, interval_ms, resend_ms)
+}
+
+fn loadgen_n(
+    dir: &Path,
+    broker: u16,
+    prefix: &str,
+    agents: usize,
+    count: u64,
+    interval_ms: u64,
+    resend_ms: u64,
+) -> Child {
     let out = std::fs::File::create(dir.join(format!("{prefix}.json"))).expect("loadgen output");
     let err = std::fs::File::create(dir.join(format!("{prefix}.log"))).expect("loadgen log");
     Command::new(sobre_tests::bin("sobre-loadgen"))
         .arg("mqtt")
         .arg(format!("--broker=127.0.0.1:{broker}"))
-        .arg(format!("--agents={AGENTS}"))
+        .arg(format!("--agents={agents}"))
         .arg(format!("--count={count}"))
         .arg(format!("--interval-ms={interval_ms}"))
         .arg(format!("--resend-ms={resend_ms}"))
@@ -65,15 +85,19 @@ fn loadgen(
 }
 
 /// Waits for the load generator and checks every envelope was acked.
-async fn finish(mut lg: Child, dir: &Path, prefix: &str, count: u64) -> Value {
+async fn finish(lg: Child, dir: &Path, prefix: &str, count: u64) -> Value {
+    finish_n(lg, dir, prefix, AGENTS, count).await
+}
+
+async fn finish_n(mut lg: Child, dir: &Path, prefix: &str, agents: usize, count: u64) -> Value {
     let status = sobre_tests::procs::wait_exit(&mut lg, LOADGEN_DURATION + PATIENCE).await;
     let text = std::fs::read_to_string(dir.join(format!("{prefix}.json"))).unwrap_or_default();
     let log = std::fs::read_to_string(dir.join(format!("{prefix}.log"))).unwrap_or_default();
     assert!(status.success(), "sobre-loadgen failed: {status:?}\n{log}");
     let r: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     eprintln!("{prefix}: {r}");
-    assert_eq!(r["connected"], AGENTS as u64, "{r}");
-    assert_eq!(r["acked"], AGENTS as u64 * count, "{r}");
+    assert_eq!(r["connected"], agents as u64, "{r}");
+    assert_eq!(r["acked"], agents as u64 * count, "{r}");
     assert_eq!(r["unacked"], 0, "{r}");
     r
 }
@@ -278,4 +302,135 @@ async fn harness_postgres_answers_and_keeps_commits_across_a_kill() {
     .await
     .expect("join");
     assert_eq!(v, 42, "a committed row was lost:\n{}", pg.log());
+}
+
+/// The config of a member of a PostgreSQL cluster: the shared store, its
+/// node name, a short lease, detection every 10 s (the least allowed) and
+/// nudges at any hour.
+fn on_postgres(url: &str, node: &str) -> String {
+    format!(
+        "[store]\npostgres_url = \"{url}\"\n[cluster]\nnode = \"{node}\"\nlease_s = 3\n\
+         [detect]\ninterval_s = 10\n\
+         [nudge]\nquiet_start_hour = 0\nquiet_end_hour = 0\ndispatch_interval_s = 1\n"
+    )
+}
+
+/// Lines of a collector's log that say it took the leader lease, and that
+/// it ran a detection pass.
+fn leader_lines(c: &Collector) -> (usize, usize) {
+    let log = c.log();
+    (
+        log.matches("leader lease taken").count(),
+        log.matches("detection pass").count(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_postgres_store_a_killed_collector_loses_and_doubles_nothing_and_its_work_moves() {
+    const AGENTS_PG: usize = 50;
+    const COUNT: u64 = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = Mosquitto::start(&dir.path().join("mosquitto")).await;
+    let pg = Postgres::start(&dir.path().join("pg")).await;
+    let url = pg.url();
+    let a = member_with(&dir.path().join("a"), m.port, on_postgres(&url, "a")).await;
+    let b = member_with(&dir.path().join("b"), m.port, on_postgres(&url, "b")).await;
+
+    // One of them leads; only it runs the detection passes.
+    let leader_is_a = wait_for("a leader", PATIENCE, || async {
+        match (leader_lines(&a).0, leader_lines(&b).0) {
+            (1, 0) => Some(true),
+            (0, 1) => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (mut leader, follower) = if leader_is_a { (a, b) } else { (b, a) };
+
+    // A desktop left on every night for a week, into the shared broker:
+    // one finding, one nudge, made by the leader.
+    let raw = crate::nudges::raw_client(m.port).await;
+    let n = crate::nudges::simulate(&raw, "left-on", "desktop", 7 * 24, 3.0).await;
+    follower.wait_samples("left-on", n, PATIENCE).await;
+    let finding = wait_for("the left-on desktop's finding", PATIENCE, || async {
+        let f = follower.get("/api/v1/findings?kind=left_on").await;
+        f.as_array()
+            .and_then(|a| a.iter().find(|f| f["agent_id"] == "left-on").cloned())
+    })
+    .await;
+    wait_for("its nudge", PATIENCE, || async {
+        let n = follower.get("/api/v1/agents/left-on/nudges").await;
+        (n.as_array().is_some_and(|a| !a.is_empty())).then_some(())
+    })
+    .await;
+    assert_eq!(
+        leader_lines(&follower).1,
+        0,
+        "the follower ran a detection pass:\n{}",
+        follower.log()
+    );
+
+    // 50 agents stream; the leader dies once both have stored some.
+    let mut lg = loadgen_n(dir.path(), m.port, "pg", AGENTS_PG, COUNT, 100, 3_000);
+    for c in [&leader, &follower] {
+        wait_for("both members storing the stream", PATIENCE, || async {
+            (c.metric("sobre_envelopes_stored_total").await >= 200).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        lg.try_wait().expect("loadgen status").is_none(),
+        "the stream ended before the kill: raise COUNT"
+    );
+    let killed_at = std::time::Instant::now();
+    leader.kill9();
+    // The lease expires and the survivor takes it, then runs the passes.
+    wait_for("the survivor leading and detecting", PATIENCE, || async {
+        let (took, passes) = leader_lines(&follower);
+        (took == 1 && passes > 0).then_some(())
+    })
+    .await;
+    eprintln!(
+        "periodic work moved {} ms after the kill (lease 3 s)",
+        killed_at.elapsed().as_millis()
+    );
+    let r = finish_n(lg, dir.path(), "pg", AGENTS_PG, COUNT).await;
+    leader.restart().await;
+
+    // Every seq exactly once in the shared store, whoever stored it.
+    let ids = agent_ids(&[&follower], "pg").await;
+    assert_eq!(ids.len(), AGENTS_PG, "{ids:?}");
+    for id in &ids {
+        for c in [&follower, &leader] {
+            let seqs = c.sample_seqs(id).await;
+            assert_eq!(
+                seqs,
+                (1..=COUNT).collect::<Vec<_>>(),
+                "{id}: each seq once, none missing"
+            );
+        }
+    }
+    let dups = follower.metric("sobre_envelopes_duplicate_total").await
+        + leader.metric("sobre_envelopes_duplicate_total").await;
+    eprintln!(
+        "resent by the agents: {}, recognised as stored: {dups}",
+        r["resent"]
+    );
+
+    // Passes ran on both collectors over the run: still one finding and
+    // one nudge for the desktop.
+    let findings = follower.get("/api/v1/findings?kind=left_on").await;
+    let mine: Vec<_> = findings
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["agent_id"] == "left-on")
+        .collect();
+    assert_eq!(mine.len(), 1, "{findings}");
+    assert_eq!(mine[0]["id"], finding["id"]);
+    let nudges = follower.get("/api/v1/agents/left-on/nudges").await;
+    assert_eq!(nudges.as_array().expect("nudges").len(), 1, "{nudges}");
+    // The restarted collector follows: the survivor keeps the lease (the
+    // log is appended to: the one line is from before the kill).
+    assert_eq!(leader_lines(&leader).0, 1, "{}", leader.log());
 }

@@ -19,6 +19,7 @@ mod nudges;
 mod quickstart;
 mod security;
 mod storage;
+mod store;
 mod tls;
 
 use std::time::Duration;

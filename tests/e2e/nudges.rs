@@ -33,7 +33,13 @@ fn envelope(agent: &str, seq: u64, sent_at_ms: i64, body: Body) -> Vec<u8> {
 
 /// Publishes an inventory and `hours` hourly usage reports ending at the
 /// current hour, as a machine that was on all along would have sent.
-async fn simulate(client: &AsyncClient, agent: &str, chassis: &str, hours: i64, cpu: f32) -> usize {
+pub(crate) async fn simulate(
+    client: &AsyncClient,
+    agent: &str,
+    chassis: &str,
+    hours: i64,
+    cpu: f32,
+) -> usize {
     let topic = topics::up(agent);
     let inv = Inventory {
         hostname: agent.into(),
