@@ -3,6 +3,10 @@
 //! commit, and serves them over HTTP.
 
 pub mod bench;
+
+/// How often the API token files are read again (rotation without a
+/// restart, SECURITY.md).
+const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 pub mod campaign;
 pub mod cluster;
 pub mod config;
@@ -256,21 +260,28 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     ));
     tracker.spawn(jobs::detect_loop(jobs.clone(), cancel.clone()));
     tracker.spawn(jobs::dispatch_loop(jobs.clone(), cancel.clone()));
+    let lease = std::time::Duration::from_secs(cfg.cluster.lease_s);
     if cluster.shared {
-        let every = std::time::Duration::from_secs(cfg.cluster.lease_s);
         tracker.spawn(cluster::lease_loop(
             cluster.clone(),
             location.clone(),
-            every,
-            cancel.clone(),
-        ));
-        tracker.spawn(cluster::refresh_credentials(
-            credentials.clone(),
-            location.clone(),
-            every / 3,
+            lease,
             cancel.clone(),
         ));
     }
+    // Enrolments and revocations made elsewhere (another collector, or
+    // `sobre-collector revoke` on this store) take effect within this.
+    tracker.spawn(cluster::refresh_credentials(
+        credentials.clone(),
+        location.clone(),
+        lease / 3,
+        cancel.clone(),
+    ));
+    tracker.spawn(http::auth::refresh_loop(
+        tokens.clone(),
+        TOKEN_REFRESH,
+        cancel.clone(),
+    ));
 
     // gRPC.
     let grpc_addr = if cfg.grpc.enabled {

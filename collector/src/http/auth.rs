@@ -37,12 +37,18 @@ pub enum Role {
 }
 
 /// The tokens this collector accepts.
-#[derive(Clone)]
 pub struct Tokens {
+    secrets: std::sync::RwLock<Secrets>,
+    pub admin_file: PathBuf,
+    read_file: Option<PathBuf>,
+    open_read: bool,
+}
+
+/// The tokens in force; replaced whole when their files change.
+#[derive(PartialEq)]
+struct Secrets {
     admin: String,
     read: Vec<String>,
-    pub admin_file: PathBuf,
-    open_read: bool,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -50,7 +56,7 @@ impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokens")
             .field("admin_file", &self.admin_file)
-            .field("read_tokens", &self.read.len())
+            .field("read_tokens", &self.secrets().read.len())
             .field("open_read", &self.open_read)
             .finish_non_exhaustive()
     }
@@ -125,24 +131,78 @@ impl Tokens {
             None => Vec::new(),
         };
         Ok(Tokens {
-            admin,
-            read,
+            secrets: std::sync::RwLock::new(Secrets { admin, read }),
             admin_file,
+            read_file: cfg.read_tokens_file.clone(),
             open_read: cfg.open_read,
         })
     }
 
+    fn secrets(&self) -> std::sync::RwLockReadGuard<'_, Secrets> {
+        // A panic while holding the lock leaves the tokens usable.
+        self.secrets.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the token files again (rotation without a restart): a new
+    /// admin token in its file, or a deleted file (a new token is then
+    /// generated in it), or an edited read-token file, takes effect at
+    /// once. True when something changed. On an error the tokens in force
+    /// stay.
+    pub fn refresh(&self) -> Result<bool, AuthError> {
+        let (admin, generated) = admin_token(&self.admin_file)?;
+        let read = match &self.read_file {
+            Some(p) => read_tokens(p)?,
+            None => Vec::new(),
+        };
+        let fresh = Secrets { admin, read };
+        let mut cur = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        if *cur == fresh {
+            return Ok(false);
+        }
+        let (admin_changed, read_changed) = (cur.admin != fresh.admin, cur.read != fresh.read);
+        *cur = fresh;
+        tracing::warn!(
+            admin_changed,
+            generated,
+            read_changed,
+            file = %self.admin_file.display(),
+            "API tokens rotated: the old ones no longer work"
+        );
+        Ok(true)
+    }
+
     /// The role a presented token gives, if any.
     pub fn role_of(&self, token: &str) -> Option<Role> {
-        if ct_eq(token.as_bytes(), self.admin.as_bytes()) {
+        let s = self.secrets();
+        if ct_eq(token.as_bytes(), s.admin.as_bytes()) {
             return Some(Role::Admin);
         }
         // Every read token is compared, whichever matches.
-        let read = self
+        let read = s
             .read
             .iter()
             .fold(false, |hit, t| ct_eq(token.as_bytes(), t.as_bytes()) | hit);
         read.then_some(Role::Read)
+    }
+}
+
+/// Reads the token files again every `every` until `cancel`.
+pub async fn refresh_loop(
+    tokens: std::sync::Arc<Tokens>,
+    every: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let t = tokens.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.refresh()).await {
+            tracing::warn!(error = %e, "cannot read the API token files again; the tokens in force stay");
+        }
     }
 }
 
@@ -282,11 +342,44 @@ mod tests {
     }
 
     #[test]
+    fn tokens_rotate_without_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let read_file = dir.path().join("read.tokens");
+        std::fs::write(&read_file, format!("{}\n", "r".repeat(64))).expect("write");
+        let cfg = crate::config::HttpConfig {
+            read_tokens_file: Some(read_file.clone()),
+            ..Default::default()
+        };
+        let t = Tokens::load(&cfg, dir.path()).expect("load");
+        let old = std::fs::read_to_string(&t.admin_file).expect("admin file");
+        let old = old.trim();
+        assert_eq!(t.role_of(old), Some(Role::Admin));
+        assert!(!t.refresh().expect("refresh"), "nothing changed yet");
+        // A new admin token written into the file replaces the old one.
+        std::fs::write(&t.admin_file, format!("{}\n", "b".repeat(64))).expect("write");
+        std::fs::write(&read_file, format!("{}\n", "s".repeat(64))).expect("write");
+        assert!(t.refresh().expect("refresh"));
+        assert_eq!(t.role_of(old), None, "the old admin token is refused");
+        assert_eq!(t.role_of(&"b".repeat(64)), Some(Role::Admin));
+        assert_eq!(t.role_of(&"r".repeat(64)), None, "the old read token too");
+        assert_eq!(t.role_of(&"s".repeat(64)), Some(Role::Read));
+        // A deleted admin file: a new token is generated into it.
+        std::fs::remove_file(&t.admin_file).expect("rm");
+        assert!(t.refresh().expect("refresh"));
+        let new = std::fs::read_to_string(&t.admin_file).expect("regenerated");
+        assert_eq!(t.role_of(new.trim()), Some(Role::Admin));
+        assert_eq!(t.role_of(&"b".repeat(64)), None);
+    }
+
+    #[test]
     fn roles_follow_the_token() {
         let t = Tokens {
-            admin: "a".repeat(64),
-            read: vec!["r".repeat(64)],
+            secrets: std::sync::RwLock::new(Secrets {
+                admin: "a".repeat(64),
+                read: vec!["r".repeat(64)],
+            }),
             admin_file: PathBuf::new(),
+            read_file: None,
             open_read: true,
         };
         assert_eq!(t.role_of(&"a".repeat(64)), Some(Role::Admin));

@@ -47,6 +47,9 @@ pub struct Credentials {
     /// The collector's own password on the embedded broker, new at each
     /// start (it never leaves the process).
     own_mqtt_password: String,
+    /// Bumped by every change made here, so that a reload that read the
+    /// store before the change does not undo it.
+    local_changes: std::sync::atomic::AtomicU64,
 }
 
 /// The MQTT client id an agent uses (see the agent's MQTT transport).
@@ -65,15 +68,22 @@ impl Credentials {
             required,
             creds: RwLock::new(read_all(conn)?),
             own_mqtt_password: crate::http::auth::random_token()?,
+            local_changes: Default::default(),
         })
     }
 
     /// Reads the credentials again (a cluster: another collector may have
     /// enrolled or revoked an agent). Returns how many are in force.
     pub fn reload(&self, conn: &dyn Db) -> Result<usize, EnrolError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let before = self.local_changes.load(SeqCst);
         let fresh = read_all(conn)?;
         let n = fresh.values().filter(|c| matches!(c, Cred::Key(_))).count();
-        if let Ok(mut m) = self.creds.write() {
+        if let Ok(mut m) = self.creds.write()
+            && self.local_changes.load(SeqCst) == before
+        {
+            // (Otherwise an enrolment or revocation made here since the
+            // read is newer than it: the next reload picks both up.)
             *m = fresh;
         }
         Ok(n)
@@ -239,6 +249,10 @@ impl Credentials {
         })?;
         if let Ok(mut m) = self.creds.write() {
             m.insert(agent_id.to_owned(), Cred::Key(key));
+            // Under the lock: a reload that took it first has already
+            // applied its (older) read; one that takes it next sees this.
+            self.local_changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         tracing::info!(agent = agent_id, "agent enrolled");
         Ok(key)
@@ -256,6 +270,10 @@ impl Credentials {
         }
         if let Ok(mut m) = self.creds.write() {
             m.insert(agent_id.to_owned(), Cred::Revoked);
+            // Under the lock: a reload that took it first has already
+            // applied its (older) read; one that takes it next sees this.
+            self.local_changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         tracing::warn!(agent = agent_id, "agent credential revoked");
         Ok(())
