@@ -288,7 +288,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         let listener = bind("gRPC", cfg.grpc.listen).await?;
         let addr = local_addr(&listener, "gRPC", cfg.grpc.listen)?;
         let svc = sobre_proto::v1::telemetry_server::TelemetryServer::new(
-            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone(), cfg.data_dir.clone()),
+            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone(), location.clone()),
         )
         .max_decoding_message_size(cfg.limits.max_envelope_bytes);
         let shutdown = cancel.clone();

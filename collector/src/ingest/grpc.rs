@@ -19,16 +19,13 @@ pub struct TelemetryService {
     ctx: IngestCtx,
     cancel: CancellationToken,
     /// For enrolments (rare: a short-lived store connection each).
-    data_dir: std::path::PathBuf,
+    /// Where enrolments are written: the store, whichever its engine.
+    store: crate::store::Location,
 }
 
 impl TelemetryService {
-    pub fn new(ctx: IngestCtx, cancel: CancellationToken, data_dir: std::path::PathBuf) -> Self {
-        TelemetryService {
-            ctx,
-            cancel,
-            data_dir,
-        }
+    pub fn new(ctx: IngestCtx, cancel: CancellationToken, store: crate::store::Location) -> Self {
+        TelemetryService { ctx, cancel, store }
     }
 }
 
@@ -62,11 +59,11 @@ impl Telemetry for TelemetryService {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
         let req = request.into_inner();
-        let (creds, dir) = (self.ctx.credentials.clone(), self.data_dir.clone());
+        let (creds, store) = (self.ctx.credentials.clone(), self.store.clone());
         let agent = req.agent_id.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let conn = crate::store::open(&dir, true)?;
-            creds.enrol(&conn, &req.agent_id, &req.token, now_ms())
+            let conn = store.open()?;
+            creds.enrol(conn.as_ref(), &req.agent_id, &req.token, now_ms())
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
