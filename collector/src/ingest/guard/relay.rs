@@ -1,0 +1,276 @@
+//! One client connection through the guard: read its CONNECT, admit it
+//! (enrolment, reserved client id, last will), open its own connection to
+//! rumqttd's internal listener, then relay both ways. Client to broker,
+//! each packet is framed and checked, and forwarded as the client sent it;
+//! the one exception is the CONNECT, re-encoded with the guard's sign-in
+//! (same client id, keep-alive, session flag and will). Broker to client,
+//! bytes are copied as they come.
+
+use super::acl::{Acl, Refusal, truncate};
+use super::packet::{self, Packet};
+use super::{CONNECT_TIMEOUT, GUARD_USER, Guard};
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::FixedHeader;
+use rumqttc::mqttbytes::v4::{Connect, Login};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes read from a client at a time (a packet may be larger: the
+/// buffer grows to `max_packet_bytes` at most).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// After the client closed, how long its last packets may take to reach
+/// the broker and the broker's last answers to come back.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// A client the guard turned away.
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub why: Refusal,
+    /// As the client sent it, bounded (empty before its CONNECT).
+    pub client_id: String,
+}
+
+/// Why the client-to-broker direction stopped.
+enum Stop {
+    Refused(Refusal),
+    /// Either socket failed or closed; nothing to report.
+    Io,
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Stop {
+        Stop::Refused(r)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(_: std::io::Error) -> Stop {
+        Stop::Io
+    }
+}
+
+impl From<packet::PacketError> for Stop {
+    fn from(e: packet::PacketError) -> Stop {
+        Stop::Refused(Refusal::Protocol(e.to_string()))
+    }
+}
+
+pub(super) async fn run<S>(g: &Guard, client: S, peer: SocketAddr) -> Result<(), Refused>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let max = g.settings.max_packet_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let anonymous = |why| Refused {
+        why,
+        client_id: String::new(),
+    };
+    let connect =
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut cr, &mut buf, max)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(Stop::Refused(why))) => return Err(anonymous(why)),
+            Ok(Err(Stop::Io)) => return Ok(()),
+            Err(_) => {
+                tracing::debug!(%peer, "MQTT client sent no CONNECT in time");
+                return Ok(());
+            }
+        };
+    let client_id = truncate(&connect.client_id);
+    let refused = |why| Refused {
+        why,
+        client_id: client_id.clone(),
+    };
+    let acl = match admit(g, &connect) {
+        Ok(acl) => acl,
+        Err(why) => {
+            // 5: not authorised. The client learns no more than that.
+            let _ = cw.write_all(&packet::connack(5)).await;
+            let _ = cw.shutdown().await;
+            return Err(refused(why));
+        }
+    };
+    let upstream = match TcpStream::connect(g.settings.broker).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(broker = %g.settings.broker, error = %e, "the embedded broker is unreachable from the MQTT guard");
+            return Ok(());
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let (mut ur, uw) = upstream.into_split();
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut inner = *connect;
+    inner.login = Some(Login::new(
+        GUARD_USER,
+        g.settings.auth.guard_password.as_str(),
+    ));
+    if let Err(e) = inner.write(&mut out) {
+        return Err(refused(Refusal::Protocol(e.to_string())));
+    }
+    let up = pump_up(g, &acl, &mut cr, uw, buf, out);
+    let down = tokio::io::copy(&mut ur, &mut cw);
+    tokio::pin!(up, down);
+    tokio::select! {
+        r = &mut up => match r {
+            // The client closed: let its last packets and the broker's
+            // answers through, then end.
+            Ok(()) => {
+                let _ = tokio::time::timeout(LINGER, &mut down).await;
+                Ok(())
+            }
+            Err(Stop::Io) => Ok(()),
+            Err(Stop::Refused(why)) => Err(refused(why)),
+        },
+        // The broker closed (or the client stopped reading): end both.
+        _ = &mut down => Ok(()),
+    }
+}
+
+/// Reads up to the client's first packet, which must be a CONNECT.
+async fn read_connect<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Box<Connect>, Stop> {
+    loop {
+        if let Some(h) = packet::frame(buf, max)? {
+            let frame = buf.split_to(h.frame_length()).freeze();
+            return match packet::parse(h, frame)? {
+                Packet::Connect(c) => Ok(c),
+                _ => Err(Refusal::Protocol("the first packet must be a CONNECT".into()).into()),
+            };
+        }
+        reserve(buf);
+        if r.read_buf(buf).await? == 0 {
+            return Err(Stop::Io);
+        }
+    }
+}
+
+/// Who the client is, and whether its CONNECT may go on.
+fn admit(g: &Guard, c: &Connect) -> Result<Acl, Refusal> {
+    let own = &g.settings.auth.own_client_id;
+    if &c.client_id == own {
+        return Err(Refusal::ReservedClientId);
+    }
+    let acl = if g.credentials.required() {
+        let (user, pass) = c
+            .login
+            .as_ref()
+            .map_or(("", ""), |l| (l.username.as_str(), l.password.as_str()));
+        if !g.credentials.mqtt_connect_ok(own, &c.client_id, user, pass) {
+            return Err(Refusal::NotEnrolled);
+        }
+        Acl::enrolled(user)
+    } else {
+        Acl::unproven(&c.client_id)
+    };
+    if let Some(w) = &c.last_will {
+        acl.will(&w.topic)?;
+    }
+    Ok(acl)
+}
+
+/// Takes the next whole packet (after the CONNECT) off `buf` if it may
+/// pass, with the agent to charge a token to; `None` until a whole one is
+/// there.
+fn next_packet(
+    acl: &Acl,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<(Bytes, Option<String>)>, Stop> {
+    let Some(h) = packet::frame(buf, max)? else {
+        return Ok(None);
+    };
+    let frame = buf.split_to(h.frame_length()).freeze();
+    let charge = check(acl, h, frame.clone())?;
+    Ok(Some((frame, charge)))
+}
+
+/// Whether one packet may pass, and the agent it is charged to: every
+/// PUBLISH, SUBSCRIBE and UNSUBSCRIBE (what touches rumqttd's router),
+/// not the acks and pings. An UNSUBSCRIBE of an unbound client (no
+/// enrolment, not an agent's client id) is charged to no one.
+fn check(acl: &Acl, h: FixedHeader, frame: Bytes) -> Result<Option<String>, Stop> {
+    Ok(match packet::parse(h, frame)? {
+        Packet::Publish { topic } => Some(acl.publish(&topic)?.to_owned()),
+        Packet::Subscribe { filters } => {
+            let mut charge = None;
+            for f in &filters {
+                let id = acl.subscribe(f)?;
+                charge.get_or_insert_with(|| id.to_owned());
+            }
+            charge
+        }
+        Packet::Unsubscribe => acl.agent().map(str::to_owned),
+        Packet::Connect(_) => return Err(Refusal::Protocol("a second CONNECT".into()).into()),
+        Packet::Other => None,
+    })
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Client to broker: frames, checks and charges each packet, forwards it
+/// unchanged. An agent out of tokens is not read until one is back, so TCP
+/// pushes back on that client alone and nothing of its excess reaches
+/// rumqttd's shared log. `out` starts with the re-encoded CONNECT.
+async fn pump_up<R, W>(
+    g: &Guard,
+    acl: &Acl,
+    r: &mut R,
+    mut w: W,
+    mut buf: BytesMut,
+    mut out: BytesMut,
+) -> Result<(), Stop>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max = g.settings.max_packet_bytes;
+    loop {
+        loop {
+            let (frame, charge) = match next_packet(acl, &mut buf, max) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(why) => {
+                    // What came before the offence was within the rules.
+                    let _ = w.write_all(&out).await;
+                    return Err(why);
+                }
+            };
+            if let Some(agent) = charge {
+                while let Err(wait) = g.rate.take_or_wait(&agent, Instant::now()) {
+                    // What was let through goes now; then nothing more is
+                    // read from this client until its token is due.
+                    if !out.is_empty() {
+                        w.write_all(&out).await?;
+                        out.clear();
+                    }
+                    g.throttled(&agent, wait.log);
+                    tokio::time::sleep(wait.after).await;
+                }
+            }
+            out.extend_from_slice(&frame);
+        }
+        if !out.is_empty() {
+            w.write_all(&out).await?;
+            out.clear();
+        }
+        reserve(&mut buf);
+        if r.read_buf(&mut buf).await? == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
