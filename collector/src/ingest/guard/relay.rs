@@ -9,17 +9,22 @@
 use super::acl::{Acl, Refusal, truncate};
 use super::packet::{self, Packet};
 use super::{CONNECT_TIMEOUT, GUARD_USER, Guard};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::FixedHeader;
 use rumqttc::mqttbytes::v4::{Connect, Login};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Bytes read from a client at a time (a packet may be larger: the
-/// buffer grows to `max_packet_bytes` at most).
-const READ_CHUNK: usize = 16 * 1024;
+/// Room for reading from a client (a packet may be larger: the buffer
+/// grows to `max_packet_bytes` at most). Small: every agent holds one
+/// while connected, most of them idle.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// Room for reading from the broker (acks, downlinks), per connection.
+const DOWN_CHUNK: usize = 4 * 1024;
 
 /// After the client closed, how long its last packets may take to reach
 /// the broker and the broker's last answers to come back.
@@ -102,7 +107,7 @@ where
     };
     let _ = upstream.set_nodelay(true);
     let (mut ur, uw) = upstream.into_split();
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
     let mut inner = *connect;
     inner.login = Some(Login::new(
         GUARD_USER,
@@ -112,7 +117,7 @@ where
         return Err(refused(Refusal::Protocol(e.to_string())));
     }
     let up = pump_up(g, &acl, &mut cr, uw, buf, out);
-    let down = tokio::io::copy(&mut ur, &mut cw);
+    let down = pump_down(&mut ur, &mut cw);
     tokio::pin!(up, down);
     tokio::select! {
         r = &mut up => match r {
@@ -138,11 +143,17 @@ async fn read_connect<R: AsyncRead + Unpin>(
 ) -> Result<Box<Connect>, Stop> {
     loop {
         if let Some(h) = packet::frame(buf, max)? {
-            let frame = buf.split_to(h.frame_length()).freeze();
-            return match packet::parse(h, frame)? {
-                Packet::Connect(c) => Ok(c),
-                _ => Err(Refusal::Protocol("the first packet must be a CONNECT".into()).into()),
+            let len = h.frame_length();
+            let connect = match packet::parse(h, &buf[..len])? {
+                Packet::Connect(c) => c,
+                _ => {
+                    return Err(
+                        Refusal::Protocol("the first packet must be a CONNECT".into()).into(),
+                    );
+                }
             };
+            buf.advance(len);
+            return Ok(connect);
         }
         reserve(buf);
         if r.read_buf(buf).await? == 0 {
@@ -175,43 +186,6 @@ fn admit(g: &Guard, c: &Connect) -> Result<Acl, Refusal> {
     Ok(acl)
 }
 
-/// Takes the next whole packet (after the CONNECT) off `buf` if it may
-/// pass, with the agent to charge a token to; `None` until a whole one is
-/// there.
-fn next_packet(
-    acl: &Acl,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<(Bytes, Option<String>)>, Stop> {
-    let Some(h) = packet::frame(buf, max)? else {
-        return Ok(None);
-    };
-    let frame = buf.split_to(h.frame_length()).freeze();
-    let charge = check(acl, h, frame.clone())?;
-    Ok(Some((frame, charge)))
-}
-
-/// Whether one packet may pass, and the agent it is charged to: every
-/// PUBLISH, SUBSCRIBE and UNSUBSCRIBE (what touches rumqttd's router),
-/// not the acks and pings. An UNSUBSCRIBE of an unbound client (no
-/// enrolment, not an agent's client id) is charged to no one.
-fn check(acl: &Acl, h: FixedHeader, frame: Bytes) -> Result<Option<String>, Stop> {
-    Ok(match packet::parse(h, frame)? {
-        Packet::Publish { topic } => Some(acl.publish(&topic)?.to_owned()),
-        Packet::Subscribe { filters } => {
-            let mut charge = None;
-            for f in &filters {
-                let id = acl.subscribe(f)?;
-                charge.get_or_insert_with(|| id.to_owned());
-            }
-            charge
-        }
-        Packet::Unsubscribe => acl.agent().map(str::to_owned),
-        Packet::Connect(_) => return Err(Refusal::Protocol("a second CONNECT".into()).into()),
-        Packet::Other => None,
-    })
-}
-
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
@@ -219,30 +193,35 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 /// Client to broker: frames, checks and charges each packet, forwards it
-/// unchanged. An agent out of tokens is not read until one is back, so TCP
-/// pushes back on that client alone and nothing of its excess reaches
-/// rumqttd's shared log. `out` starts with the re-encoded CONNECT.
+/// unchanged (from the read buffer itself). An agent out of tokens is not
+/// read until one is back, so TCP pushes back on that client alone and
+/// nothing of its excess reaches rumqttd's shared log. `connect` (the
+/// re-encoded CONNECT) goes first.
 async fn pump_up<R, W>(
     g: &Guard,
     acl: &Acl,
     r: &mut R,
     mut w: W,
     mut buf: BytesMut,
-    mut out: BytesMut,
+    connect: BytesMut,
 ) -> Result<(), Stop>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let max = g.settings.max_packet_bytes;
+    w.write_all(&connect).await?;
+    drop(connect);
     loop {
+        // buf[..sent] is written, buf[sent..pos] checked and due.
+        let (mut sent, mut pos) = (0, 0);
         loop {
-            let (frame, charge) = match next_packet(acl, &mut buf, max) {
+            let (len, charge) = match next_packet(acl, &buf[pos..], max) {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(why) => {
                     // What came before the offence was within the rules.
-                    let _ = w.write_all(&out).await;
+                    let _ = w.write_all(&buf[sent..pos]).await;
                     return Err(why);
                 }
             };
@@ -250,25 +229,74 @@ where
                 while let Err(wait) = g.rate.take_or_wait(&agent, Instant::now()) {
                     // What was let through goes now; then nothing more is
                     // read from this client until its token is due.
-                    if !out.is_empty() {
-                        w.write_all(&out).await?;
-                        out.clear();
-                    }
+                    w.write_all(&buf[sent..pos]).await?;
+                    sent = pos;
                     g.throttled(&agent, wait.log);
                     tokio::time::sleep(wait.after).await;
                 }
             }
-            out.extend_from_slice(&frame);
+            pos += len;
         }
-        if !out.is_empty() {
-            w.write_all(&out).await?;
-            out.clear();
-        }
+        w.write_all(&buf[sent..pos]).await?;
+        buf.advance(pos);
         reserve(&mut buf);
         if r.read_buf(&mut buf).await? == 0 {
             let _ = w.shutdown().await;
             return Ok(());
         }
+    }
+}
+
+/// A packet that may pass: its length, and the agent charged for it.
+type Passed<'b> = (usize, Option<Cow<'b, str>>);
+
+/// The next whole packet (after the CONNECT) at the start of `buf` if it
+/// may pass; `None` until a whole one is there.
+fn next_packet<'b>(acl: &Acl, buf: &'b [u8], max: usize) -> Result<Option<Passed<'b>>, Stop> {
+    let Some(h) = packet::frame(buf, max)? else {
+        return Ok(None);
+    };
+    let len = h.frame_length();
+    let charge = check(acl, h, &buf[..len])?;
+    Ok(Some((len, charge)))
+}
+
+/// Whether one packet may pass, and the agent it is charged to: every
+/// PUBLISH, SUBSCRIBE and UNSUBSCRIBE (what touches rumqttd's router),
+/// not the acks and pings. An UNSUBSCRIBE of an unbound client (no
+/// enrolment, not an agent's client id) is charged to no one.
+fn check<'f>(acl: &Acl, h: FixedHeader, frame: &'f [u8]) -> Result<Option<Cow<'f, str>>, Stop> {
+    Ok(match packet::parse(h, frame)? {
+        Packet::Publish { topic } => Some(Cow::Borrowed(acl.publish(topic)?)),
+        Packet::Subscribe { filters } => {
+            let mut charge = None;
+            for f in &filters {
+                let id = acl.subscribe(f)?;
+                charge.get_or_insert_with(|| Cow::Owned(id.to_owned()));
+            }
+            charge
+        }
+        Packet::Unsubscribe => acl.agent().map(|a| Cow::Owned(a.to_owned())),
+        Packet::Connect(_) => return Err(Refusal::Protocol("a second CONNECT".into()).into()),
+        Packet::Other => None,
+    })
+}
+
+/// Broker to client: the bytes as they come, flushed at once (a TLS
+/// client's record must not wait for more).
+async fn pump_down<R, W>(r: &mut R, w: &mut W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(DOWN_CHUNK);
+    loop {
+        buf.clear();
+        if r.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf).await?;
+        w.flush().await?;
     }
 }
 
