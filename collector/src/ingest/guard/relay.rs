@@ -17,13 +17,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 
 /// Room for reading from a client (a packet may be larger: the buffer
 /// grows to `max_packet_bytes` at most). Small: every agent holds one
 /// while connected, most of them idle.
 const READ_CHUNK: usize = 4 * 1024;
 
-/// Room for reading from the broker (acks, downlinks), per connection.
+/// Room for one read from the broker (acks, downlinks).
 const DOWN_CHUNK: usize = 4 * 1024;
 
 /// After the client closed, how long its last packets may take to reach
@@ -106,7 +107,7 @@ where
         }
     };
     let _ = upstream.set_nodelay(true);
-    let (mut ur, uw) = upstream.into_split();
+    let (ur, uw) = upstream.into_split();
     let mut out = BytesMut::new();
     let mut inner = *connect;
     inner.login = Some(Login::new(
@@ -117,7 +118,7 @@ where
         return Err(refused(Refusal::Protocol(e.to_string())));
     }
     let up = pump_up(g, &acl, &mut cr, uw, buf, out);
-    let down = pump_down(&mut ur, &mut cw);
+    let down = pump_down(&ur, &mut cw);
     tokio::pin!(up, down);
     tokio::select! {
         r = &mut up => match r {
@@ -239,6 +240,10 @@ where
         }
         w.write_all(&buf[sent..pos]).await?;
         buf.advance(pos);
+        // After a large packet (a storage summary), back to a small buffer.
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            buf = BytesMut::new();
+        }
         reserve(&mut buf);
         if r.read_buf(&mut buf).await? == 0 {
             let _ = w.shutdown().await;
@@ -283,20 +288,25 @@ fn check<'f>(acl: &Acl, h: FixedHeader, frame: &'f [u8]) -> Result<Option<Cow<'f
 }
 
 /// Broker to client: the bytes as they come, flushed at once (a TLS
-/// client's record must not wait for more).
-async fn pump_down<R, W>(r: &mut R, w: &mut W) -> std::io::Result<()>
+/// client's record must not wait for more). The buffer exists only while
+/// there is something to copy: most agents hear from the broker once per
+/// report, and hold no memory for it in between.
+async fn pump_down<W>(r: &OwnedReadHalf, w: &mut W) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(DOWN_CHUNK);
     loop {
-        buf.clear();
-        if r.read_buf(&mut buf).await? == 0 {
-            return Ok(());
+        r.readable().await?;
+        let mut buf = BytesMut::with_capacity(DOWN_CHUNK);
+        match r.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {
+                w.write_all(&buf).await?;
+                w.flush().await?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-        w.write_all(&buf).await?;
-        w.flush().await?;
     }
 }
 
