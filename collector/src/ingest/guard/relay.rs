@@ -27,6 +27,11 @@ const READ_CHUNK: usize = 4 * 1024;
 /// Room for one read from the broker (acks, downlinks).
 const DOWN_CHUNK: usize = 4 * 1024;
 
+/// Largest CONNECT taken (an agent's is ~200 bytes: client id, will,
+/// user name, password). Before it, nobody is known: a stranger must not
+/// make the guard hold `max_packet_bytes` per connection.
+const MAX_CONNECT_BYTES: usize = 4 * 1024;
+
 /// After the client closed, how long its last packets may take to reach
 /// the broker and the broker's last answers to come back.
 const LINGER: Duration = Duration::from_secs(5);
@@ -75,8 +80,9 @@ where
         why,
         client_id: String::new(),
     };
+    let first = max.min(MAX_CONNECT_BYTES);
     let connect =
-        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut cr, &mut buf, max)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut cr, &mut buf, first)).await {
             Ok(Ok(c)) => c,
             Ok(Err(Stop::Refused(why))) => return Err(anonymous(why)),
             Ok(Err(Stop::Io)) => return Ok(()),

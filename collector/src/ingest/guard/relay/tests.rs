@@ -308,6 +308,16 @@ async fn refused_at_connect_with_not_authorised() {
         assert_eq!(read_end(&mut c).await, packet::connack(5), "{reason}");
         assert_eq!(r.metrics.mqtt_refused_count(reason), 1, "{reason}");
     }
+    // A CONNECT larger than any agent's: refused from its header.
+    let r = rig(false, 100.0).await;
+    let mut c = client(&r);
+    let mut big = v4::Connect::new("sobre-agent-a1");
+    big.set_login("a1", "p".repeat(5000));
+    c.write_all(&encode(v4::Packet::Connect(big)))
+        .await
+        .expect("write");
+    assert!(read_end(&mut c).await.is_empty());
+    assert_eq!(r.metrics.mqtt_refused_count("protocol"), 1);
     // Not a CONNECT first.
     let r = rig(false, 100.0).await;
     let mut c = client(&r);
