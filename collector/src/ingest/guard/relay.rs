@@ -69,6 +69,8 @@ impl From<packet::PacketError> for Stop {
     }
 }
 
+/// Serves one client connection until either side closes; `Err` when the
+/// guard turned the client away (for the caller to count and log).
 pub(super) async fn run<S>(g: &Guard, client: S, peer: SocketAddr) -> Result<(), Refused>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
@@ -114,16 +116,16 @@ where
     };
     let _ = upstream.set_nodelay(true);
     let (ur, uw) = upstream.into_split();
-    let mut out = BytesMut::new();
+    let mut signed_in = BytesMut::new();
     let mut inner = *connect;
     inner.login = Some(Login::new(
         GUARD_USER,
         g.settings.auth.guard_password.as_str(),
     ));
-    if let Err(e) = inner.write(&mut out) {
+    if let Err(e) = inner.write(&mut signed_in) {
         return Err(refused(Refusal::Protocol(e.to_string())));
     }
-    let up = pump_up(g, &acl, &mut cr, uw, buf, out);
+    let up = pump_up(g, &acl, &mut cr, uw, buf, signed_in);
     let down = pump_down(&ur, &mut cw);
     tokio::pin!(up, down);
     tokio::select! {
