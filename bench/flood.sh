@@ -17,7 +17,8 @@
 # that matter are the well-behaved agents' publish->ack latency (p50, p99)
 # and acked/s, flood / normal of the same run; goal: latency within 2x.
 # Also reported: what the abusive agents sent and got acked, the
-# collector's refusals (rate_limited), CPU, peak RSS and log size.
+# collector's refusals (rate_limited), the MQTT packets its guard held
+# back (sobre_mqtt_throttled_total), CPU, peak RSS and log size.
 #
 # The load comes from tests/src/bin/sobre-loadgen.rs (`--interval-ms`,
 # `--abusive`; see `sobre-loadgen --help`).
@@ -151,6 +152,7 @@ r.update(case=name, transport=mode, flood=int(abusive) > 0,
          received=m.get("sobre_envelopes_received_total", 0),
          stored=m.get("sobre_envelopes_stored_total", 0),
          rate_limited=m.get('sobre_envelopes_rejected_total{reason="rate_limited"}', 0),
+         mqtt_throttled=m.get("sobre_mqtt_throttled_total", 0),
          rejected=sum(v for k, v in m.items() if k.startswith("sobre_envelopes_rejected_total")),
          loadavg=open(f"{d}/loadavg.txt").read().strip())
 print(json.dumps(r))
@@ -211,7 +213,8 @@ for r in rows:
     if a:
         print(f"{r['case']}: abusive sent {a['sent']:,} ({a['sent_per_s']:,.0f}/s), acked {a['acked']:,}; "
               f"collector received {r['received']:,.0f}, stored {r['stored']:,.0f}, rejected {r['rejected']:,.0f} "
-              f"(rate_limited {r['rate_limited']:,.0f}); loadgen CPU {r['loadgen_cpu_pct']:.0f} %")
+              f"(rate_limited {r['rate_limited']:,.0f}); MQTT packets held back by the guard "
+              f"{r.get('mqtt_throttled', 0):,.0f}; loadgen CPU {r['loadgen_cpu_pct']:.0f} %")
 EOF
 } | tee "$OUT"
 echo "report saved to $OUT" >&2

@@ -8,6 +8,12 @@
 #   4. grpc       collector, N agents over gRPC streams
 #   5. overload   far more offered load than capacity, over MQTT (embedded):
 #                 the collector's memory must stay bounded
+#   embedded_base  as 2, with the collector in BASE_BIN (another build,
+#                 e.g. before a change): the report gives embedded / embedded_base
+#                 side by side (run both in one CASES; skipped without BASE_BIN)
+#   idle, idle_base  IDLE_AGENTS agents over MQTT (embedded), one envelope
+#                 every 10 s each, as a real fleet: memory per connection
+#                 (not in the default CASES; idle_base needs BASE_BIN)
 # and two diagnostic runs that explain the MQTT figures (not goals):
 #   external_nodelay  as 3, Mosquitto with set_tcp_nodelay true
 #   embedded_nodelay  as 2, the same binary with bench/nodelay_preload.c
@@ -24,8 +30,10 @@
 #   AGENTS [200] WINDOW [16] DURATION [20] WARMUP [3]   the four main runs
 #   OVERLOAD_AGENTS [1000] OVERLOAD_WINDOW [64] OVERLOAD_DURATION [20]
 #   OVERLOAD_MODE [mqtt] (or grpc)  OVERLOAD_BROKER [embedded] (or external)
+#   IDLE_AGENTS [2000]
 #   SKIP_BUILD [0]   1: use the release binaries already in target/release
-#   CASES ["reference embedded external grpc overload external_nodelay embedded_nodelay"]
+#   BASE_BIN         a folder holding another sobre-collector, for embedded_base
+#   CASES ["reference embedded_base embedded external grpc overload external_nodelay embedded_nodelay"]
 #   KEEP_TMP [0]     1: keep the work dir (stores, logs)
 #   MOSQ_EXTRA_CONF  extra mosquitto.conf lines (e.g. "max_inflight_messages 100")
 #   COLLECTOR_EXTRA_TOML  extra sections for the collector's config, e.g.
@@ -46,7 +54,10 @@ OVERLOAD_WINDOW=${OVERLOAD_WINDOW:-64}
 OVERLOAD_DURATION=${OVERLOAD_DURATION:-20}
 OVERLOAD_MODE=${OVERLOAD_MODE:-mqtt}
 OVERLOAD_BROKER=${OVERLOAD_BROKER:-embedded}
-CASES=${CASES:-reference embedded external grpc overload external_nodelay embedded_nodelay}
+IDLE_AGENTS=${IDLE_AGENTS:-2000}
+# More sobre-loadgen arguments for the next collector_case (idle cases).
+LOADGEN_EXTRA=()
+CASES=${CASES:-reference embedded_base embedded external grpc overload external_nodelay embedded_nodelay}
 mkdir -p "$ROOT/target/bench-results"
 OUT=${OUT:-$ROOT/target/bench-results/ingest-$(date +%Y%m%d-%H%M%S).txt}
 
@@ -148,7 +159,7 @@ require_enrolment = false
 ${COLLECTOR_EXTRA_TOML:-}
 EOF
   SOBRE_LOG=${SOBRE_LOG:-info,rumqttd=warn,rumqttd::server::broker=off,rumqttc=warn} LD_PRELOAD=$preload \
-    "$BIN/sobre-collector" --config "$dir/collector.toml" >"$dir/collector.log" 2>&1 </dev/null &
+    "${COLLECTOR_BIN:-$BIN/sobre-collector}" --config "$dir/collector.toml" >"$dir/collector.log" 2>&1 </dev/null &
   local pid=$!
   track "$pid"
   wait_http "http://127.0.0.1:$http/health" 30
@@ -163,7 +174,7 @@ EOF
   if [ "$mode" = grpc ]; then target=(--grpc "http://127.0.0.1:$grpc"); else target=(--broker "127.0.0.1:$mqtt"); fi
   local ok=1
   run_loadgen "$dir" "$mode" "${target[@]}" --agents "$agents" --window "$window" \
-    --duration "$duration" --warmup "$WARMUP" --id-prefix "lg-$name" || ok=0
+    --duration "$duration" --warmup "$WARMUP" --id-prefix "lg-$name" "${LOADGEN_EXTRA[@]}" || ok=0
   # Let the last batch commit before reading the counters.
   sleep 1
   local w1 c1 t1 s1 hwm rss_end
@@ -229,7 +240,25 @@ for c in $CASES; do
   case $c in
     reference) reference_case ;;
     embedded) collector_case embedded mqtt embedded "$AGENTS" "$WINDOW" "$DURATION" ;;
+    embedded_base)
+      if [ -x "${BASE_BIN:-}/sobre-collector" ]; then
+        COLLECTOR_BIN=$BASE_BIN/sobre-collector collector_case embedded_base mqtt embedded "$AGENTS" "$WINDOW" "$DURATION"
+      else
+        echo "== embedded_base: skipped (set BASE_BIN to a folder holding another sobre-collector)" >&2
+      fi ;;
     external) collector_case external mqtt external "$AGENTS" "$WINDOW" "$DURATION" ;;
+    idle | idle_base)
+      if [ "$c" = idle_base ] && ! [ -x "${BASE_BIN:-}/sobre-collector" ]; then
+        echo "== idle_base: skipped (set BASE_BIN)" >&2
+        continue
+      fi
+      LOADGEN_EXTRA=(--interval-ms 10000 --connect-timeout 60)
+      if [ "$c" = idle_base ]; then
+        COLLECTOR_BIN=$BASE_BIN/sobre-collector collector_case idle_base mqtt embedded "$IDLE_AGENTS" 1 "$DURATION"
+      else
+        collector_case idle mqtt embedded "$IDLE_AGENTS" 1 "$DURATION"
+      fi
+      LOADGEN_EXTRA=() ;;
     grpc) collector_case grpc grpc embedded "$AGENTS" "$WINDOW" "$DURATION" ;;
     overload) collector_case overload "$OVERLOAD_MODE" "$OVERLOAD_BROKER" "$OVERLOAD_AGENTS" "$OVERLOAD_WINDOW" "$OVERLOAD_DURATION" ;;
     external_nodelay)
@@ -318,6 +347,19 @@ for name in ("embedded", "external", "grpc"):
     if r and r.get("bytes_per_envelope") is not None:
         b = r["bytes_per_envelope"]
         goals.append(f"disk {name}: {b:.0f} B written per envelope (goal <= 1024): {'MET' if b <= 1024 else 'MISSED'}")
+base, new = by.get("embedded_base"), by.get("embedded")
+if base and new and base["rate_per_s"] and base["p50_ms"] and base["p99_ms"]:
+    goals.append(f"embedded / embedded_base (BASE_BIN): acked/s {new['rate_per_s'] / base['rate_per_s']:.2f}x, "
+                 f"p50 {new['p50_ms'] / base['p50_ms']:.2f}x, p99 {new['p99_ms'] / base['p99_ms']:.2f}x, "
+                 f"collector CPU {new['server_cpu_pct']:.0f} % / {base['server_cpu_pct']:.0f} %, "
+                 f"peak RSS {new['server_hwm_kb'] / 1024:.1f} / {base['server_hwm_kb'] / 1024:.1f} MB")
+base, new = by.get("idle_base"), by.get("idle")
+if base and new:
+    extra = (new["server_hwm_kb"] - base["server_hwm_kb"]) / new["agents"]
+    goals.append(f"idle / idle_base (BASE_BIN), {new['agents']} agents every 10 s: peak RSS "
+                 f"{new['server_hwm_kb'] / 1024:.1f} / {base['server_hwm_kb'] / 1024:.1f} MB "
+                 f"({extra:+.1f} KiB per connection), collector CPU {new['server_cpu_pct']:.1f} % / "
+                 f"{base['server_cpu_pct']:.1f} %, p50 {new['p50_ms']:.1f} / {base['p50_ms']:.1f} ms")
 r = by.get("overload")
 if r:
     goals.append(f"overload: peak RSS {r['server_hwm_kb']/1024:.1f} MB with {r['agents']} x {r['window']} "

@@ -150,18 +150,19 @@ pub struct MqttConfig {
     /// Run the embedded broker (rumqttd). Set to false and give `broker`
     /// to use an external one (Mosquitto, EMQX, VerneMQ).
     pub embedded: bool,
-    /// Where the embedded broker listens (MQTT 3.1.1).
+    /// Where agents connect to the embedded broker (MQTT 3.1.1): the
+    /// guard (`ingest::guard`: topic ACL, per-agent rate), which relays to
+    /// rumqttd on a loopback port of its own.
     pub listen: SocketAddr,
     /// External broker as `mqtt://host:port`, or `mqtts://host:port` for
-    /// TLS (then `ca_file`); used when `embedded = false`. The embedded
-    /// broker has no TLS: use Mosquitto (or another broker) for it.
+    /// TLS (then `ca_file`); used when `embedded = false`. (The embedded
+    /// broker's TLS is `tls_listen`.)
     pub broker: Option<String>,
     /// PEM of the CA that signed an `mqtts://` broker's certificate.
     pub ca_file: Option<PathBuf>,
     /// TLS for the embedded broker: agents connect with `mqtts://` here;
-    /// the collector terminates TLS (rustls) and relays to the broker's
-    /// plain listener, which should then stay on loopback. Needs
-    /// `tls_cert` and `tls_key` (PEM).
+    /// the collector terminates TLS (rustls) and hands the connection to
+    /// the guard, as on `listen`. Needs `tls_cert` and `tls_key` (PEM).
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -343,6 +344,9 @@ pub struct Limits {
     /// one every 10 s; a spool drain after an outage goes faster). Above
     /// it envelopes are refused unacked (`rate_limited`): the agent resends
     /// later, nothing is lost, and a flooding agent cannot starve others.
+    /// The embedded broker's guard applies it too, per agent, to MQTT
+    /// PUBLISH/SUBSCRIBE/UNSUBSCRIBE: over it, the agent's connection is
+    /// not read until a token is back.
     pub max_envelopes_per_s: f64,
     /// Envelopes one agent may send in a burst above the sustained rate.
     pub burst: f64,

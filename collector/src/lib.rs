@@ -182,24 +182,47 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     };
     let tracker = TaskTracker::new();
 
-    // MQTT: the embedded broker, or an external one.
-    let mut mqtt_tls_addr = None;
+    // MQTT: the embedded broker behind the guard, or an external one.
+    let (mut mqtt_tls_addr, mut mqtt_addr) = (None, None);
     let (host, port) = if cfg.mqtt.embedded {
-        // Who may connect: with enrolment required, enrolled agents
-        // (their id and key-derived password) and this collector only.
-        let check: Option<ingest::broker::ConnectCheck> =
-            cfg.security.require_enrolment.then(|| {
-                let (creds, own) = (credentials.clone(), cfg.mqtt.client_id.clone());
-                std::sync::Arc::new(move |client: &str, user: &str, pass: &str| {
-                    creds.mqtt_connect_ok(&own, client, user, pass)
-                }) as ingest::broker::ConnectCheck
-            });
-        let addr = tokio::task::spawn_blocking({
-            let (listen, max) = (cfg.mqtt.listen, cfg.mqtt.max_packet_bytes);
-            move || ingest::broker::start(listen, max, check)
+        // rumqttd on a loopback port of its own, for the guard and this
+        // collector's client only; agents connect to the guard.
+        let auth =
+            ingest::guard::InternalAuth::new(&cfg.mqtt.client_id, credentials.own_mqtt_password())
+                .map_err(|e| StartError::Config(format!("cannot generate a password: {e}")))?;
+        let check: ingest::broker::ConnectCheck = Arc::new({
+            let auth = auth.clone();
+            move |client: &str, user: &str, pass: &str| auth.allows(client, user, pass)
+        });
+        let internal = tokio::task::spawn_blocking({
+            let max = cfg.mqtt.max_packet_bytes;
+            move || ingest::broker::start(SocketAddr::from(([127, 0, 0, 1], 0)), max, check)
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??;
+        let guard = Arc::new(ingest::guard::Guard::new(
+            ingest::guard::Settings {
+                broker: internal,
+                auth,
+                max_packet_bytes: cfg.mqtt.max_packet_bytes,
+                per_s: cfg.limits.max_envelopes_per_s,
+                burst: cfg.limits.burst,
+            },
+            credentials.clone(),
+            metrics.clone(),
+        ));
+        let listen = cfg.mqtt.listen;
+        let bind_err = |source| ingest::broker::BrokerError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        tracker.spawn(guard.clone().serve(listener, cancel.clone()));
+        tracing::info!(%addr, "MQTT listening (embedded broker, through the guard)");
+        mqtt_addr = Some(addr);
         if let (Some(listen), Some(cert), Some(key)) =
             (cfg.mqtt.tls_listen, &cfg.mqtt.tls_cert, &cfg.mqtt.tls_key)
         {
@@ -209,29 +232,32 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
             tracker.spawn(ingest::tls_front::run(
                 listener,
                 acceptor,
-                addr,
+                guard,
                 cancel.clone(),
             ));
             tracing::info!(%tls_addr, "MQTT over TLS listening (embedded broker)");
             mqtt_tls_addr = Some(tls_addr);
         }
-        (addr.ip().to_string(), addr.port())
+        (internal.ip().to_string(), internal.port())
     } else {
         let url = cfg.mqtt.broker.as_deref().unwrap_or_default();
         config::parse_broker_url(url).map_err(StartError::Config)?
     };
-    let mqtt_addr = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next());
+    if mqtt_addr.is_none() {
+        mqtt_addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next());
+    }
     let (client, eventloop) = ingest::mqtt::client(&ingest::mqtt::ClientSettings {
         host,
         port,
         client_id: ingest::mqtt::client_id(&cfg.mqtt, &cfg.data_dir),
         share_group: cfg.mqtt.share_group.clone(),
         max_packet_bytes: cfg.mqtt.max_packet_bytes,
-        // On the embedded broker the collector signs in like anyone.
-        credentials: (cfg.mqtt.embedded && cfg.security.require_enrolment).then(|| {
+        // The embedded broker's internal listener admits the collector by
+        // its per-start password (and the guard).
+        credentials: cfg.mqtt.embedded.then(|| {
             (
                 cfg.mqtt.client_id.clone(),
                 credentials.own_mqtt_password().to_owned(),

@@ -31,8 +31,12 @@ pub struct Metrics {
     pub sink_dropped: AtomicU64,
     /// Samples committed to the store and not yet answered for (gauge).
     pub sink_backlog: AtomicU64,
+    /// MQTT packets the guard held back: their client was not read until
+    /// its agent had a token again (`limits.max_envelopes_per_s`).
+    pub mqtt_throttled: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     http_refused: Mutex<BTreeMap<&'static str, u64>>,
+    mqtt_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -47,6 +51,20 @@ impl Metrics {
         if let Ok(mut m) = self.http_refused.lock() {
             *m.entry(reason).or_default() += 1;
         }
+    }
+
+    /// An MQTT client the guard turned away (`ingest::guard`).
+    pub fn mqtt_refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.mqtt_refused.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    pub fn mqtt_refused_count(&self, reason: &str) -> u64 {
+        self.mqtt_refused
+            .lock()
+            .map(|m| m.get(reason).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     pub fn rejected_count(&self, reason: &str) -> u64 {
@@ -98,6 +116,11 @@ impl Metrics {
             "Store transactions that failed and were retried.",
             &self.commit_errors,
         );
+        counter(
+            "sobre_mqtt_throttled_total",
+            "MQTT packets held back by the guard until their agent was within limits.max_envelopes_per_s.",
+            &self.mqtt_throttled,
+        );
         // --- InfluxDB sink ---
         counter(
             "sobre_sink_points_written_total",
@@ -140,6 +163,15 @@ impl Metrics {
                 let _ = writeln!(out, "sobre_http_refused_total{{reason=\"{reason}\"}} {n}");
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP sobre_mqtt_refused_total MQTT clients the guard disconnected or refused, by reason.\n# TYPE sobre_mqtt_refused_total counter"
+        );
+        if let Ok(m) = self.mqtt_refused.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(out, "sobre_mqtt_refused_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
         out
     }
 }
@@ -161,5 +193,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.rejected_count("malformed"), 2);
+        m.mqtt_refused("acl_publish");
+        assert!(
+            m.render()
+                .contains("sobre_mqtt_refused_total{reason=\"acl_publish\"} 1\n")
+        );
+        assert_eq!(m.mqtt_refused_count("acl_publish"), 1);
     }
 }

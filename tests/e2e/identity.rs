@@ -1,13 +1,16 @@
 //! Agent identity end to end: agents enrol with one-time tokens and sign
 //! every envelope; an unenrolled agent, an agent using another agent's
 //! key and a revoked agent are refused, logged and counted, while the
-//! enrolled agents keep working; a forged downlink is dropped.
+//! enrolled agents keep working; a forged downlink cannot be published on
+//! the embedded broker (its guard), and is dropped by the agent wherever
+//! it comes from.
 
 use crate::PATIENCE;
 use serde_json::json;
 use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for};
 
-async fn token(c: &Collector, agent: &str) -> String {
+/// A one-time enrolment token for `agent`, from the admin API.
+pub(crate) async fn token(c: &Collector, agent: &str) -> String {
     let r = c
         .post_admin("/api/v1/enrolments", Some(&json!({ "agent_id": agent })))
         .await;
@@ -120,44 +123,39 @@ async fn only_enrolled_unrevoked_agents_are_heard() {
         !matches!(first, Ok(rumqttc::ConnectReturnCode::Success)),
         "an anonymous client connected: {first:?}"
     );
-    // But an enrolled agent can publish on another's topic (no topic ACL
-    // in the embedded broker): a forged ack for good-mqtt's next reports,
-    // from good-grpc's key, must not make it drop them.
+    // An enrolled agent publishing on another's downlink (a forged ack for
+    // good-mqtt's next reports, under good-grpc's own credentials) is cut
+    // off by the guard before the broker sees it. Behind a broker without
+    // topic ACLs the agent drops it anyway (the test below).
     let key = sobre_agent::scan::parse_key(key.trim()).expect("key");
     let mut opts = rumqttc::MqttOptions::new("sobre-agent-good-grpc", "127.0.0.1", c.mqtt);
     opts.set_credentials("good-grpc", sobre_agent::enrol::mqtt_password(&key));
     let (raw, mut events) = rumqttc::AsyncClient::new(opts, 16);
-    tokio::spawn(async move { while events.poll().await.is_ok() {} });
-    let next = c
-        .sample_seqs("good-mqtt")
-        .await
-        .last()
-        .copied()
-        .unwrap_or(0);
-    let forged = sobre_proto::v1::Downlink {
-        body: Some(sobre_proto::v1::downlink::Body::Ack(sobre_proto::v1::Ack {
-            seqs: (next + 1..next + 200).collect(),
-        })),
-        mac: Vec::new(),
-    };
     raw.publish(
         sobre_proto::topics::down("good-mqtt"),
         rumqttc::QoS::AtLeastOnce,
         false,
-        prost::Message::encode_to_vec(&forged),
+        forged_ack(&c, "good-mqtt").await,
     )
     .await
     .expect("publish a forged ack");
-    wait_for("good-mqtt to drop the forged ack", PATIENCE, || async {
-        good1
-            .log()
-            .contains("downlink without a valid signature dropped")
-            .then_some(())
-    })
-    .await;
+    tokio::time::timeout(PATIENCE, async { while events.poll().await.is_ok() {} })
+        .await
+        .expect("the guard closes the connection");
+    assert_eq!(
+        c.metric("sobre_mqtt_refused_total{reason=\"acl_publish\"}")
+            .await,
+        1
+    );
     let n = c.sample_seqs("good-mqtt").await.len();
     c.wait_samples("good-mqtt", n + 10, PATIENCE).await;
     crate::assert_once_in_order(&c.sample_seqs("good-mqtt").await);
+    assert!(
+        !good1
+            .log()
+            .contains("downlink without a valid signature dropped"),
+        "the forged ack reached good-mqtt"
+    );
 
     // Revoke good-grpc: refused from then on; good-mqtt goes on.
     let revoke = sobre_tests::http_client()
@@ -207,4 +205,63 @@ async fn only_enrolled_unrevoked_agents_are_heard() {
     for s in [stops.0, stops.1, stops.2, stops.3, stops.4] {
         assert!(s.success(), "{s:?}");
     }
+}
+
+/// An unsigned ack for `agent`'s next 200 reports.
+async fn forged_ack(c: &Collector, agent: &str) -> Vec<u8> {
+    let next = c.sample_seqs(agent).await.last().copied().unwrap_or(0);
+    prost::Message::encode_to_vec(&sobre_proto::v1::Downlink {
+        body: Some(sobre_proto::v1::downlink::Body::Ack(sobre_proto::v1::Ack {
+            seqs: (next + 1..next + 200).collect(),
+        })),
+        mac: Vec::new(),
+    })
+}
+
+/// Behind a broker that lets anyone publish anywhere (Mosquitto as the
+/// tests run it), a forged downlink still achieves nothing: an enrolled
+/// agent drops what its collector did not sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downlinks_are_checked_behind_any_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let broker = sobre_tests::Mosquitto::start(&d.join("mosquitto")).await;
+    let c = Collector::start(
+        &d.join("collector"),
+        CollectorOpts {
+            enrolment: true,
+            external_broker: Some(broker.port),
+            ..Default::default()
+        },
+    )
+    .await;
+    let t = token(&c, "good").await;
+    let mut o = AgentOpts::new("good", Transport::Mqtt);
+    o.interval_ms = 100;
+    o.enrol_toml = format!("token = \"{t}\"");
+    let mut good = Agent::start(&d.join("good"), &o, broker.port, c.grpc);
+    c.wait_samples("good", 3, PATIENCE).await;
+    let (raw, mut events) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new("anyone", "127.0.0.1", broker.port),
+        16,
+    );
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    raw.publish(
+        sobre_proto::topics::down("good"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        forged_ack(&c, "good").await,
+    )
+    .await
+    .expect("publish a forged ack");
+    wait_for("good to drop the forged ack", PATIENCE, || async {
+        good.log()
+            .contains("downlink without a valid signature dropped")
+            .then_some(())
+    })
+    .await;
+    let n = c.sample_seqs("good").await.len();
+    c.wait_samples("good", n + 10, PATIENCE).await;
+    assert!(good.stop().await.success());
+    crate::assert_once_in_order(&c.sample_seqs("good").await);
 }

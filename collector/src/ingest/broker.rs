@@ -1,6 +1,7 @@
 //! The embedded MQTT broker (rumqttd), so a single machine needs no
-//! external broker. Agents and the collector's own client both connect to
-//! it over loopback TCP, exactly as they would to Mosquitto.
+//! external broker. It listens on a loopback port of its own that only the
+//! collector's own client and the MQTT guard (`ingest::guard`, in front of
+//! every agent connection) can sign in to.
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// Also the guard's error for `mqtt.listen`, where agents connect.
     #[error(
         "cannot listen for MQTT on {addr}: {source}; another broker may be running there — set mqtt.listen to a free port, or mqtt.embedded = false to use it"
     )]
@@ -39,18 +41,18 @@ const SEGMENTS: usize = 2;
 const UPLINK_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 const UPLINK_SEGMENTS: usize = 4;
 
-/// Starts the broker on its own threads and returns the address it
-/// listens on once it accepts connections. Port 0 picks a free port.
-///
-/// rumqttd has no shutdown; its threads end with the process.
-/// Decides who may connect: (own client id, client id, user name,
-/// password) → allowed. None: anyone.
+/// Decides who may connect: (client id, user name, password) → allowed.
 pub type ConnectCheck = std::sync::Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
 
+/// Starts the broker on its own threads and returns the address it
+/// listens on once it accepts connections. Port 0 picks a free port;
+/// `listen` should be on loopback (the guard is the way in for agents).
+///
+/// rumqttd has no shutdown; its threads end with the process.
 pub fn start(
     listen: SocketAddr,
     max_packet_bytes: usize,
-    check: Option<ConnectCheck>,
+    check: ConnectCheck,
 ) -> Result<SocketAddr, BrokerError> {
     // rumqttd binds inside its own thread and cannot report the port it
     // got, or a bind failure, back to us: bind here first for a clear error
@@ -73,15 +75,15 @@ pub fn start(
         external_auth: None,
         dynamic_filters: true,
     };
-    if let Some(check) = check {
-        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
-            let ok = check(&client_id, &user, &pass);
-            if !ok {
-                tracing::warn!(client_id = %client_id.chars().take(80).collect::<String>(), "MQTT connection refused: not an enrolled agent (or a revoked one)");
-            }
-            std::future::ready(ok)
-        });
-    }
+    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+        let ok = check(&client_id, &user, &pass);
+        if !ok {
+            // Agents are checked by the guard: this is someone on the
+            // collector's host going around it.
+            tracing::warn!(client_id = ?client_id.chars().take(80).collect::<String>(), "connection to the embedded broker's internal listener refused: only the MQTT guard and the collector's own client may use it");
+        }
+        std::future::ready(ok)
+    });
     let server = ServerSettings {
         name: "v4".into(),
         listen: addr,
@@ -124,6 +126,6 @@ pub fn start(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    tracing::info!(%addr, "embedded MQTT broker listening");
+    tracing::info!(%addr, "embedded MQTT broker listening (internal; agents go through the guard)");
     Ok(addr)
 }

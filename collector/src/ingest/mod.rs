@@ -5,6 +5,7 @@ pub mod acks;
 pub mod broker;
 pub mod credentials;
 pub mod grpc;
+pub mod guard;
 pub mod mqtt;
 pub mod rate;
 pub mod routes;

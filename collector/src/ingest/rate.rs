@@ -58,6 +58,13 @@ impl RateLimit {
     /// per [`LOG_EVERY`], `n` counting the refusals since the last line
     /// (this one included); `None` to count it without a line.
     pub fn take(&self, agent: &str, now: Instant) -> Result<(), Option<u64>> {
+        self.take_or_wait(agent, now).map_err(|w| w.log)
+    }
+
+    /// Like [`take`](Self::take); a refusal also says how long until the
+    /// bucket holds a whole token again, so a caller can stop reading the
+    /// sender for exactly that long (the MQTT guard, `guard::relay`).
+    pub fn take_or_wait(&self, agent: &str, now: Instant) -> Result<(), Wait> {
         let Ok(mut m) = self.buckets.lock() else {
             return Ok(());
         };
@@ -90,15 +97,29 @@ impl RateLimit {
             return Ok(());
         }
         b.refused += 1;
+        let after = Duration::from_secs_f64(((1.0 - b.tokens) / self.per_s).max(0.0));
         let due = b
             .logged
             .is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY);
         if !due {
-            return Err(None);
+            return Err(Wait { after, log: None });
         }
         b.logged = Some(now);
-        Err(Some(std::mem::take(&mut b.refused)))
+        Err(Wait {
+            after,
+            log: Some(std::mem::take(&mut b.refused)),
+        })
     }
+}
+
+/// A refusal of [`RateLimit::take_or_wait`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wait {
+    /// Until the bucket holds one whole token.
+    pub after: Duration,
+    /// As in [`RateLimit::take`]: `Some(n)` when this refusal should be
+    /// logged, with the refusals since the last line.
+    pub log: Option<u64>,
 }
 
 #[cfg(test)]
@@ -149,5 +170,25 @@ mod tests {
         let t2 = t0 + LOG_EVERY;
         assert_eq!(r.take("flood", t2), Err(Some(101)));
         assert_eq!(r.take("flood", t2), Err(None));
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_next_token_is_due() {
+        let r = RateLimit::new(10.0, 2.0);
+        let t0 = Instant::now();
+        assert!(r.take_or_wait("a", t0).is_ok());
+        assert!(r.take_or_wait("a", t0).is_ok());
+        let w = r.take_or_wait("a", t0).expect_err("empty");
+        assert_eq!(w.after, Duration::from_millis(100));
+        // 40 ms later, 0.4 of a token: 60 ms to go.
+        let w = r
+            .take_or_wait("a", t0 + Duration::from_millis(40))
+            .expect_err("still empty");
+        assert!(
+            (w.after.as_secs_f64() - 0.060).abs() < 1e-9,
+            "{:?}",
+            w.after
+        );
+        assert!(r.take_or_wait("a", t0 + Duration::from_millis(100)).is_ok());
     }
 }

@@ -1,0 +1,244 @@
+//! The MQTT guard: every agent's connection to the embedded broker passes
+//! here (plain, and TLS once `tls_front` has terminated it). It reads the
+//! client's packets, holds each connection to its agent's own topics
+//! (`acl`) and to its agent's rate (a token bucket charged per PUBLISH,
+//! SUBSCRIBE and UNSUBSCRIBE; when empty the client is not read), and
+//! relays the bytes unchanged to rumqttd (`relay`). rumqttd listens on a
+//! loopback port that only the guard and the collector's own client can
+//! sign in to (`InternalAuth`).
+
+pub mod acl;
+pub mod packet;
+mod relay;
+
+use super::credentials::Credentials;
+use super::rate::{LOG_EVERY, RateLimit};
+use crate::metrics::Metrics;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use acl::Refusal;
+
+/// The user name the guard signs in to rumqttd with (its password is
+/// [`InternalAuth`]'s, new at each start).
+pub const GUARD_USER: &str = "sobre-guard";
+
+/// A client must send its CONNECT within this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who may sign in to rumqttd's internal listener: the collector's own
+/// client (its per-start password, `Credentials::own_mqtt_password`) and
+/// the guard (a per-start password of its own, under [`GUARD_USER`]).
+/// Agents' own credentials are checked by the guard, not by rumqttd: a
+/// local user of the collector's host who finds the loopback port gets
+/// nowhere without one of these two passwords, which never leave the
+/// process.
+#[derive(Clone)]
+pub struct InternalAuth {
+    own_client_id: String,
+    own_password: String,
+    guard_password: String,
+}
+
+impl std::fmt::Debug for InternalAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalAuth")
+            .field("own_client_id", &self.own_client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InternalAuth {
+    pub fn new(own_client_id: &str, own_password: &str) -> std::io::Result<InternalAuth> {
+        Ok(InternalAuth {
+            own_client_id: own_client_id.to_owned(),
+            own_password: own_password.to_owned(),
+            guard_password: crate::http::auth::random_token()?,
+        })
+    }
+
+    /// rumqttd's connect check: (client id, user name, password).
+    pub fn allows(&self, client_id: &str, user: &str, password: &str) -> bool {
+        let ct = |a: &str, b: &str| crate::http::auth::ct_eq(a.as_bytes(), b.as_bytes());
+        if client_id == self.own_client_id {
+            return ct(password, &self.own_password);
+        }
+        user == GUARD_USER && ct(password, &self.guard_password)
+    }
+}
+
+/// What the guard is told at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// rumqttd's internal listener.
+    pub broker: SocketAddr,
+    pub auth: InternalAuth,
+    /// `mqtt.max_packet_bytes`, as rumqttd applies it.
+    pub max_packet_bytes: usize,
+    /// `limits.max_envelopes_per_s` and `limits.burst`, per agent.
+    pub per_s: f64,
+    pub burst: f64,
+}
+
+pub struct Guard {
+    settings: Settings,
+    credentials: Arc<Credentials>,
+    metrics: Arc<Metrics>,
+    /// Per agent id, shared by all its connections: reconnecting does
+    /// not refill it. Its own buckets, not ingest's: a packet let through
+    /// here is charged again, after its MAC, by `IngestCtx::admit`.
+    rate: RateLimit,
+    logs: LogGate,
+}
+
+impl Guard {
+    pub fn new(settings: Settings, credentials: Arc<Credentials>, metrics: Arc<Metrics>) -> Guard {
+        Guard {
+            rate: RateLimit::new(settings.per_s, settings.burst),
+            settings,
+            credentials,
+            metrics,
+            logs: LogGate::default(),
+        }
+    }
+
+    /// Accepts plain MQTT connections until `cancel`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, typically: give the
+                        // running connections a moment instead of spinning.
+                        tracing::warn!(error = %e, "MQTT accept failed");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        }
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (guard, cancel) = (self.clone(), cancel.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = guard.relay(tcp, peer) => {}
+                }
+            });
+        }
+    }
+
+    /// Serves one client connection (plain TCP, or TLS already
+    /// terminated) until either side closes or the client breaks a rule.
+    pub async fn relay<S>(self: Arc<Self>, client: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        if let Err(r) = relay::run(&self, client, peer).await {
+            self.metrics.mqtt_refused(r.why.label());
+            if let Some(n) = self.logs.due(r.why.label(), &r.client_id, Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    client_id = ?r.client_id,
+                    reason = r.why.label(),
+                    refused = n,
+                    "MQTT client refused by the guard: {}",
+                    r.why
+                );
+            }
+        }
+    }
+
+    /// A packet of `agent` waits for a token; `log` as in `RateLimit`.
+    fn throttled(&self, agent: &str, log: Option<u64>) {
+        self.metrics.mqtt_throttled.fetch_add(1, Relaxed);
+        if let Some(n) = log {
+            tracing::warn!(
+                transport = "mqtt",
+                agent,
+                reason = "rate_limited",
+                held = n,
+                "agent {agent:?} exceeds limits.max_envelopes_per_s; its MQTT connection is not read until a token is back ({n} packets held back since the last line)"
+            );
+        }
+    }
+}
+
+/// At most one log line per (reason, client id) per [`LOG_EVERY`]: a
+/// client reconnecting to break the same rule again must not fill the
+/// disk. Each line counts the refusals since the previous one.
+#[derive(Default)]
+struct LogGate {
+    last: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+/// Keys kept at most; past it the gate starts afresh.
+const MAX_LOG_KEYS: usize = 10_000;
+
+impl LogGate {
+    fn due(&self, reason: &str, client_id: &str, now: Instant) -> Option<u64> {
+        let Ok(mut m) = self.last.lock() else {
+            return Some(1);
+        };
+        if m.len() >= MAX_LOG_KEYS {
+            m.clear();
+        }
+        let key = format!("{reason} {client_id}");
+        match m.get_mut(&key) {
+            None => {
+                m.insert(key, (now, 0));
+                Some(1)
+            }
+            Some((at, held)) if now.saturating_duration_since(*at) >= LOG_EVERY => {
+                *at = now;
+                Some(std::mem::take(held) + 1)
+            }
+            Some((_, held)) => {
+                *held += 1;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_internal_listener_admits_the_collector_and_the_guard_only() {
+        let auth = InternalAuth::new("sobre-collector", "own-pw").expect("random");
+        let guard_pw = auth.guard_password.clone();
+        assert!(auth.allows("sobre-collector", "sobre-collector", "own-pw"));
+        assert!(!auth.allows("sobre-collector", "sobre-collector", "wrong"));
+        // The guard's password opens no door for the collector's id.
+        assert!(!auth.allows("sobre-collector", GUARD_USER, &guard_pw));
+        assert!(auth.allows("sobre-agent-a1", GUARD_USER, &guard_pw));
+        assert!(!auth.allows("sobre-agent-a1", "a1", &guard_pw));
+        assert!(!auth.allows("sobre-agent-a1", GUARD_USER, "own-pw"));
+        assert!(!auth.allows("sobre-agent-a1", "", ""));
+        assert!(!format!("{auth:?}").contains(&guard_pw), "never printed");
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_period_per_client_and_reason() {
+        let g = LogGate::default();
+        let t0 = Instant::now();
+        assert_eq!(g.due("acl_publish", "c1", t0), Some(1));
+        assert_eq!(g.due("acl_publish", "c1", t0), None);
+        assert_eq!(g.due("acl_subscribe", "c1", t0), Some(1));
+        assert_eq!(g.due("acl_publish", "c2", t0), Some(1));
+        assert_eq!(g.due("acl_publish", "c1", t0 + LOG_EVERY), Some(2));
+    }
+}
