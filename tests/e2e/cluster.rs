@@ -29,7 +29,7 @@ async fn member(dir: &Path, broker: u16) -> Collector {
     member_with(dir, broker, String::new()).await
 }
 
-async fn member_with(dir: &Path, broker: u16, extra_toml: String) -> Collector {
+pub(crate) async fn member_with(dir: &Path, broker: u16, extra_toml: String) -> Collector {
     Collector::start(
         dir,
         CollectorOpts {
@@ -56,7 +56,7 @@ fn loadgen(
     loadgen_n(dir, broker, prefix, AGENTS, count, interval_ms, resend_ms)
 }
 
-fn loadgen_n(
+pub(crate) fn loadgen_n(
     dir: &Path,
     broker: u16,
     prefix: &str,
@@ -89,7 +89,13 @@ async fn finish(lg: Child, dir: &Path, prefix: &str, count: u64) -> Value {
     finish_n(lg, dir, prefix, AGENTS, count).await
 }
 
-async fn finish_n(mut lg: Child, dir: &Path, prefix: &str, agents: usize, count: u64) -> Value {
+pub(crate) async fn finish_n(
+    mut lg: Child,
+    dir: &Path,
+    prefix: &str,
+    agents: usize,
+    count: u64,
+) -> Value {
     let status = sobre_tests::procs::wait_exit(&mut lg, LOADGEN_DURATION + PATIENCE).await;
     let text = std::fs::read_to_string(dir.join(format!("{prefix}.json"))).unwrap_or_default();
     let log = std::fs::read_to_string(dir.join(format!("{prefix}.log"))).unwrap_or_default();
@@ -307,7 +313,7 @@ async fn harness_postgres_answers_and_keeps_commits_across_a_kill() {
 /// The config of a member of a PostgreSQL cluster: the shared store, its
 /// node name, a short lease, detection every 10 s (the least allowed) and
 /// nudges at any hour.
-fn on_postgres(url: &str, node: &str) -> String {
+pub(crate) fn on_postgres(url: &str, node: &str) -> String {
     format!(
         "[store]\npostgres_url = \"{url}\"\n[cluster]\nnode = \"{node}\"\nlease_s = 3\n\
          [detect]\ninterval_s = 10\n\
@@ -317,12 +323,24 @@ fn on_postgres(url: &str, node: &str) -> String {
 
 /// Lines of a collector's log that say it took the leader lease, and that
 /// it ran a detection pass.
-fn leader_lines(c: &Collector) -> (usize, usize) {
+pub(crate) fn leader_lines(c: &Collector) -> (usize, usize) {
     let log = c.log();
     (
         log.matches("leader lease taken").count(),
         log.matches("detection pass").count(),
     )
+}
+
+/// Waits until one of two collectors took the leader lease: true if `a`.
+pub(crate) async fn a_leads(a: &Collector, b: &Collector) -> bool {
+    wait_for("a leader", PATIENCE, || async {
+        match (leader_lines(a).0, leader_lines(b).0) {
+            (1, 0) => Some(true),
+            (0, 1) => Some(false),
+            _ => None,
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,14 +355,7 @@ async fn on_one_postgres_store_a_killed_collector_loses_and_doubles_nothing_and_
     let b = member_with(&dir.path().join("b"), m.port, on_postgres(&url, "b")).await;
 
     // One of them leads; only it runs the detection passes.
-    let leader_is_a = wait_for("a leader", PATIENCE, || async {
-        match (leader_lines(&a).0, leader_lines(&b).0) {
-            (1, 0) => Some(true),
-            (0, 1) => Some(false),
-            _ => None,
-        }
-    })
-    .await;
+    let leader_is_a = a_leads(&a, &b).await;
     let (mut leader, follower) = if leader_is_a { (a, b) } else { (b, a) };
 
     // A desktop left on every night for a week, into the shared broker:

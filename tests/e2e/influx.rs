@@ -5,9 +5,9 @@
 //! Clean Up Day campaign (`cleanup`). The dashboards' queries and lint:
 //! `dashboards`.
 
-mod cleanup;
-mod dashboards;
-mod server;
+pub(crate) mod cleanup;
+pub(crate) mod dashboards;
+pub(crate) mod server;
 
 use dashboards::{check_dashboard, dashboards, expand, regex_escape};
 use server::{DB, Server};
@@ -23,14 +23,14 @@ use sobre_proto::v1::{
 use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for};
 use std::collections::{BTreeMap, BTreeSet};
 
-fn sink_toml(api: &str, port: u16, extra: &str) -> String {
+pub(crate) fn sink_toml(api: &str, port: u16, extra: &str) -> String {
     format!(
         "[sink]\nenabled = true\napi = \"{api}\"\nurl = \"http://127.0.0.1:{port}\"\ndb = \"{DB}\"\nbucket = \"{DB}\"\n\
          flush_interval_ms = 100\nretry_min_ms = 100\nretry_max_ms = 1000\nsnapshot_interval_ms = 1000\n{extra}\n"
     )
 }
 
-fn labelled(id: &str, group: &str, site: &str) -> AgentOpts {
+pub(crate) fn labelled(id: &str, group: &str, site: &str) -> AgentOpts {
     let mut o = AgentOpts::new(id, Transport::Mqtt);
     o.interval_ms = 100;
     o.extra_toml = format!("group = \"{group}\"\nsite = \"{site}\"\n");
@@ -72,7 +72,7 @@ async fn publish_as(mqtt_port: u16, id: &str, bodies: Vec<(i64, Body)>) {
 
 /// A host that only reports a storage scan (no agent on this machine
 /// scans yet), over MQTT as an agent would.
-async fn storage_host(mqtt_port: u16, id: &str) {
+pub(crate) async fn storage_host(mqtt_port: u16, id: &str) {
     let now = sobre_tests::now_ms();
     let cat = |category: &str, age: &str, files, bytes| CategoryTotal {
         category: category.into(),
@@ -114,7 +114,7 @@ async fn storage_host(mqtt_port: u16, id: &str) {
 /// sent: its inventory, then one hourly report per hour up to now (the
 /// detectors judge days and off-hours from such a history). Returns the
 /// number of usage reports.
-async fn quiet_history(mqtt_port: u16, id: &str, chassis: &str, hours: i64) -> usize {
+pub(crate) async fn quiet_history(mqtt_port: u16, id: &str, chassis: &str, hours: i64) -> usize {
     const HOUR: i64 = 3_600_000;
     let now_hour = sobre_tests::now_ms() / HOUR * HOUR;
     let inv = Inventory {

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod campaign;
 mod cluster;
+mod cluster_influx;
 mod config;
 mod console;
 mod crash;

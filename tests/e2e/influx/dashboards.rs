@@ -14,7 +14,7 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-pub(super) fn dashboards() -> Vec<(String, Value)> {
+pub(crate) fn dashboards() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(repo().join("dashboards")).expect("dashboards/") {
         let path = e.expect("entry").path();
@@ -40,7 +40,7 @@ fn panels(d: &Value) -> Vec<&Value> {
 }
 
 /// Grafana's regex formatting of a variable's value for InfluxQL.
-pub(super) fn regex_escape(s: &str) -> String {
+pub(crate) fn regex_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if "\\^$.|?*+()[]{}/".contains(c) {
@@ -53,7 +53,7 @@ pub(super) fn regex_escape(s: &str) -> String {
 
 /// The query as Grafana sends it: variables, `$timeFilter` and
 /// `$__interval` expanded.
-pub(super) fn expand(q: &str, vars: &BTreeMap<&str, String>, from_ms: i64, to_ms: i64) -> String {
+pub(crate) fn expand(q: &str, vars: &BTreeMap<&str, String>, from_ms: i64, to_ms: i64) -> String {
     let mut q = q
         .replace(
             "$timeFilter",
@@ -85,7 +85,7 @@ fn expected_columns(q: &str) -> Vec<String> {
 /// Runs every query of every panel of `dash`, with the variables
 /// `vars_for` gives for it, and checks that each returns data in the
 /// expected columns, each column with a value somewhere.
-pub(super) async fn check_dashboard(
+pub(crate) async fn check_dashboard(
     s: &Server,
     name: &str,
     dash: &Value,

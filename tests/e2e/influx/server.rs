@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-pub(super) const DB: &str = "sobre";
+pub(crate) const DB: &str = "sobre";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -18,9 +18,9 @@ enum Kind {
 }
 
 /// A time-series server of our own on a free loopback port.
-pub(super) struct Server {
+pub(crate) struct Server {
     kind: Kind,
-    pub(super) port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
     child: Option<Child>,
     http: reqwest::Client,
@@ -37,7 +37,7 @@ fn exe(candidates: &[&str], package: &str) -> String {
 }
 
 impl Server {
-    pub(super) async fn influxdb(dir: &Path) -> Server {
+    pub(crate) async fn influxdb(dir: &Path) -> Server {
         let (port, rpc) = (free_port(), free_port());
         std::fs::create_dir_all(dir).expect("influx dir");
         let d = dir.display();
@@ -72,7 +72,7 @@ impl Server {
         s
     }
 
-    pub(super) async fn victoria(dir: &Path) -> Server {
+    pub(crate) async fn victoria(dir: &Path) -> Server {
         std::fs::create_dir_all(dir).expect("vm dir");
         let mut s = Server {
             kind: Kind::Victoria,
@@ -85,13 +85,13 @@ impl Server {
         s
     }
 
-    pub(super) fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// (Re)starts the process on the same port and data, and waits for
     /// its health endpoint.
-    pub(super) async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = File::options()
             .create(true)
@@ -144,14 +144,14 @@ impl Server {
     }
 
     /// Orderly stop (SIGTERM), waiting for the exit.
-    pub(super) async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let mut c = self.child.take().expect("running");
         sobre_tests::sigterm(c.id());
         sobre_tests::procs::wait_exit(&mut c, PATIENCE).await;
     }
 
     /// InfluxQL; the result's first statement.
-    pub(super) async fn query(&self, q: &str) -> Value {
+    pub(crate) async fn query(&self, q: &str) -> Value {
         let url = reqwest::Url::parse_with_params(
             &self.url("/query"),
             &[("db", DB), ("epoch", "ms"), ("q", q)],
@@ -172,7 +172,7 @@ impl Server {
     }
 
     /// `SELECT "seq" FROM "usage"` for one agent: every seq the server has.
-    pub(super) async fn seqs(&self, agent: &str) -> Vec<u64> {
+    pub(crate) async fn seqs(&self, agent: &str) -> Vec<u64> {
         let r = self
             .query(&format!(
                 "SELECT \"seq\" FROM \"usage\" WHERE \"agent\" = '{agent}'"
