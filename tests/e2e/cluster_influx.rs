@@ -390,6 +390,15 @@ async fn two_collectors_on_one_postgres_write_every_sample_once_to_one_influxdb(
         !unsent.is_empty(),
         "the killed collector had sent everything"
     );
+    // Regression: sobre_sink_backlog_rows was a difference of rowids, which
+    // on a shared store counts the other collector's rows too (41-51 said
+    // for 22-33 unsent). It counts this collector's own unsent rows now,
+    // read before the kill: never more than it held at the kill.
+    let own_after_cursor = after_cursor(&rows_at_kill).len() as u64;
+    assert!(
+        gauge_at_kill <= own_after_cursor,
+        "backlog gauge {gauge_at_kill} > the {own_after_cursor} samples after its cursor"
+    );
     wait_for(
         "InfluxDB to hold every sample but the killed collector's unsent ones",
         PATIENCE,

@@ -164,8 +164,10 @@ impl Sink {
                 // time on a busy disk); the saver keeps only the latest.
                 let _ = save.send(rowid);
                 committed.store(rowid, Relaxed);
-                let behind = (max_rowid.load(Relaxed) - rowid).max(0);
-                self.metrics.sink_backlog.store(behind as u64, Relaxed);
+                if !self.cluster.shared {
+                    let behind = (max_rowid.load(Relaxed) - rowid).max(0);
+                    self.metrics.sink_backlog.store(behind as u64, Relaxed);
+                }
             }
         }
         drop(rx);
@@ -180,7 +182,11 @@ impl Sink {
 }
 
 /// Keeps `sobre_sink_backlog_rows` current while the sender is stuck
-/// retrying (the producer then waits and reads nothing).
+/// retrying (the producer then waits and reads nothing). On SQLite the
+/// rowids of the unsent samples are consecutive, so the backlog is a
+/// difference; on PostgreSQL this collector's rowids interleave with the
+/// others', so its unsent samples are counted (up to [`BACKLOG_CAP`], so
+/// that a long outage does not make the gauge a scan of the backlog).
 async fn backlog_gauge(
     store: crate::store::Location,
     node: Option<String>,
@@ -201,30 +207,39 @@ async fn backlog_gauge(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = cancel.cancelled() => return,
         }
-        let (conn, node) = (conn.clone(), node.clone());
-        let max = tokio::task::spawn_blocking(move || {
+        let (conn, n) = (conn.clone(), node.clone());
+        let after = committed.load(Relaxed);
+        let got = tokio::task::spawn_blocking(move || {
             let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            match &node {
+            match &n {
                 None => c.query_row(
                     "SELECT coalesce(max(rowid), 0) FROM samples",
                     crate::args![],
                     |r| r.get::<i64>(0),
                 ),
                 Some(n) => c.query_row(
-                    "SELECT coalesce(max(rowid), 0) FROM samples WHERE node = ?1",
-                    crate::args![n],
+                    "SELECT count(*) FROM (SELECT 1 FROM samples
+                        WHERE node = ?1 AND rowid > ?2 LIMIT ?3) unsent",
+                    crate::args![n, after, BACKLOG_CAP],
                     |r| r.get::<i64>(0),
                 ),
             }
         })
         .await;
-        if let Ok(Ok(max)) = max {
-            max_rowid.fetch_max(max, Relaxed);
-            let behind = (max - committed.load(Relaxed)).max(0);
-            metrics.sink_backlog.store(behind as u64, Relaxed);
+        match (got, &node) {
+            (Ok(Ok(max)), None) => {
+                max_rowid.fetch_max(max, Relaxed);
+                let behind = (max - committed.load(Relaxed)).max(0);
+                metrics.sink_backlog.store(behind as u64, Relaxed);
+            }
+            (Ok(Ok(unsent)), Some(_)) => metrics.sink_backlog.store(unsent as u64, Relaxed),
+            _ => {}
         }
     }
 }
+
+/// Most unsent samples the backlog gauge counts on a shared store.
+const BACKLOG_CAP: i64 = 1_000_000;
 
 /// Reads the store and prepares batches.
 struct Producer {
@@ -339,8 +354,10 @@ impl Producer {
     fn read(&mut self) -> Result<Read, crate::store::StoreError> {
         let (min, max) = self.source.bounds()?;
         self.max_rowid.store(max, Relaxed);
-        let behind = (max - self.committed.load(Relaxed)).max(0);
-        self.metrics.sink_backlog.store(behind as u64, Relaxed);
+        if !self.cluster.shared {
+            let behind = (max - self.committed.load(Relaxed)).max(0);
+            self.metrics.sink_backlog.store(behind as u64, Relaxed);
+        }
         if max < self.after {
             tracing::warn!(
                 cursor = self.after,
