@@ -95,6 +95,11 @@ listen = "127.0.0.1:$C_GRPC"
 $store_toml
 [cluster]
 node = "$(basename "$dir")"
+# Per-agent limits (200/s) would cap 100 closed-loop agents at 20,000/s:
+# this measures the store, not the limits.
+[limits]
+max_envelopes_per_s = 1000000.0
+burst = 1000000.0
 # The load generator's simulated agents do not enrol (SECURITY.md).
 [security]
 require_enrolment = false

@@ -10,6 +10,8 @@ pub mod dedup;
 pub mod findings;
 pub mod lease;
 pub mod read;
+mod rollup;
+mod rows;
 pub mod schema;
 pub mod writer;
 

@@ -3,8 +3,10 @@
 
 use super::Conn;
 use super::dedup::SeqWindow;
+use super::rollup::Rollup;
+use super::rows;
 use crate::args;
-use crate::db::{Db, DbError, Engine, OptionalExt};
+use crate::db::{Db, DbError, Engine, OptionalExt, Value};
 use crate::ingest::{Event, Reply};
 use crate::metrics::Metrics;
 use sobre_proto::v1::{Envelope, PowerSource, envelope::Body};
@@ -154,7 +156,7 @@ impl Writer {
         let node = self.node.as_deref();
         let acks = self.conn.transaction(|tx| {
             if tx.engine() == Engine::Postgres {
-                lock_agents(tx, batch, &mut staged)?;
+                lock_agents(tx, batch, cache, &mut staged)?;
             }
             commit_events(tx, batch, cache, node, &mut staged, &mut stored, &mut dups)
         })?;
@@ -186,13 +188,16 @@ fn decode_window(agent: &str, blob: Option<&[u8]>) -> SeqWindow {
     }
 }
 
-/// PostgreSQL, shared by collectors: creates the batch's agents if new,
-/// locks their rows in a fixed order (so two collectors cannot deadlock on
-/// them) and reads their windows as committed by whichever collector came
-/// last. A redelivered envelope is then stored once across the cluster.
+/// PostgreSQL, shared by collectors: creates the batch's new agents,
+/// locks the rows of all its agents in agent-id order (so two collectors
+/// cannot deadlock on them) and reads their windows as committed by
+/// whichever collector came last. A redelivered envelope is then stored
+/// once across the cluster. Two statements per [`rows::MAX_ROWS`] agents:
+/// each is a round trip.
 fn lock_agents(
     tx: &dyn Db,
     batch: &[Event],
+    cache: &HashMap<String, AgentState>,
     staged: &mut HashMap<String, AgentState>,
 ) -> Result<(), DbError> {
     let mut ids: Vec<(&str, i64)> = batch
@@ -206,15 +211,47 @@ fn lock_agents(
         .collect();
     ids.sort_unstable();
     ids.dedup_by(|a, b| a.0 == b.0);
-    for (id, at_ms) in ids {
-        insert_agent(tx, id, at_ms)?;
-        let (rowid, blob) = tx.query_row(
-            "SELECT id, seq_window FROM agents WHERE agent_id = ?1 FOR UPDATE",
-            args![id],
-            |r| Ok((r.get::<i64>(0)?, r.get::<Option<Vec<u8>>>(1)?)),
+    for chunk in ids.chunks(rows::MAX_ROWS) {
+        // Agents already seen exist: rows are never deleted.
+        let new: Vec<Value<'_>> = chunk
+            .iter()
+            .filter(|(id, _)| !cache.contains_key(*id))
+            .flat_map(|(id, at)| [Value::Text(id), Value::Int(*at), Value::Int(*at)])
+            .collect();
+        if !new.is_empty() {
+            let created = tx.run(
+                &format!(
+                    "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms) VALUES {}
+                     ON CONFLICT (agent_id) DO NOTHING RETURNING agent_id",
+                    rows::values(new.len() / 3, 3)
+                ),
+                &new,
+            )?;
+            for r in &created.rows {
+                tracing::info!(agent = %r.get::<String>(0)?, "new agent registered");
+            }
+        }
+        let names: Vec<Value<'_>> = chunk.iter().map(|(id, _)| Value::Text(id)).collect();
+        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        let locked = tx.query_map(
+            &format!(
+                "SELECT id, agent_id, seq_window FROM agents WHERE agent_id IN ({})
+                 ORDER BY agent_id FOR UPDATE",
+                marks.join(", ")
+            ),
+            &names,
+            |r| {
+                Ok((
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Option<Vec<u8>>>(2)?,
+                ))
+            },
         )?;
-        let window = decode_window(id, blob.as_deref());
-        staged.insert(id.to_owned(), AgentState { rowid, window });
+        for (rowid, id, blob) in locked {
+            let window = decode_window(&id, blob.as_deref());
+            staged.insert(id, AgentState { rowid, window });
+        }
     }
     Ok(())
 }
@@ -234,6 +271,8 @@ fn commit_events(
         let mut touched: HashMap<String, (i64, Option<String>)> = HashMap::new();
         let mut acks: HashMap<String, Vec<AckBatch>> = HashMap::new();
         let mut rollup = Rollup::default();
+        // The batch's usage samples, inserted together at the end.
+        let mut samples: Vec<Value<'_>> = Vec::new();
         for ev in batch {
             match ev {
                 Event::Envelope {
@@ -257,7 +296,15 @@ fn commit_events(
                     let t = touched.entry(env.agent_id.clone()).or_default();
                     t.0 = t.0.max(*received_ms);
                     if state.window.is_new(env.seq) {
-                        store_envelope(tx, state.rowid, node, env, *received_ms, &mut rollup)?;
+                        store_envelope(
+                            tx,
+                            state.rowid,
+                            node,
+                            env,
+                            *received_ms,
+                            &mut rollup,
+                            &mut samples,
+                        )?;
                         state.window.insert(env.seq, env.spool_floor);
                         if let Some(fp) = &env.footprint {
                             t.1 = serde_json::to_string(fp).ok();
@@ -310,6 +357,7 @@ fn commit_events(
                 )?;
             }
         }
+        super::rows::insert(tx, SAMPLES_HEAD, "", SAMPLE_COLS, &samples)?;
         rollup.write(tx)?;
         Ok(acks.into_values().flatten().collect())
     }
@@ -349,56 +397,55 @@ fn insert_agent(tx: &dyn Db, agent_id: &str, at_ms: i64) -> Result<i64, DbError>
     }
 }
 
-fn store_envelope(
+const SAMPLES_HEAD: &str = "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms,
+    cpu_percent, mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
+    net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s, user_active,
+    agent_cpu_s, agent_rss, agent_sent, power_w, energy_j, power_source, node)";
+const SAMPLE_COLS: usize = 28;
+
+fn store_envelope<'n>(
     tx: &dyn Db,
     rowid: i64,
-    node: Option<&str>,
+    node: Option<&'n str>,
     env: &Envelope,
     received_ms: i64,
     rollup: &mut Rollup,
+    samples: &mut Vec<Value<'n>>,
 ) -> Result<(), DbError> {
     let fp = env.footprint.unwrap_or_default();
     match &env.body {
         Some(Body::Usage(u)) => {
-            tx.execute(
-                "INSERT INTO samples (agent, seq, sent_ms, received_ms, interval_ms, cpu_percent,
-                    mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
-                    net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
-                    user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
-                    power_source, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
-                args![
-                    rowid,
-                    env.seq as i64,
-                    env.sent_at_ms,
-                    received_ms,
-                    u.interval_ms,
-                    f64::from(u.cpu_percent),
-                    u.mem_total_bytes as i64,
-                    u.mem_available_bytes as i64,
-                    u.swap_total_bytes as i64,
-                    u.swap_used_bytes as i64,
-                    u.disk_read_bytes as i64,
-                    u.disk_written_bytes as i64,
-                    u.net_rx_bytes as i64,
-                    u.net_tx_bytes as i64,
-                    f64::from(u.load1),
-                    f64::from(u.load5),
-                    f64::from(u.load15),
-                    u.uptime_s as i64,
-                    u.user_sessions,
-                    u.input_idle_s,
-                    u.user_active,
-                    fp.cpu_seconds,
-                    fp.rss_bytes as i64,
-                    fp.bytes_sent as i64,
-                    f64::from(u.power_w),
-                    u.energy_j,
-                    power_source_name(u.power_source()),
-                    node,
-                ],
-            )?;
+            let (int, real) = (Value::Int, Value::Real);
+            samples.extend_from_slice(&[
+                int(rowid),
+                int(env.seq as i64),
+                int(env.sent_at_ms),
+                int(received_ms),
+                int(u.interval_ms.into()),
+                real(u.cpu_percent.into()),
+                int(u.mem_total_bytes as i64),
+                int(u.mem_available_bytes as i64),
+                int(u.swap_total_bytes as i64),
+                int(u.swap_used_bytes as i64),
+                int(u.disk_read_bytes as i64),
+                int(u.disk_written_bytes as i64),
+                int(u.net_rx_bytes as i64),
+                int(u.net_tx_bytes as i64),
+                real(u.load1.into()),
+                real(u.load5.into()),
+                real(u.load15.into()),
+                int(u.uptime_s as i64),
+                int(u.user_sessions.into()),
+                u.input_idle_s.map_or(Value::Null, |v| int(v.into())),
+                int(u.user_active.into()),
+                real(fp.cpu_seconds),
+                int(fp.rss_bytes as i64),
+                int(fp.bytes_sent as i64),
+                real(u.power_w.into()),
+                real(u.energy_j),
+                power_source_name(u.power_source()).map_or(Value::Null, Value::Text),
+                node.map_or(Value::Null, Value::Text),
+            ]);
             rollup.add(rowid, env.sent_at_ms, u);
         }
         Some(Body::Inventory(inv)) => {
@@ -448,118 +495,6 @@ pub fn power_source_name(s: PowerSource) -> Option<&'static str> {
     }
 }
 
-const HOUR_MS: i64 = 3_600_000;
-
-/// Energy of one agent in one hour, accumulated over a batch and added to
-/// `energy_hourly` with one upsert per (hour, agent).
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-struct HourTotals {
-    energy_j: f64,
-    measured_j: f64,
-    /// Time covered by samples with power.
-    covered_ms: i64,
-    samples: i64,
-    /// Σ cpu_percent × ms: the hour's mean CPU is cpu_weighted ÷ usage_ms.
-    cpu_weighted: f64,
-    cpu_max: f64,
-    net_bytes: i64,
-    /// Time a person was active.
-    active_ms: i64,
-    mem_used_max: i64,
-    /// Time covered by usage samples.
-    usage_ms: i64,
-}
-
-#[derive(Debug, Default)]
-struct Rollup(HashMap<(i64, i64), HourTotals>);
-
-impl Rollup {
-    /// Spreads a sample's energy over the hours its interval
-    /// `[sent − interval, sent]` covers, in proportion to the time in each.
-    fn add(&mut self, agent: i64, sent_ms: i64, u: &sobre_proto::v1::UsageReport) {
-        let has_power = u.power_source() != PowerSource::Unspecified;
-        let measured = matches!(u.power_source(), PowerSource::Rapl | PowerSource::Battery);
-        let mem_used = u.mem_total_bytes.saturating_sub(u.mem_available_bytes) as i64;
-        let net = (u.net_rx_bytes + u.net_tx_bytes) as f64;
-        let len = i64::from(u.interval_ms);
-        let start = sent_ms - len;
-        let mut t = start;
-        loop {
-            let hour = t.div_euclid(HOUR_MS) * HOUR_MS;
-            let end = (hour + HOUR_MS).min(sent_ms);
-            let share = if len > 0 {
-                (end - t) as f64 / len as f64
-            } else {
-                1.0
-            };
-            let ms = end - t;
-            let h = self.0.entry((hour, agent)).or_default();
-            if has_power {
-                let e = u.energy_j * share;
-                h.energy_j += e;
-                if measured {
-                    h.measured_j += e;
-                }
-                h.covered_ms += ms;
-            }
-            h.usage_ms += ms;
-            h.cpu_weighted += f64::from(u.cpu_percent) * ms as f64;
-            h.cpu_max = h.cpu_max.max(f64::from(u.cpu_percent));
-            h.net_bytes += (net * share).round() as i64;
-            if u.user_active {
-                h.active_ms += ms;
-            }
-            h.mem_used_max = h.mem_used_max.max(mem_used);
-            // A sample counts in the hour where it ends.
-            if end == sent_ms {
-                h.samples += 1;
-            }
-            if end >= sent_ms || len == 0 {
-                break;
-            }
-            t = end;
-        }
-    }
-
-    fn write(&self, tx: &dyn Db) -> Result<(), DbError> {
-        for ((hour, agent), h) in &self.0 {
-            tx.execute(
-                "INSERT INTO energy_hourly AS e (hour_ms, agent, energy_j, measured_j, covered_ms,
-                    samples, cpu_weighted, cpu_max, net_bytes, active_ms, mem_used_max, usage_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (hour_ms, agent) DO UPDATE SET
-                    energy_j = e.energy_j + excluded.energy_j,
-                    measured_j = e.measured_j + excluded.measured_j,
-                    covered_ms = e.covered_ms + excluded.covered_ms,
-                    samples = e.samples + excluded.samples,
-                    cpu_weighted = e.cpu_weighted + excluded.cpu_weighted,
-                    cpu_max = CASE WHEN e.cpu_max > excluded.cpu_max THEN e.cpu_max
-                                   ELSE excluded.cpu_max END,
-                    net_bytes = e.net_bytes + excluded.net_bytes,
-                    active_ms = e.active_ms + excluded.active_ms,
-                    mem_used_max = CASE WHEN e.mem_used_max > excluded.mem_used_max
-                                        THEN e.mem_used_max ELSE excluded.mem_used_max END,
-                    usage_ms = e.usage_ms + excluded.usage_ms",
-                args![
-                    *hour,
-                    *agent,
-                    h.energy_j,
-                    h.measured_j,
-                    h.covered_ms,
-                    h.samples,
-                    h.cpu_weighted,
-                    h.cpu_max,
-                    h.net_bytes,
-                    h.active_ms,
-                    h.mem_used_max,
-                    h.usage_ms
-                ],
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// Appends `seq` to this agent's ack for the same route (an agent may
 /// have reached us over two routes in one batch, e.g. while reconnecting).
 fn push_ack(acks: &mut Vec<AckBatch>, agent_id: &str, reply: &Reply, seq: u64) {
@@ -579,231 +514,4 @@ fn push_ack(acks: &mut Vec<AckBatch>, agent_id: &str, reply: &Reply, seq: u64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use sobre_proto::v1::{Inventory, UsageReport};
-
-    fn usage(agent: &str, seq: u64, floor: u64) -> Event {
-        Event::Envelope {
-            env: Envelope {
-                agent_id: agent.into(),
-                seq,
-                version: 1,
-                spool_floor: floor,
-                sent_at_ms: seq as i64,
-                body: Some(Body::Usage(UsageReport {
-                    cpu_percent: 12.5,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            },
-            reply: Reply::Mqtt,
-            received_ms: 1_000 + seq as i64,
-        }
-    }
-
-    fn writer(dir: &std::path::Path) -> Writer {
-        let conn: crate::store::Conn = Box::new(crate::store::open(dir, false).expect("open"));
-        Writer::new(conn, Arc::new(Metrics::default()), 100).expect("writer")
-    }
-
-    fn stored(dir: &std::path::Path, agent: &str) -> Vec<u64> {
-        let r =
-            crate::store::Reader::new(Box::new(crate::store::open_reader(dir).expect("reader")));
-        r.samples(agent, 0, 10_000)
-            .expect("query")
-            .unwrap_or_default()
-            .iter()
-            .map(|s| s.seq)
-            .collect()
-    }
-
-    #[test]
-    fn redelivered_envelopes_are_acked_but_stored_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = writer(dir.path());
-        let acks = w
-            .commit(&[usage("a", 1, 1), usage("a", 2, 1), usage("b", 1, 1)])
-            .expect("commit");
-        let mut acked: Vec<(String, Vec<u64>)> =
-            acks.into_iter().map(|a| (a.agent_id, a.seqs)).collect();
-        acked.sort();
-        assert_eq!(acked, vec![("a".into(), vec![1, 2]), ("b".into(), vec![1])]);
-        // The same envelopes again, in another batch, plus a new one.
-        let acks = w
-            .commit(&[usage("a", 2, 1), usage("a", 1, 1), usage("a", 3, 1)])
-            .expect("commit");
-        assert_eq!(acks.len(), 1);
-        assert_eq!(acks[0].seqs, vec![2, 1, 3], "duplicates are acked again");
-        assert_eq!(stored(dir.path(), "a"), vec![1, 2, 3]);
-        assert_eq!(w.metrics.duplicates.load(Relaxed), 2);
-    }
-
-    #[test]
-    fn dedup_survives_a_restart_of_the_writer() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        writer(dir.path())
-            .commit(&[usage("a", 10, 10), usage("a", 11, 10)])
-            .expect("commit");
-        // A new process: the window is reloaded from the agents table.
-        let mut w = writer(dir.path());
-        w.commit(&[usage("a", 11, 10), usage("a", 12, 10)])
-            .expect("commit");
-        assert_eq!(stored(dir.path(), "a"), vec![10, 11, 12]);
-    }
-
-    #[test]
-    fn inventory_updates_the_agent_row() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = writer(dir.path());
-        let inv = Event::Envelope {
-            env: Envelope {
-                agent_id: "a".into(),
-                seq: 1,
-                version: 1,
-                body: Some(Body::Inventory(Inventory {
-                    hostname: "mairie-01".into(),
-                    cpu_threads: 8,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            },
-            reply: Reply::Mqtt,
-            received_ms: 5,
-        };
-        w.commit(&[inv]).expect("commit");
-        let r = crate::store::Reader::new(Box::new(
-            crate::store::open_reader(dir.path()).expect("reader"),
-        ));
-        let a = r.agent("a").expect("query").expect("known");
-        assert_eq!(a.summary.hostname.as_deref(), Some("mairie-01"));
-        assert_eq!(a.inventory.expect("inventory")["cpu_threads"], 8);
-    }
-
-    #[test]
-    fn energy_rolls_up_by_hour_split_at_the_boundary() {
-        let mut r = Rollup::default();
-        let report = |source: PowerSource, interval_ms: u32, energy_j: f64| UsageReport {
-            interval_ms,
-            energy_j,
-            power_source: source as i32,
-            ..Default::default()
-        };
-        // 10 s of model energy ending 4 s into hour 1: 6 s in hour 0, 4 s in hour 1.
-        r.add(
-            7,
-            HOUR_MS + 4_000,
-            &report(PowerSource::Model, 10_000, 100.0),
-        );
-        // 10 s measured, all in hour 1.
-        r.add(
-            7,
-            HOUR_MS + 20_000,
-            &report(PowerSource::Rapl, 10_000, 50.0),
-        );
-        // No power reported: not rolled up.
-        r.add(
-            7,
-            HOUR_MS + 30_000,
-            &report(PowerSource::Unspecified, 10_000, 0.0),
-        );
-        let h0 = r.0[&(0, 7)];
-        let h1 = r.0[&(HOUR_MS, 7)];
-        assert!((h0.energy_j - 60.0).abs() < 1e-9 && h0.covered_ms == 6_000 && h0.samples == 0);
-        assert!((h1.energy_j - 90.0).abs() < 1e-9, "{h1:?}");
-        assert!((h1.measured_j - 50.0).abs() < 1e-9);
-        assert_eq!(
-            (h1.covered_ms, h1.samples, h1.usage_ms),
-            (14_000, 3, 24_000)
-        );
-    }
-
-    #[test]
-    fn rollup_accumulates_across_batches() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = writer(dir.path());
-        let with_power = |seq: u64| {
-            let mut ev = usage("a", seq, 1);
-            if let Event::Envelope { env, .. } = &mut ev {
-                env.sent_at_ms = 10_000 * seq as i64;
-                if let Some(Body::Usage(u)) = &mut env.body {
-                    u.interval_ms = 10_000;
-                    u.energy_j = 200.0;
-                    u.power_w = 20.0;
-                    u.power_source = PowerSource::Model as i32;
-                }
-            }
-            ev
-        };
-        w.commit(&[with_power(1), with_power(2)]).expect("commit");
-        w.commit(&[with_power(3), with_power(3)])
-            .expect("commit with a duplicate");
-        let total: f64 = w
-            .conn
-            .query_row("SELECT sum(energy_j) FROM energy_hourly", args![], |r| {
-                r.get(0)
-            })
-            .expect("sum");
-        assert_eq!(total, 600.0, "the duplicate is not counted twice");
-    }
-
-    #[test]
-    fn the_latest_storage_summary_wins_whatever_the_arrival_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = writer(dir.path());
-        let summary = |seq: u64, finished: i64, files: u64| Event::Envelope {
-            env: Envelope {
-                agent_id: "a".into(),
-                seq,
-                version: 1,
-                body: Some(Body::Storage(sobre_proto::v1::StorageSummary {
-                    finished_at_ms: finished,
-                    files,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            },
-            reply: Reply::Mqtt,
-            received_ms: 1,
-        };
-        // The newer scan arrives first (e.g. replayed from a spool).
-        w.commit(&[summary(2, 2_000, 20)]).expect("commit");
-        w.commit(&[summary(1, 1_000, 10)]).expect("commit");
-        let r = crate::store::Reader::new(Box::new(
-            crate::store::open_reader(dir.path()).expect("reader"),
-        ));
-        let latest = r
-            .storage("a")
-            .expect("query")
-            .expect("agent")
-            .expect("summary");
-        assert_eq!(latest["files"], 20);
-        let n: i64 = w
-            .conn
-            .query_row("SELECT count(*) FROM storage_summaries", args![], |r| {
-                r.get(0)
-            })
-            .expect("count");
-        assert_eq!(n, 2, "every summary is kept");
-        assert_eq!(r.storage_fleet(None).expect("fleet").len(), 1);
-    }
-
-    #[test]
-    fn presence_marks_online_and_offline() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut w = writer(dir.path());
-        let presence = |online| Event::Presence {
-            agent_id: "a".into(),
-            online,
-            transport: "grpc",
-            at_ms: 7,
-        };
-        w.commit(&[presence(true)]).expect("commit");
-        let r = crate::store::Reader::new(Box::new(
-            crate::store::open_reader(dir.path()).expect("reader"),
-        ));
-        assert!(r.agents().expect("agents")[0].online);
-        w.commit(&[presence(false)]).expect("commit");
-        assert!(!r.agents().expect("agents")[0].online);
-    }
-}
+mod tests;
