@@ -152,11 +152,21 @@ run_case() {
     s1=$((s1 + $(metric "${https[$i]}" sobre_envelopes_stored_total | cut -d. -f1)))
   done
   if [ -n "$pg_pid" ]; then p1=$(pg_sum "$pg_pid" cpu); pw1=$(pg_sum "$pg_pid" write); fi
+  # What a stored sample takes on disk, indexes included: the samples
+  # table's size over its rows (SQLite: the whole file, WAL checkpointed).
+  local size_per_row
+  if [ -n "$pg_pid" ]; then
+    size_per_row=$("$PG_BIN/psql" -qtA "$PG_URL" \
+      -c "SELECT pg_total_relation_size('samples') / greatest(count(*), 1) FROM samples")
+  fi
   for p in "${pids[@]}"; do stop_pid "$p"; done
+  if [ -z "$pg_pid" ]; then
+    size_per_row=$(python3 -c "import sqlite3,os,sys; d=sys.argv[1]; c=sqlite3.connect(d); n=c.execute('select count(*) from samples').fetchone()[0]; c.execute('pragma wal_checkpoint(truncate)'); print(os.path.getsize(d)//max(n,1))" "$dir/c1/data/sobre.sqlite")
+  fi
   [ -n "$pg_pid" ] && stop_pid "$pg_pid" 30
-  python3 - "$dir" "$name" "$store" "$n" "$c0" "$c1" "$w0" "$w1" "$s0" "$s1" "$p0" "$p1" "$pw0" "$pw1" "$t0" "$t1" >>"$RESULTS" <<'EOF'
+  python3 - "$dir" "$name" "$store" "$n" "$c0" "$c1" "$w0" "$w1" "$s0" "$s1" "$p0" "$p1" "$pw0" "$pw1" "$t0" "$t1" "${size_per_row:-0}" >>"$RESULTS" <<'EOF'
 import json, sys, glob
-d, name, store, n, c0, c1, w0, w1, s0, s1, p0, p1, pw0, pw1, t0, t1 = sys.argv[1:]
+d, name, store, n, c0, c1, w0, w1, s0, s1, p0, p1, pw0, pw1, t0, t1, size = sys.argv[1:]
 lgs = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/loadgen*.json"))]
 stored = int(s1) - int(s0)
 wall = float(t1) - float(t0)
@@ -170,6 +180,7 @@ print(json.dumps(dict(
     pg_cpu_ms=per((int(p1) - int(p0)) * 10.0),
     collector_bytes=per(int(w1) - int(w0)),
     pg_bytes=per(int(pw1) - int(pw0)),
+    stored_bytes_per_sample=int(size or 0),
     load=open(f"{d}/load.txt").read().strip())))
 EOF
 }
@@ -191,7 +202,8 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 f = lambda v, fmt: "-" if v is None else fmt.format(v)
 hdr = ("case", "collectors", "acked/s", "p50 ms", "p99 ms", "collector CPU/env",
-       "PostgreSQL CPU/env", "collector disk B/env", "PostgreSQL disk B/env", "load after")
+       "PostgreSQL CPU/env", "collector disk B/env", "PostgreSQL disk B/env",
+       "B on disk per sample", "load after")
 print("| " + " | ".join(hdr) + " |")
 print("|" + "|".join("---" for _ in hdr) + "|")
 for r in rows:
@@ -200,7 +212,8 @@ for r in rows:
         f(r["collector_cpu_ms"] and r["collector_cpu_ms"] * 1000, "{:.0f} µs"),
         f(r["pg_cpu_ms"] and r["pg_cpu_ms"] * 1000 if r["store"] == "pg" else None, "{:.0f} µs"),
         f(r["collector_bytes"], "{:.0f}"),
-        f(r["pg_bytes"] if r["store"] == "pg" else None, "{:.0f}"), r["load"]]) + " |")
+        f(r["pg_bytes"] if r["store"] == "pg" else None, "{:.0f}"),
+        f(r["stored_bytes_per_sample"], "{:.0f}"), r["load"]]) + " |")
 by = {r["case"]: r for r in rows}
 if "pg" in by and "pg_two" in by:
     print(f"\ntwo collectors / one on PostgreSQL: {by['pg_two']['rate'] / by['pg']['rate']:.2f}x envelopes/s")
