@@ -85,6 +85,10 @@ impl Postgres {
 }
 
 impl Session {
+    fn closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
     fn with_client<T>(
         &mut self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
@@ -118,6 +122,9 @@ impl Session {
             r?;
             return Ok(Output::default());
         }
+        // Reconnect first if the server went away: that empties the
+        // statement cache, whose statements belonged to the old session.
+        self.with_client(|_| Ok(()))?;
         let stmt = match self.statements.get(sql) {
             Some(s) => s.clone(),
             None => {
@@ -148,7 +155,17 @@ impl Db for Postgres {
     fn run(&self, sql: &str, args: &[Value<'_>]) -> Result<Output, DbError> {
         let sql = sql.to_owned();
         let args: Vec<Cell> = args.iter().map(Value::to_cell).collect();
-        self.call(move |s| s.run(&sql, &args))
+        self.call(move |s| {
+            let first = s.run(&sql, &args);
+            // A server that restarted closed our connection; the client
+            // learns it from the first statement that fails. Outside a
+            // transaction that statement is simply run again on a new
+            // connection; inside one, the caller retries the whole.
+            match first {
+                Err(DbError::Postgres(_)) if !s.in_tx && s.closed() => s.run(&sql, &args),
+                other => other,
+            }
+        })
     }
 
     fn engine(&self) -> Engine {
