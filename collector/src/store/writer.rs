@@ -51,21 +51,11 @@ impl Writer {
     pub fn new(conn: Conn, metrics: Arc<Metrics>, batch_max: usize) -> Result<Writer, DbError> {
         let mut agents = HashMap::new();
         if conn.engine() == Engine::Sqlite {
-            let rows = conn.query_map(
+            agents.extend(conn.query_map(
                 "SELECT id, agent_id, seq_window FROM agents",
                 args![],
-                |r| {
-                    Ok((
-                        r.get::<i64>(0)?,
-                        r.get::<String>(1)?,
-                        r.get::<Option<Vec<u8>>>(2)?,
-                    ))
-                },
-            )?;
-            for (rowid, id, blob) in rows {
-                let window = decode_window(&id, blob.as_deref());
-                agents.insert(id, AgentState { rowid, window });
-            }
+                agent_state,
+            )?);
         }
         Ok(Writer {
             conn,
@@ -175,6 +165,13 @@ impl Writer {
     }
 }
 
+/// `(agent_id, state)` from a row `id, agent_id, seq_window`.
+fn agent_state(r: &crate::db::Row) -> Result<(String, AgentState), DbError> {
+    let (rowid, id) = (r.get::<i64>(0)?, r.get::<String>(1)?);
+    let window = decode_window(&id, r.get::<Option<Vec<u8>>>(2)?.as_deref());
+    Ok((id, AgentState { rowid, window }))
+}
+
 /// The saved window of an agent, or an empty one (with a warning when the
 /// bytes are damaged).
 fn decode_window(agent: &str, blob: Option<&[u8]>) -> SeqWindow {
@@ -240,18 +237,9 @@ fn lock_agents(
                 marks.join(", ")
             ),
             &names,
-            |r| {
-                Ok((
-                    r.get::<i64>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<Option<Vec<u8>>>(2)?,
-                ))
-            },
+            agent_state,
         )?;
-        for (rowid, id, blob) in locked {
-            let window = decode_window(&id, blob.as_deref());
-            staged.insert(id, AgentState { rowid, window });
-        }
+        staged.extend(locked);
     }
     Ok(())
 }
