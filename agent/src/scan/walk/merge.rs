@@ -47,10 +47,19 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
         .reserve_exact(parts.iter().map(|l| l.out.files.len()).sum());
     // (dir id, start in out.files, len) of every directory's sorted files.
     let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+    // Each directory's subdirectories: (start, len) in `kids`.
+    let mut kids_of: Vec<(usize, usize)> = vec![(0, 0); n_dirs];
+    let mut kids: Vec<u32> = Vec::new();
+    let mut tops: Vec<u32> = Vec::new();
     for (w, mut l) in parts.into_iter().enumerate() {
         for (id, p) in l.dirs.drain(..) {
             dirs_by_id[id as usize] = p;
         }
+        for &(id, s, n) in &l.tree {
+            kids_of[id as usize] = (kids.len() + s, n);
+        }
+        kids.append(&mut l.kids);
+        tops.append(&mut l.tops);
         let base = out.files.len();
         runs.extend(l.runs.iter().map(|&(d, s, n)| (d, base + s, n)));
         let part = u16::try_from(w).unwrap_or(u16::MAX);
@@ -65,9 +74,15 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
         let room = MAX_ISSUES.saturating_sub(out.issues.len());
         out.issues.extend(l.out.issues.into_iter().take(room));
     }
-    // Directories sorted by path; ids remapped.
-    let mut order: Vec<u32> = (0..n_dirs as u32).collect();
-    order.sort_unstable_by(|&a, &b| path_order(&dirs_by_id[a as usize], &dirs_by_id[b as usize]));
+    // Directories in path order: the workers listed each one's
+    // subdirectories by name, so the order is the tree's, depth first,
+    // from the top directories sorted by path.
+    let mut order = tree_order(&dirs_by_id, &tops, &kids_of, &kids);
+    if order.len() != n_dirs {
+        // Not one tree (never seen): sort the paths.
+        order = (0..n_dirs as u32).collect();
+        order.sort_by(|&a, &b| path_order(&dirs_by_id[a as usize], &dirs_by_id[b as usize]));
+    }
     let mut remap = vec![0u32; n_dirs];
     for (new_id, &old) in order.iter().enumerate() {
         remap[old as usize] = new_id as u32;
@@ -100,6 +115,34 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
         .retain(|f| !(f.multi_link || follow) || seen.insert((f.dev, f.ino)));
     out.stats.hard_link_names += (before - out.files.len()) as u64;
     out
+}
+
+/// The directories depth first, each one's subdirectories in the order
+/// listed (by name), from `tops` sorted by path: the paths' order, without
+/// comparing paths (only the few tops are). A directory's path starts with
+/// its parent's and a separator, which sorts before any other byte. A
+/// directory reached twice is listed once.
+fn tree_order(
+    dirs: &[PathBuf],
+    tops: &[u32],
+    kids_of: &[(usize, usize)],
+    kids: &[u32],
+) -> Vec<u32> {
+    let mut tops = tops.to_vec();
+    tops.sort_by(|&a, &b| path_order(&dirs[a as usize], &dirs[b as usize]).then(a.cmp(&b)));
+    let mut placed = vec![false; dirs.len()];
+    let mut order = Vec::with_capacity(dirs.len());
+    let mut stack: Vec<u32> = tops.into_iter().rev().collect();
+    while let Some(d) = stack.pop() {
+        let Some(p) = placed.get_mut(d as usize).filter(|p| !**p) else {
+            continue;
+        };
+        *p = true;
+        order.push(d);
+        let (s, n) = kids_of[d as usize];
+        stack.extend(kids.get(s..s + n).unwrap_or_default().iter().rev());
+    }
+    order
 }
 
 /// Puts `v` in the order `from` gives (`v[i]` becomes the old `v[from[i]]`)
