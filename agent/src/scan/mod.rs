@@ -349,6 +349,7 @@ pub fn scan(
             threads,
             budget: budget.as_ref(),
             poll: every,
+            now_ns,
         },
         &counters,
         cancel,
@@ -395,7 +396,7 @@ pub fn scan(
         {
             return;
         }
-        let cats = report::file_cats(&walked, d, &rules, now_ns);
+        let cats = report::file_cats(&walked, d);
         if let Err(e) = save::save_index(dir, &roots, None, false, &walked, d, &cats, false) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
@@ -423,7 +424,7 @@ pub fn scan(
     let t_report = Instant::now();
     let complete = !cancel.load(Relaxed) && !dedup.partial;
     let hashed_files = counters.hashed_files.load(Relaxed);
-    let cats = report::file_cats(&walked, &dedup, &rules, now_ns);
+    let cats = report::file_cats(&walked, &dedup);
     let build = || {
         let mut r = ScanReport {
             started_at_ms: ms(started),

@@ -316,7 +316,9 @@ impl<'a> Reading<'_, 'a> {
                 // stat says what they are now.
                 _ => match stat_at(dir, cname, false, AtFlags::empty()) {
                     Ok(md) => match md.kind {
-                        Kind::File => add_file(&mut self.local.out, job.id, name, &md, job.flags),
+                        Kind::File => {
+                            add_file(&mut self.local.out, opts, job.id, name, &md, job.flags)
+                        }
                         Kind::Dir => {
                             let path = job.path.join(os);
                             if opts.rules.excluded_path(&path) {
@@ -373,7 +375,14 @@ impl<'a> Reading<'_, 'a> {
         match stat_at(dir, cname, true, AtFlags::empty()) {
             Ok(md) if self.shared.opts.follow_symlinks => match md.kind {
                 Kind::Dir => self.push_dir(path(), &md, true, true),
-                Kind::File => add_file(&mut self.local.out, job.id, name, &md, job.flags),
+                Kind::File => add_file(
+                    &mut self.local.out,
+                    self.shared.opts,
+                    job.id,
+                    name,
+                    &md,
+                    job.flags,
+                ),
                 _ => {}
             },
             Ok(_) => {}

@@ -17,7 +17,7 @@ mod tests;
 pub(crate) use merge::shared_prefix;
 
 use super::pace::Pacer;
-use super::rules::Rules;
+use super::rules::{Cats, Rules};
 use super::{Counters, Issue, IssueKind, run_workers};
 use queue::{Job, Queue};
 use std::collections::HashSet;
@@ -48,8 +48,9 @@ pub(crate) struct FileRec {
     pub mtime_ns: i64,
     /// More than one name (hard links): checked against the others.
     pub multi_link: bool,
-    /// Flags inherited from the directories above it.
-    pub dir_flags: u8,
+    /// Its categories but duplicates (name, folders above, size, age),
+    /// found by the walkers as they go.
+    pub cats: Cats,
 }
 
 /// Where a file's name lies: in which worker's name bytes (they are kept
@@ -145,6 +146,8 @@ pub(crate) struct WalkOptions<'a> {
     /// The CPU budget, background mode only.
     pub budget: Option<&'a super::pace::Budget>,
     pub poll: Duration,
+    /// The scan's clock, for the categories by age.
+    pub now_ns: i64,
 }
 
 /// What one entry is, from `statx` (or `fstatat` where there is none).
@@ -314,7 +317,7 @@ fn seed_root<'a>(shared: &Shared<'a>, root: &Path, local: &mut Local, jobs: &mut
         let id = shared.next_id.fetch_add(1, Relaxed);
         local.dirs.push((id, parent.to_owned()));
         local.tops.push(id);
-        add_file(&mut local.out, id, name.as_bytes(), &md, flags);
+        add_file(&mut local.out, shared.opts, id, name.as_bytes(), &md, flags);
         local.runs.push((id, local.out.files.len() - 1, 1));
         shared.counters.files.fetch_add(1, Relaxed);
         shared.counters.bytes.fetch_add(md.size, Relaxed);
@@ -334,8 +337,9 @@ pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
         .saturating_add(md.mtime_nsec())
 }
 
-/// Adds a file found by one worker (its names are in `out.names[0]`).
-fn add_file(out: &mut Walked, dir: u32, name: &[u8], md: &Meta, flags: u8) {
+/// Adds a file found by one worker (its names are in `out.names[0]`);
+/// `flags`: those of the folders above it.
+fn add_file(out: &mut Walked, opts: &WalkOptions<'_>, dir: u32, name: &[u8], md: &Meta, flags: u8) {
     if out.names.is_empty() {
         out.names.push(Vec::new());
     }
@@ -353,7 +357,13 @@ fn add_file(out: &mut Walked, dir: u32, name: &[u8], md: &Meta, flags: u8) {
         size: md.size,
         mtime_ns: md.mtime_ns,
         multi_link: md.nlink > 1,
-        dir_flags: flags,
+        cats: opts.rules.file_cats(
+            OsStr::from_bytes(name),
+            flags,
+            md.size,
+            md.mtime_ns,
+            opts.now_ns,
+        ),
     });
 }
 

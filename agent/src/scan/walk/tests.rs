@@ -110,6 +110,7 @@ fn walk_with(root: &Path, rules: &Rules, threads: usize) -> Walked {
         threads,
         budget: None,
         poll: Duration::from_millis(100),
+        now_ns: 0,
     };
     let w = walk(
         &[root.to_path_buf()],
@@ -249,6 +250,7 @@ fn a_folder_listed_but_not_stated_is_not_entered_on_another_filesystem() {
         threads: 1,
         budget: None,
         poll: Duration::from_millis(100),
+        now_ns: 0,
     };
     let (cancel, counters, open_dirs) = (
         AtomicBool::new(false),
