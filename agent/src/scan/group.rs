@@ -6,7 +6,6 @@
 //! of the whole index in memory.
 
 use super::hash::{self, BLOCK, Hash, HashFail, Stage};
-use super::index::{EntryKind, EntryRef};
 use super::pace::Pacer;
 use super::walk::FileRec;
 use super::walk::Walked;
@@ -73,10 +72,19 @@ pub(crate) struct Dedup {
     pub changed: u64,
 }
 
+/// A file still as the last scan saw it (same dev, inode, size and mtime),
+/// and the hashes it had then (prefix, suffix, full).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Known {
+    /// Index into the walk's files.
+    pub file: u32,
+    pub hashes: [Option<Hash>; 3],
+}
+
 /// Where a rescan finds the last scan's hashes: calls `each` with every
-/// entry of the old index, in its order; false when the index could not be
+/// file the old index still describes; false when the index could not be
 /// read whole (what it handed out is then forgotten).
-pub(crate) type Prior<'a> = dyn FnMut(&mut dyn FnMut(&EntryRef<'_>)) -> bool + 'a;
+pub(crate) type Prior<'a> = dyn FnMut(&mut dyn FnMut(Known)) -> bool + 'a;
 
 struct Ctx<'a> {
     w: &'a Walked,
@@ -181,38 +189,23 @@ impl Ctx<'_> {
 
     /// Takes the hashes of unchanged files from the last scan's index.
     fn reuse(&mut self, prior: &mut Prior<'_>) {
-        let files = &self.w.files;
         let Dedup {
             slots,
             slot_of,
             reused,
             ..
         } = &mut self.d;
-        let mut find = Finder {
-            files,
-            next: 0,
-            sorted: None,
-        };
-        let whole = prior(&mut |e| {
-            if e.kind != EntryKind::File {
-                return;
-            }
-            let Some(i) = find.find(e.dev, e.ino) else {
+        let whole = prior(&mut |k| {
+            let Some(slot) = slot_of
+                .get(k.file as usize)
+                .and_then(|&s| slots.get_mut(s as usize))
+            else {
                 return;
             };
-            let (f, s) = (&files[i], slot_of[i]);
-            if s == NO_SLOT
-                || (e.prefix.is_none() && e.full.is_none())
-                || f.size != e.size
-                || f.mtime_ns != e.mtime_ns
-            {
-                return;
-            }
-            let slot = &mut slots[s as usize];
             if slot.prefix.is_none() && slot.full.is_none() {
                 *reused += 1;
             }
-            (slot.prefix, slot.suffix, slot.full) = (e.prefix, e.suffix, e.full);
+            [slot.prefix, slot.suffix, slot.full] = k.hashes;
         });
         if !whole {
             for s in slots.iter_mut() {
@@ -220,11 +213,7 @@ impl Ctx<'_> {
             }
             *reused = 0;
         }
-        tracing::debug!(
-            reused = *reused,
-            out_of_order = find.sorted.is_some(),
-            "scan: hashes taken from the index"
-        );
+        tracing::debug!(reused = *reused, "scan: hashes taken from the index");
     }
 
     fn size(&self, slot: u32) -> u64 {
@@ -403,48 +392,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Finds the walk's file of an index entry: the index lists files in walk
-/// order, so on a rescan the next entry is nearly always the next file, or
-/// one of the few after it (a file added); anything else (a file moved)
-/// is looked up by (dev, inode) in a table made on the first such miss.
-struct Finder<'a> {
-    files: &'a [FileRec],
-    next: usize,
-    sorted: Option<Vec<(u64, u64, u32)>>,
-}
-
-/// Files after the expected one tried before the table.
-const LOOK_AHEAD: usize = 4;
-
-impl Finder<'_> {
-    fn find(&mut self, dev: u64, ino: u64) -> Option<usize> {
-        let ahead = self.files.get(self.next..).unwrap_or_default();
-        if let Some(k) = ahead
-            .iter()
-            .take(LOOK_AHEAD + 1)
-            .position(|f| (f.dev, f.ino) == (dev, ino))
-        {
-            self.next += k + 1;
-            return Some(self.next - 1);
-        }
-        let files = self.files;
-        let sorted = self.sorted.get_or_insert_with(|| {
-            let mut v: Vec<(u64, u64, u32)> = files
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.dev, f.ino, i as u32))
-                .collect();
-            v.sort_unstable();
-            v
-        });
-        let k = sorted
-            .binary_search_by(|&(d, i, _)| (d, i).cmp(&(dev, ino)))
-            .ok()?;
-        self.next = sorted[k].2 as usize + 1;
-        Some(self.next - 1)
-    }
-}
-
 /// The files of non-zero size as (size, index), by size then index. A
 /// radix sort on one `u64` key (size and index side by side) when they fit
 /// in it, as they do but for files of many terabytes: a few passes over
@@ -485,7 +432,7 @@ fn radix_sort(keys: &mut Vec<u64>) {
     }
     let mut tmp = vec![0u64; keys.len()];
     for (d, c) in counts.iter().enumerate() {
-        if c.iter().any(|&n| n == keys.len()) {
+        if c.contains(&keys.len()) {
             continue;
         }
         let mut at = [0usize; 1 << BITS];

@@ -27,6 +27,7 @@ mod hash;
 pub mod human;
 pub mod index;
 mod pace;
+mod prior;
 mod report;
 pub mod rules;
 mod save;
@@ -361,26 +362,8 @@ pub fn scan(
     let t1 = Instant::now();
     // The old index is read after the walk, as a stream, and its hashes go
     // straight to the files they belong to: it is never whole in memory.
-    let mut old: Option<Index> = None;
-    let mut load = Duration::ZERO;
-    let mut prior = |each: &mut dyn FnMut(&index::EntryRef<'_>)| -> bool {
-        let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) else {
-            return true;
-        };
-        let t = Instant::now();
-        let read = index::read(dir, |e| each(&e));
-        load = t.elapsed();
-        match read {
-            Ok(header) => {
-                old = header;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
-                false
-            }
-        }
-    };
+    let index_dir = cfg.index_dir.as_deref().filter(|_| !cfg.walk_only);
+    let mut old: Option<prior::Old<'_>> = None;
     let skip = AtomicBool::new(cfg.walk_only);
     // Slow (background) scans save what they hashed between stages, at
     // most once a minute, so a crash or a reboot loses little. (Not complete:
@@ -402,6 +385,15 @@ pub fn scan(
         }
         last_save = Instant::now();
     };
+    let mut prior = |each: &mut dyn FnMut(group::Known)| -> bool {
+        let Some(dir) = index_dir else {
+            return true;
+        };
+        let read = prior::read(dir, &walked, each);
+        let whole = read.whole;
+        old = Some(read);
+        whole
+    };
     let dedup = group::find_duplicates(
         &walked,
         &mut prior,
@@ -417,6 +409,10 @@ pub fn scan(
         &mut checkpoint,
     )
     .map_err(ScanError::Threads)?;
+    let (old, unchanged, load) = match old {
+        Some(o) => (o.header, Some(o.unchanged), o.load),
+        None => (None, None, Duration::ZERO),
+    };
     let load_ms = load.as_millis() as u64;
     let hash_ms = t1.elapsed().saturating_sub(load).as_millis() as u64;
     counters.phase.store(2, Relaxed);
@@ -456,12 +452,14 @@ pub fn scan(
         );
         r
     };
+    // Nothing hashed, and the old index holds exactly this scan: nothing
+    // is written.
+    let same = hashed_files == 0
+        && unchanged.is_some_and(|u| u.finish(old.as_ref(), &roots, &dedup, &cats));
     let save = || {
         let t = Instant::now();
         let dir = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only);
-        // Nothing hashed: maybe nothing changed, and then nothing is written.
         let saved = dir.map(|dir| {
-            let same = hashed_files == 0;
             let old = old.as_ref();
             save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, complete)
         });

@@ -53,7 +53,8 @@ pub struct ScanReport {
     /// Only with a fingerprint key.
     pub fingerprints: Vec<FingerprintRow>,
     pub issues: Vec<Issue>,
-    /// Time reading the index, walking, hashing, writing the index.
+    /// Time reading the old index, walking, grouping and hashing, writing
+    /// the index (or checking it unchanged).
     pub load_ms: u64,
     pub walk_ms: u64,
     pub hash_ms: u64,
