@@ -59,7 +59,8 @@ pub struct ScanConfig {
     pub rules: Rules,
     pub follow_symlinks: bool,
     pub one_file_system: bool,
-    /// Readers per device (and walkers).
+    /// Readers per device, and walkers (of which twice the cores start;
+    /// the rest join once the walk waits on the disk).
     pub threads: usize,
     /// Where the index lives; None: no index (everything hashed).
     pub index_dir: Option<PathBuf>,

@@ -31,6 +31,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+/// How often the walk's crew is checked (see [`queue::Crew`]).
+const CREW_CHECK: Duration = Duration::from_millis(20);
+
 /// Most issues kept with their path (all are counted).
 pub const MAX_ISSUES: usize = 200;
 
@@ -234,8 +237,10 @@ pub(crate) fn walk(
     poll: &mut dyn FnMut(),
 ) -> io::Result<Walked> {
     let open_dirs = AtomicUsize::new(0);
+    let threads = opts.threads.max(1);
+    let (mut crew, first) = queue::Crew::new(threads);
     let shared = Shared {
-        queue: Queue::new(cancel),
+        queue: Queue::new(cancel, first),
         next_id: AtomicU32::new(0),
         visited: Mutex::new(HashSet::new()),
         open_dirs: &open_dirs,
@@ -250,10 +255,18 @@ pub(crate) fn walk(
         seed_root(&shared, root, &mut seed, &mut jobs);
     }
     shared.queue.seed(jobs);
-    let threads = opts.threads.max(1);
+    // The crew is checked more often than the caller is called back.
+    let mut last_poll = std::time::Instant::now();
+    let mut check = || {
+        crew.check(&shared.queue);
+        if last_poll.elapsed() >= opts.poll {
+            poll();
+            last_poll = std::time::Instant::now();
+        }
+    };
     let locals = run_workers(
         threads,
-        |_| {
+        |worker| {
             let mut local = Local::default();
             let mut pacer = Pacer::new(opts.budget);
             let mut buf = Vec::with_capacity(dir::BUF_BYTES);
@@ -262,7 +275,7 @@ pub(crate) fn walk(
             loop {
                 let job = match mine.pop() {
                     Some(j) => j,
-                    None => match shared.queue.next(busy) {
+                    None => match shared.queue.next(worker, busy) {
                         Some(j) => j,
                         None => break,
                     },
@@ -276,8 +289,8 @@ pub(crate) fn walk(
             }
             local
         },
-        opts.poll,
-        poll,
+        opts.poll.min(CREW_CHECK),
+        &mut check,
     )?;
     let n_dirs = shared.next_id.load(Relaxed) as usize;
     let t = std::time::Instant::now();

@@ -258,7 +258,7 @@ fn a_folder_listed_but_not_stated_is_not_entered_on_another_filesystem() {
         AtomicUsize::new(0),
     );
     let shared = Shared {
-        queue: Queue::new(&cancel),
+        queue: Queue::new(&cancel, 1),
         next_id: AtomicU32::new(0),
         visited: Mutex::new(HashSet::new()),
         open_dirs: &open_dirs,
