@@ -230,47 +230,71 @@ impl Ctx<'_> {
         poll: &mut dyn FnMut(),
     ) -> io::Result<Vec<Group>> {
         let applies = |size: u64| stage == Stage::Prefix || size > BLOCK;
+        // One look at each group's slots (they lie all over: each look is
+        // a cache miss) tells what to read, and whether a group has all
+        // its hashes and they are one: then it stays as it is (true
+        // copies, the common case, and every group of an unchanged tree).
         let mut jobs = Vec::new();
-        for g in groups.iter().filter(|g| applies(g.size)) {
-            jobs.extend(
-                g.slots
-                    .iter()
-                    .copied()
-                    .filter(|&s| self.d.slots[s as usize].get(stage).is_none()),
-            );
+        let mut whole = vec![false; groups.len()];
+        for (g, whole) in groups.iter().zip(&mut whole) {
+            if !applies(g.size) {
+                *whole = true;
+                continue;
+            }
+            let first = g
+                .slots
+                .first()
+                .map(|&s| self.d.slots[s as usize].get(stage));
+            let mut one = first.is_some_and(|h| h.is_some());
+            for &s in &g.slots {
+                let h = self.d.slots[s as usize].get(stage);
+                if h.is_none() {
+                    jobs.push(s);
+                }
+                one &= Some(h) == first;
+            }
+            *whole = one && g.slots.len() > 1;
         }
         let (t, n_jobs) = (std::time::Instant::now(), jobs.len());
         self.run_io(stage, jobs, poll)?;
         tracing::debug!(
             ?stage,
             groups = groups.len(),
+            split = whole.iter().filter(|w| !**w).count(),
             read = n_jobs,
             ms = t.elapsed().as_millis() as u64,
             "scan stage"
         );
         let mut out = Vec::with_capacity(groups.len());
         let slots = &self.d.slots;
-        let hash = |s: u32| slots[s as usize].get(stage);
-        for mut g in groups {
-            if !applies(g.size) {
+        // Each slot's hash fetched once, then sorted beside it (sorting
+        // the slots by a hash fetched at each comparison missed the cache
+        // at each). Slots are in walk order: the slot index orders ties.
+        let mut keyed: Vec<(Hash, u32)> = Vec::new();
+        for (g, whole) in groups.into_iter().zip(whole) {
+            if whole {
                 out.push(g);
                 continue;
             }
-            g.slots.retain(|&s| hash(s).is_some());
-            let first = g.slots.first().map(|&s| hash(s));
-            if g.slots.len() > 1 && g.slots.iter().all(|&s| Some(hash(s)) == first) {
-                // Still one group (true copies, the common case): as it
-                // is, still in walk order.
+            keyed.clear();
+            keyed.extend(
+                g.slots
+                    .iter()
+                    .filter_map(|&s| slots[s as usize].get(stage).map(|h| (h, s))),
+            );
+            keyed.sort_unstable();
+            if keyed.len() == g.slots.len()
+                && keyed.first().map(|k| k.0) == keyed.last().map(|k| k.0)
+            {
+                // Still one group: as it is, still in walk order.
                 out.push(g);
                 continue;
             }
-            // Slots are in walk order: the slot index orders ties.
-            g.slots.sort_unstable_by_key(|&s| (hash(s), s));
-            for run in g.slots.chunk_by(|&a, &b| hash(a) == hash(b)) {
+            for run in keyed.chunk_by(|a, b| a.0 == b.0) {
                 if run.len() > 1 {
                     out.push(Group {
                         size: g.size,
-                        slots: run.to_vec(),
+                        slots: run.iter().map(|&(_, s)| s).collect(),
                     });
                 }
             }
