@@ -13,6 +13,7 @@
 //! `openat`, no `openat2`, no `statx` with a mask and no listing without an
 //! allocation per name (the workspace denies `unsafe_code`).
 
+use super::batch::{BIG_DIR, StatBatch};
 use super::queue::Job;
 use super::{Kind, Local, Meta, Shared, add_file, issue, mark_visited};
 use crate::scan::pace::Pacer;
@@ -36,7 +37,7 @@ pub(super) const MAX_OPEN_DIRS: usize = 128;
 
 /// An open directory, counted in [`Shared::open_dirs`] while it is.
 pub(super) struct DirFd<'a> {
-    fd: OwnedFd,
+    pub fd: OwnedFd,
     open: &'a AtomicUsize,
 }
 
@@ -163,6 +164,69 @@ fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Meta> {
     stat_at(fd, c"", false, AtFlags::EMPTY_PATH)
 }
 
+/// One directory's entries, listed before any is handled (so that a large
+/// directory's stats can be shared out). One per worker, reused.
+#[derive(Default)]
+pub(super) struct Listing {
+    ents: Vec<Ent>,
+    /// The names, each ending with a NUL.
+    names: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+struct Ent {
+    at: u32,
+    kind: FileType,
+    ino: u64,
+    excluded: bool,
+}
+
+impl Listing {
+    fn name(&self, e: &Ent) -> &CStr {
+        let bytes = self.names.get(e.at as usize..).unwrap_or_default();
+        CStr::from_bytes_until_nul(bytes).unwrap_or_default()
+    }
+
+    /// Lists `dir` (but `.` and `..`).
+    fn list(&mut self, dir: BorrowedFd<'_>, buf: &mut Vec<u8>) -> rustix::io::Result<()> {
+        self.ents.clear();
+        self.names.clear();
+        let mut raw = RawDir::new(dir, buf.spare_capacity_mut());
+        while let Some(ent) = raw.next() {
+            let ent = ent?;
+            let name = ent.file_name().to_bytes_with_nul();
+            if name == b".\0" || name == b"..\0" {
+                continue;
+            }
+            let Ok(at) = u32::try_from(self.names.len()) else {
+                return Err(Errno::NOMEM);
+            };
+            self.names.extend_from_slice(name);
+            self.ents.push(Ent {
+                at,
+                kind: ent.file_type(),
+                ino: ent.ino(),
+                excluded: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the listing's type leaves to a stat: regular files, untyped
+/// entries, and folders when links are followed (their inode is needed).
+fn needs_stat(kind: FileType, follow: bool) -> bool {
+    match kind {
+        FileType::Symlink
+        | FileType::Fifo
+        | FileType::Socket
+        | FileType::CharacterDevice
+        | FileType::BlockDevice => false,
+        FileType::Directory => follow,
+        _ => true,
+    }
+}
+
 /// A directory being read, and where what it holds goes.
 struct Reading<'r, 'a> {
     shared: &'r Shared<'a>,
@@ -181,6 +245,7 @@ pub(super) fn read<'a>(
     local: &mut Local,
     pacer: &mut Pacer,
     buf: &mut Vec<u8>,
+    lst: &mut Listing,
     mine: &mut Vec<Job<'a>>,
 ) {
     let opened = open(shared, &mut job);
@@ -208,7 +273,7 @@ pub(super) fn read<'a>(
         job: &job,
         fd: &fd,
     };
-    let entries = r.entries(pacer, buf);
+    let entries = r.entries(pacer, buf, lst);
     let Reading { local, mine, .. } = r;
     // This directory's subdirectories, by name (the merge's order).
     mine[first_kid..].sort_unstable_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
@@ -254,8 +319,13 @@ pub(super) fn read<'a>(
 impl<'a> Reading<'_, 'a> {
     /// Lists the directory and handles each entry; returns how many there
     /// were (excluded ones included, `.` and `..` not).
-    fn entries(&mut self, pacer: &mut Pacer, buf: &mut Vec<u8>) -> u64 {
+    fn entries(&mut self, pacer: &mut Pacer, buf: &mut Vec<u8>, lst: &mut Listing) -> u64 {
         let (opts, job) = (self.shared.opts, self.job);
+        let follow = opts.follow_symlinks;
+        let dir = self.fd.fd.as_fd();
+        if let Err(e) = lst.list(dir, buf) {
+            issue(&mut self.local.out, &job.path, &e.into());
+        }
         // Files excluded by path: only those whose parent is this directory.
         let here: Vec<&OsStr> = opts
             .rules
@@ -264,30 +334,45 @@ impl<'a> Reading<'_, 'a> {
             .filter(|p| p.parent() == Some(job.path.as_path()))
             .filter_map(|p| p.file_name())
             .collect();
-        let dir = self.fd.fd.as_fd();
-        let mut entries = 0;
-        let mut raw = RawDir::new(dir, buf.spare_capacity_mut());
-        while let Some(ent) = raw.next() {
-            pacer.tick(self.shared.cancel);
-            let ent = match ent {
-                Ok(ent) => ent,
-                Err(e) => {
-                    issue(&mut self.local.out, &job.path, &e.into());
-                    break;
-                }
-            };
-            let cname = ent.file_name();
-            let name = cname.to_bytes();
-            if name == b"." || name == b".." {
-                continue;
+        let mut to_stat = 0;
+        for i in 0..lst.ents.len() {
+            let e = lst.ents[i];
+            let os = OsStr::from_bytes(lst.name(&e).to_bytes());
+            let excluded = opts.rules.excluded_name(os) || here.contains(&os);
+            lst.ents[i].excluded = excluded;
+            to_stat += usize::from(!excluded && needs_stat(e.kind, follow));
+        }
+        // A large directory's stats are shared with waiting workers.
+        let batch = (to_stat >= BIG_DIR).then(|| {
+            let (mut names, mut at) = (Vec::new(), Vec::with_capacity(to_stat));
+            for e in lst
+                .ents
+                .iter()
+                .filter(|e| !e.excluded && needs_stat(e.kind, follow))
+            {
+                at.push(names.len() as u32);
+                names.extend_from_slice(lst.name(e).to_bytes_with_nul());
             }
-            entries += 1;
-            let os = OsStr::from_bytes(name);
-            if opts.rules.excluded_name(os) || here.contains(&os) {
+            Arc::new(StatBatch::new(Arc::clone(self.fd), names, at))
+        });
+        let mut stated = batch.as_ref().map(|b| {
+            let offered = self.shared.queue.offer(b);
+            b.work();
+            if offered {
+                self.shared.queue.withdraw(b);
+            }
+            b.results()
+        });
+        for e in &lst.ents {
+            pacer.tick(self.shared.cancel);
+            if e.excluded {
                 self.local.out.stats.excluded += 1;
                 continue;
             }
-            match ent.file_type() {
+            let cname = lst.name(e);
+            let name = cname.to_bytes();
+            let os = OsStr::from_bytes(name);
+            match e.kind {
                 FileType::Symlink => self.symlink(cname),
                 FileType::Fifo
                 | FileType::Socket
@@ -296,7 +381,7 @@ impl<'a> Reading<'_, 'a> {
                 // Listed as a folder: not stat'ed (opening it tells
                 // whether it lies on another filesystem); links followed
                 // need its inode to see a loop.
-                FileType::Directory if !opts.follow_symlinks => {
+                FileType::Directory if !follow => {
                     let path = job.path.join(os);
                     if opts.rules.excluded_path(&path) {
                         self.local.out.stats.excluded += 1;
@@ -305,7 +390,7 @@ impl<'a> Reading<'_, 'a> {
                     let md = Meta {
                         kind: Kind::Dir,
                         dev: job.dev,
-                        ino: ent.ino(),
+                        ino: e.ino,
                         size: 0,
                         mtime_ns: 0,
                         nlink: 1,
@@ -314,27 +399,33 @@ impl<'a> Reading<'_, 'a> {
                 }
                 // Regular files, and what the listing did not type: the
                 // stat says what they are now.
-                _ => match stat_at(dir, cname, false, AtFlags::empty()) {
-                    Ok(md) => match md.kind {
-                        Kind::File => {
-                            add_file(&mut self.local.out, opts, job.id, name, &md, job.flags)
-                        }
-                        Kind::Dir => {
-                            let path = job.path.join(os);
-                            if opts.rules.excluded_path(&path) {
-                                self.local.out.stats.excluded += 1;
-                                continue;
+                _ => {
+                    let md = match stated.as_mut().and_then(|r| r.next()) {
+                        Some(md) => md,
+                        None => stat_at(dir, cname, false, AtFlags::empty()),
+                    };
+                    match md {
+                        Ok(md) => match md.kind {
+                            Kind::File => {
+                                add_file(&mut self.local.out, opts, job.id, name, &md, job.flags)
                             }
-                            self.push_dir(path, &md, true, false);
-                        }
-                        Kind::Symlink => self.symlink(cname),
-                        Kind::Other => self.local.out.stats.special += 1,
-                    },
-                    Err(e) => issue(&mut self.local.out, &job.path.join(os), &e),
-                },
+                            Kind::Dir => {
+                                let path = job.path.join(os);
+                                if opts.rules.excluded_path(&path) {
+                                    self.local.out.stats.excluded += 1;
+                                    continue;
+                                }
+                                self.push_dir(path, &md, true, false);
+                            }
+                            Kind::Symlink => self.symlink(cname),
+                            Kind::Other => self.local.out.stats.special += 1,
+                        },
+                        Err(e) => issue(&mut self.local.out, &job.path.join(os), &e),
+                    }
+                }
             }
         }
-        entries
+        lst.ents.len() as u64
     }
 
     /// Queues a subdirectory; `stat`: `md` is its own, from a stat (else

@@ -5,9 +5,11 @@
 //! Each directory is opened relative to its parent's descriptor and its
 //! entries are stat'ed relative to its own (`dir`), so the kernel resolves
 //! one name per call instead of a whole path, and nothing is allocated per
-//! entry; the workers share directories through `queue`, and `merge` puts
-//! their finds in path order.
+//! entry; the workers share directories through `queue`, a large
+//! directory's stats through `batch`, and `merge` puts their finds in path
+//! order.
 
+mod batch;
 mod dir;
 mod merge;
 mod queue;
@@ -270,18 +272,26 @@ pub(crate) fn walk(
             let mut local = Local::default();
             let mut pacer = Pacer::new(opts.budget);
             let mut buf = Vec::with_capacity(dir::BUF_BYTES);
+            let mut lst = dir::Listing::default();
             let mut mine: Vec<Job<'_>> = Vec::new();
             let mut busy = false;
             loop {
                 let job = match mine.pop() {
                     Some(j) => j,
                     None => match shared.queue.next(worker, busy) {
-                        Some(j) => j,
+                        Some(queue::Work::Dir(j)) => j,
+                        Some(queue::Work::Help(b)) => {
+                            b.work();
+                            busy = false;
+                            continue;
+                        }
                         None => break,
                     },
                 };
                 busy = true;
-                dir::read(&shared, job, &mut local, &mut pacer, &mut buf, &mut mine);
+                dir::read(
+                    &shared, job, &mut local, &mut pacer, &mut buf, &mut lst, &mut mine,
+                );
                 if cancel.load(Relaxed) {
                     mine.clear();
                 }

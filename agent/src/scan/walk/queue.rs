@@ -6,6 +6,7 @@
 //! others wait until the walk turns out to wait on the disk (see `walk`).
 
 use super::Meta;
+use super::batch::StatBatch;
 use super::dir::DirFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -49,9 +50,19 @@ impl Job<'_> {
     }
 }
 
+/// What a worker is given.
+pub(super) enum Work<'a> {
+    /// A directory to read.
+    Dir(Job<'a>),
+    /// Stats of a large directory another worker reads.
+    Help(Arc<StatBatch<'a>>),
+}
+
 #[derive(Default)]
 struct State<'a> {
     jobs: Vec<Job<'a>>,
+    /// Large directories' stats to share.
+    help: Vec<Arc<StatBatch<'a>>>,
     /// Workers holding jobs of their own (or reading one).
     busy: usize,
     done: bool,
@@ -105,7 +116,7 @@ impl<'a> Queue<'a> {
     /// The next directory for `worker`, whose own stack is empty
     /// (`was_busy`: it had taken a job before), or None when there is none
     /// and no worker can add one (or the scan is cancelled).
-    pub fn next(&self, worker: usize, was_busy: bool) -> Option<Job<'a>> {
+    pub fn next(&self, worker: usize, was_busy: bool) -> Option<Work<'a>> {
         let mut q = self.lock();
         if was_busy {
             q.busy -= 1;
@@ -117,9 +128,16 @@ impl<'a> Queue<'a> {
                 return None;
             }
             let active = worker < self.active.load(Relaxed);
-            if active && let Some(j) = q.jobs.pop() {
-                q.busy += 1;
-                return Some(j);
+            if active {
+                // Helping first: the reader of that directory waits.
+                q.help.retain(|b| !b.taken());
+                if let Some(b) = q.help.last() {
+                    return Some(Work::Help(Arc::clone(b)));
+                }
+                if let Some(j) = q.jobs.pop() {
+                    q.busy += 1;
+                    return Some(Work::Dir(j));
+                }
             }
             if q.busy == 0 && q.jobs.is_empty() {
                 q.done = true;
@@ -134,6 +152,22 @@ impl<'a> Queue<'a> {
                 self.hungry.fetch_sub(1, Relaxed);
             }
         }
+    }
+
+    /// Offers a large directory's stats to the other workers, now waiting
+    /// or later; false: there is no other.
+    pub fn offer(&self, b: &Arc<StatBatch<'a>>) -> bool {
+        if self.active.load(Relaxed) < 2 {
+            return false;
+        }
+        self.lock().help.push(Arc::clone(b));
+        self.cv.notify_all();
+        true
+    }
+
+    /// Takes back an offer whose chunks are all taken.
+    pub fn withdraw(&self, b: &Arc<StatBatch<'a>>) {
+        self.lock().help.retain(|h| !Arc::ptr_eq(h, b));
     }
 
     /// Gives the bottom half of `mine` to waiting workers, if any wait.
@@ -240,8 +274,17 @@ mod tests {
                     let mut mine: Vec<Job<'_>> = Vec::new();
                     let mut busy = false;
                     loop {
-                        let Some(job) = mine.pop().or_else(|| q.next(w, busy)) else {
-                            break;
+                        let job = match mine.pop() {
+                            Some(j) => j,
+                            None => match q.next(w, busy) {
+                                Some(Work::Dir(j)) => j,
+                                Some(Work::Help(b)) => {
+                                    b.work();
+                                    busy = false;
+                                    continue;
+                                }
+                                None => break,
+                            },
                         };
                         busy = true;
                         if read.fetch_add(1, Relaxed) == 0 && open_up {

@@ -284,3 +284,33 @@ fn a_folder_listed_but_not_stated_is_not_entered_on_another_filesystem() {
         assert!(opened.is_none(), "{keep_parent} {no_openat2}");
     }
 }
+
+/// A folder with more entries to stat than one worker stats alone: its
+/// stats are shared out in chunks, and the results still go to the right
+/// names, among folders, links and excluded names listed in between.
+#[test]
+fn a_large_folder_stated_by_several_workers_finds_what_paths_find() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("t");
+    let big = root.join("big");
+    fs::create_dir_all(&big).expect("mkdir");
+    for i in 0..batch::BIG_DIR + 700 {
+        let name = format!("f{i:05}");
+        match i % 97 {
+            0 => fs::create_dir(big.join(&name)).expect("mkdir"),
+            1 => symlink(big.join("f00002"), big.join(&name)).expect("symlink"),
+            2 => put(&big.join(format!("{name}.tmp-excluded")), b"x"),
+            _ => put(&big.join(&name), &blob(i % 50, (i % 251) as u8)),
+        }
+    }
+    put(&root.join("small/one"), b"1");
+    let rules = rules_for(&root);
+    let want = reference(&root, &rules);
+    for threads in [1, 2, 4] {
+        assert_eq!(
+            found(&walk_with(&root, &rules, threads)),
+            want,
+            "{threads} threads"
+        );
+    }
+}
