@@ -453,15 +453,17 @@ pub fn scan(
         );
         r
     };
-    // Nothing hashed, and the old index holds exactly this scan: nothing
-    // is written.
-    let same = hashed_files == 0
-        && unchanged.is_some_and(|u| u.finish(old.as_ref(), &roots, &dedup, &cats));
     let save = || {
         let t = Instant::now();
         let dir = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only);
         let saved = dir.map(|dir| {
             let old = old.as_ref();
+            // Nothing hashed, and the old index holds exactly this scan:
+            // nothing is written.
+            let same = hashed_files == 0
+                && unchanged
+                    .as_ref()
+                    .is_some_and(|u| u.finish(old, &roots, &dedup, &cats));
             save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, complete)
         });
         (saved, t.elapsed().as_millis() as u64)
@@ -508,6 +510,13 @@ pub fn scan(
         hash_ms,
         "storage scan done"
     );
+    // What the scan holds (some 30 MB for 200,000 files, 30,000 blocks)
+    // is freed on a thread of its own: the caller has the report at once.
+    drop(unchanged);
+    let held = (walked, dedup, cats, old);
+    let _ = std::thread::Builder::new()
+        .name("sobre-scan-free".into())
+        .spawn(move || drop(held));
     Ok(r)
 }
 

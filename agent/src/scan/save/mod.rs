@@ -230,7 +230,7 @@ impl<'w> Unchanged<'w> {
     /// After the scan: did the old index (`old`, read whole) hold exactly
     /// this complete scan of `roots`, with these categories and hashes?
     pub fn finish(
-        self,
+        &self,
         old: Option<&Index>,
         roots: &[PathBuf],
         d: &group::Dedup,
