@@ -176,6 +176,7 @@ pub(super) struct Listing {
 #[derive(Clone, Copy)]
 struct Ent {
     at: u32,
+    len: u16,
     kind: FileType,
     ino: u64,
     excluded: bool,
@@ -198,17 +199,26 @@ impl Listing {
             if name == b".\0" || name == b"..\0" {
                 continue;
             }
-            let Ok(at) = u32::try_from(self.names.len()) else {
+            let (Ok(at), Ok(len)) = (
+                u32::try_from(self.names.len()),
+                u16::try_from(name.len() - 1),
+            ) else {
                 return Err(Errno::NOMEM);
             };
             self.names.extend_from_slice(name);
             self.ents.push(Ent {
                 at,
+                len,
                 kind: ent.file_type(),
                 ino: ent.ino(),
                 excluded: false,
             });
         }
+        // By name: files and subdirectories are then found in the walk's
+        // order, with nothing to sort after.
+        let names = &self.names;
+        let key = |e: &Ent| &names[e.at as usize..][..usize::from(e.len)];
+        self.ents.sort_unstable_by(|a, b| key(a).cmp(key(b)));
         Ok(())
     }
 }
@@ -275,8 +285,8 @@ pub(super) fn read<'a>(
     };
     let entries = r.entries(pacer, buf, lst);
     let Reading { local, mine, .. } = r;
-    // This directory's subdirectories, by name (the merge's order).
-    mine[first_kid..].sort_unstable_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+    // This directory's subdirectories, by name (listed so: the merge's
+    // order), and its files, by name too (the index's order).
     let kids_at = local.kids.len();
     local.kids.extend(mine[first_kid..].iter().map(|j| j.id));
     if local.kids.len() > kids_at {
@@ -284,12 +294,7 @@ pub(super) fn read<'a>(
             .tree
             .push((job.id, kids_at, local.kids.len() - kids_at));
     }
-    let super::Walked { files, names, .. } = &mut local.out;
-    let files = &mut files[start..];
-    if let Some(names) = names.first() {
-        let name = |f: &super::FileRec| &names[f.name.at as usize..][..usize::from(f.name.len)];
-        files.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-    }
+    let files = &local.out.files[start..];
     shared.counters.files.fetch_add(files.len() as u64, Relaxed);
     shared
         .counters
