@@ -36,6 +36,7 @@ pub(super) fn read<'w>(dir: &Path, w: &'w Walked, each: &mut dyn FnMut(Known)) -
         files: &w.files,
         next: 0,
         sorted: None,
+        in_step: true,
     };
     let read = index::read(dir, |e| {
         unchanged.entry(&e);
@@ -43,6 +44,7 @@ pub(super) fn read<'w>(dir: &Path, w: &'w Walked, each: &mut dyn FnMut(Known)) -
             each(k);
         }
     });
+    unchanged.in_step(find.in_step);
     tracing::debug!(
         out_of_order = find.sorted.is_some(),
         ms = t.elapsed().as_millis() as u64,
@@ -71,6 +73,8 @@ struct Finder<'a> {
     files: &'a [FileRec],
     next: usize,
     sorted: Option<Vec<(u64, u64, u32)>>,
+    /// Every entry found was the file expected next.
+    in_step: bool,
 }
 
 /// Files after the expected one tried before the table.
@@ -102,8 +106,10 @@ impl Finder<'_> {
             .position(|f| (f.dev, f.ino) == (dev, ino))
         {
             self.next += k + 1;
+            self.in_step &= k == 0;
             return Some(self.next - 1);
         }
+        self.in_step = false;
         let files = self.files;
         let sorted = self.sorted.get_or_insert_with(|| {
             let mut v: Vec<(u64, u64, u32)> = files
@@ -143,6 +149,7 @@ mod tests {
             files: &files,
             next: 0,
             sorted: None,
+            in_step: true,
         };
         let mut known = Vec::new();
         for (i, f) in files.iter().enumerate() {
@@ -162,6 +169,9 @@ mod tests {
             known.extend(find.known(&e).map(|k| k.file));
         }
         assert_eq!(known, (0..100).step_by(10).collect::<Vec<u32>>());
-        assert!(find.sorted.is_none(), "every entry found in step");
+        assert!(
+            find.sorted.is_none() && find.in_step,
+            "every entry found in step"
+        );
     }
 }

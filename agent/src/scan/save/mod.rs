@@ -159,6 +159,9 @@ pub(super) struct Unchanged<'w> {
     differs: bool,
     /// Each file's old categories, hash bits and a check of its hashes.
     old: Vec<(Cats, u8, u32)>,
+    /// The rescan met every file's entry where it expected it, so the
+    /// hashes it handed over are each file's own (see [`Unchanged::finish`]).
+    in_step: bool,
 }
 
 /// Which hashes an entry holds (1 prefix, 2 suffix, 4 full) and 32 bits of
@@ -184,7 +187,14 @@ impl<'w> Unchanged<'w> {
             seen: 0,
             differs: false,
             old: Vec::with_capacity(w.files.len()),
+            in_step: false,
         }
+    }
+
+    /// Whether the reader handed each file the hashes of the old entry at
+    /// its own place (none elsewhere).
+    pub fn in_step(&mut self, yes: bool) {
+        self.in_step = yes;
     }
 
     /// The next entry of the old index.
@@ -249,6 +259,16 @@ impl<'w> Unchanged<'w> {
                 .all(|(a, b)| a.as_os_str().as_bytes() == b.as_os_str().as_bytes());
         if self.differs || self.seen != total || !old.complete || !same_roots {
             return false;
+        }
+        if self.in_step {
+            // Every file got the hashes of the old entry at its place, if it
+            // has a slot and they include a prefix or full hash (the ones
+            // handed over), and nothing was read: it keeps them. Else it has
+            // none, and had to have none.
+            return self.old.iter().enumerate().all(|(i, &(c, bits, _))| {
+                let kept = d.slot_of[i] != group::NO_SLOT && bits & 0b101 != 0;
+                cats.get(i) == Some(&c) && (bits == 0 || kept)
+            });
         }
         // Files, then slots, each in their order (slots are not in the
         // files' order: one pass each, no jumping about).
