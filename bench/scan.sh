@@ -6,13 +6,28 @@
 #   RUNS=5 bench/scan.sh          # more repetitions (median is reported)
 #   FILES=20000 bench/scan.sh     # a smaller tree (its own directory)
 #   PAIRS=11 bench/scan.sh        # more full-scan + rescan pairs (default 7)
+#   BASE=/path/sobre-agent bench/scan.sh
+#                                 # another build (say, main's) alternating
+#                                 # with this one in the pairs and the walk
+#   SKIP_FCLONES=1 SKIP_BG=1 bench/scan.sh
+#                                 # only sobre's rows, no background run
+#   SKIP_COLD=1 bench/scan.sh     # no cold-cache rows
+#   COLD=loop bench/scan.sh       # cold rows from a copy of the tree on a
+#                                 # loop-mounted ext4 image (direct I/O),
+#                                 # remounted before each run: only its
+#                                 # caches are dropped, not the machine's
 #
 # Measures: full scan with a warm cache (sobre at its default threads and
 # others; fclones default and --threads tuned), wall time and peak RSS;
-# the same with a cold cache when /proc/sys/vm/drop_caches is writable
-# (root); a rescan with nothing changed (goal: <= 25 % of the full scan);
-# the walk alone against find (goal: within 1.5x); background mode's CPU
-# use per minute against its budget.
+# the same with a cold cache (COLD=drop, the default, drops the whole
+# machine's caches through /proc/sys/vm/drop_caches when writable, i.e. as
+# root: other work on the machine slows down too; COLD=loop needs root,
+# losetup and mkfs.ext4); a rescan with nothing changed (goal: <= 25 % of
+# the full scan); the walk alone against find (goal: within 1.5x);
+# background mode's CPU use per minute against its budget.
+#
+# Wall times come from the clock (nanoseconds), CPU and peak RSS from
+# /usr/bin/time (centiseconds, kB).
 #
 # Needs python3, /usr/bin/time (Debian: time), cargo. fclones is taken from
 # $FCLONES, PATH, or installed once (cargo install fclones 0.35.0 --locked)
@@ -29,6 +44,8 @@ BG_SECONDS=${BG_SECONDS:-40}
 WORK=$ROOT/target/bench-tree
 TREE=$WORK/tree-$FILES
 OUT=$WORK/out
+COLD=${COLD:-drop}
+[ "${SKIP_COLD:-0}" = 1 ] && COLD=skip
 mkdir -p "$WORK" "$OUT"
 
 say() { printf '%s\n' "$*" >&2; }
@@ -42,7 +59,7 @@ if [ ! -f "$TREE.manifest.json" ]; then
 fi
 
 FCLONES=${FCLONES:-$(command -v fclones || true)}
-if [ -z "$FCLONES" ]; then
+if [ "${SKIP_FCLONES:-0}" != 1 ] && [ -z "$FCLONES" ]; then
   FCLONES=$ROOT/target/bench-fclones/bin/fclones
   if [ ! -x "$FCLONES" ]; then
     say "installing fclones 0.35.0 (once, from crates.io)"
@@ -50,28 +67,62 @@ if [ -z "$FCLONES" ]; then
       cargo install fclones --version 0.35.0 --locked --root "$ROOT/target/bench-fclones" -q
   fi
 fi
-"$FCLONES" --version >&2
+[ "${SKIP_FCLONES:-0}" = 1 ] || "$FCLONES" --version >&2
 
 say "building sobre-agent (release)"
 (cd "$ROOT" && cargo build --release -p sobre-agent -q)
 SOBRE=$ROOT/target/release/sobre-agent
+BASE=${BASE:-}
 export SOBRE_LOG=warn
+[ -z "$BASE" ] || say "baseline: $BASE"
 
-CAN_DROP=0
-if [ -w /proc/sys/vm/drop_caches ] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
-  CAN_DROP=1
-fi
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Cold caches: the machine's (drop), or a loop-mounted copy's (loop).
+COLD_TREE=$TREE
+drop() { :; }
+case $COLD in
+  drop)
+    if [ -w /proc/sys/vm/drop_caches ]; then
+      drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+    else
+      COLD=skip
+    fi
+    ;;
+  loop)
+    IMG=$WORK/cold-$FILES.img
+    MNT=$WORK/cold-$FILES
+    mkdir -p "$MNT"
+    if ! mountpoint -q "$MNT"; then
+      if [ ! -f "$IMG.ready" ]; then
+        say "making $IMG (once) and a copy of the tree on it"
+        rm -f "$IMG"
+        truncate -s "$(($(du -s --apparent-size -BM "$TREE" | cut -f1 | tr -d M) * 3 / 2 + 1024))M" "$IMG"
+        mkfs.ext4 -q -F "$IMG"
+      fi
+      LOOP=$(losetup --direct-io=on -f --show "$IMG")
+      mount "$LOOP" "$MNT"
+      if [ ! -f "$IMG.ready" ]; then
+        python3 "$(dirname "$0")/gen_tree.py" "$MNT/tree" --files "$FILES" --seed 42 >/dev/null
+        touch "$IMG.ready"
+      fi
+    fi
+    LOOP=$(findmnt -n -o SOURCE "$MNT")
+    cold_done() { umount "$MNT" && losetup -d "$LOOP"; }
+    COLD_TREE=$MNT/tree
+    drop() { sync; umount "$MNT" && mount "$LOOP" "$MNT"; }
+    ;;
+esac
 
-# measure NAME CMD...: wall seconds and peak RSS (kB) of one run.
+# measure NAME CMD...: "wall rss cpu" of one run (seconds, kB, seconds).
 measure() {
-  local name=$1; shift
-  /usr/bin/time -f "%e %M %U %S" -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
-  awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }' "$OUT/time"
+  local name=$1 t0 t1; shift
+  t0=$(date +%s%N)
+  /usr/bin/time -f "%M %U %S" -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+  t1=$(date +%s%N)
+  awk -v w=$((t1 - t0)) '{ printf "%.3f %s %.2f\n", w / 1e9, $1, $2 + $3 }' "$OUT/time"
 }
 
-# median_of NAME MODE CMD...: RUNS runs (MODE warm|cold), prints "wall rss"
-# of the median run by wall time.
+# median_of NAME MODE CMD...: RUNS runs (MODE warm|cold), prints "wall rss
+# cpu" of the median run by wall time.
 median_of() {
   local name=$1 mode=$2; shift 2
   local rows=()
@@ -86,34 +137,47 @@ row() { # row LABEL "wall rss cpu" [BASE_WALL]
   local label=$1 wall rss cpu ratio=""
   read -r wall rss cpu <<<"$2"
   [ -n "${3:-}" ] && ratio=$(awk -v a="$wall" -v b="$3" 'BEGIN { printf "%.2fx", a / b }')
-  printf '| %-46s | %7.2f s | %6.2f s | %7.1f MB | %s |\n' "$label" "$wall" "$cpu" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$ratio"
+  printf '| %-50s | %7.3f s | %6.2f s | %7.1f MB | %s |\n' "$label" "$wall" "$cpu" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$ratio"
 }
+med() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
 
 IDX=$OUT/index
-scan_fresh() { rm -rf "$IDX"; "$SOBRE" scan "$TREE" --index-dir "$IDX" "$@"; }
+# scan_fresh BIN TREE INDEX [ARGS]: a full scan into a fresh index (a
+# script, for /usr/bin/time).
+scan_fresh=$OUT/scan_fresh.sh
+cat >"$scan_fresh" <<'EOF3'
+#!/bin/sh
+rm -rf "$3"
+b=$1 t=$2 i=$3
+shift 3
+exec "$b" scan "$t" --index-dir "$i" "$@"
+EOF3
+chmod +x "$scan_fresh"
 
 echo "## Storage scan, $FILES files ($(du -sh --apparent-size "$TREE" | cut -f1)), $(nproc) cores, median of $RUNS"
+echo
+echo "Build: $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- agent || echo ' (modified)'); load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| run | wall | CPU (user+sys) | peak RSS | wall vs fclones' best --threads (warm; cold rows: cold) |"
 echo "|---|---|---|---|---|"
 # Warm the cache once.
 "$SOBRE" scan "$TREE" --no-index >/dev/null 2>&1
-# best LABEL=RESULT...: the fastest "wall rss" among fclones' tuned runs.
+# best RESULT...: the fastest "wall rss cpu" among fclones' tuned runs.
 best() { printf '%s\n' "$@" | sort -n | head -1; }
-export -f scan_fresh
-export SOBRE TREE IDX
-FC_DEF=$(median_of fclones-default warm "$FCLONES" group "$TREE")
-declare -A FC
-for t in 8 32 64; do FC[$t]=$(median_of fclones-hdd$t warm "$FCLONES" group --threads "hdd:$t,$t" "$TREE"); done
-base=$(best "${FC[@]}" | cut -d' ' -f1)
-row "fclones 0.35 default, warm" "$FC_DEF" "$base"
-for t in 8 32 64; do row "fclones 0.35 --threads hdd:$t,$t, warm" "${FC[$t]}" "$base"; done
-SOBRE_DEFAULT=$(median_of sobre-default warm bash -c 'scan_fresh')
+base=""
+if [ "${SKIP_FCLONES:-0}" != 1 ]; then
+  FC_DEF=$(median_of fclones-default warm "$FCLONES" group "$TREE")
+  declare -A FC
+  for t in 8 32 64; do FC[$t]=$(median_of fclones-hdd$t warm "$FCLONES" group --threads "hdd:$t,$t" "$TREE"); done
+  base=$(best "${FC[@]}" | cut -d' ' -f1)
+  row "fclones 0.35 default, warm" "$FC_DEF" "$base"
+  for t in 8 32 64; do row "fclones 0.35 --threads hdd:$t,$t, warm" "${FC[$t]}" "$base"; done
+fi
+SOBRE_DEFAULT=$(median_of sobre-default warm "$scan_fresh" "$SOBRE" "$TREE" "$IDX")
 row "sobre scan (default: 16 threads, index written)" "$SOBRE_DEFAULT" "$base"
 for t in 2 64; do
-  row "sobre scan --threads $t" "$(median_of sobre-t$t warm bash -c "scan_fresh --threads $t")" "$base"
+  row "sobre scan --threads $t" "$(median_of sobre-t$t warm "$scan_fresh" "$SOBRE" "$TREE" "$IDX" --threads $t)" "$base"
 done
-full=$(cut -d' ' -f1 <<<"$SOBRE_DEFAULT")
 
 # Check the answers agree with the manifest.
 python3 - "$TREE.manifest.json" "$OUT/sobre-default.out" <<'EOF2' >&2
@@ -125,55 +189,102 @@ print(f"manifest: {m['expected_dup_groups']} groups, {m['expected_redundant_byte
       f"sobre: {g.group(3) if g else '?'} groups, {g.group(1) if g else '?'}")
 EOF2
 
-if [ "$CAN_DROP" = 1 ] && [ "${SKIP_COLD:-0}" != 1 ]; then
-  declare -A FCC
-  for t in 8 32 64; do FCC[$t]=$(median_of fclones-cold-hdd$t cold "$FCLONES" group --threads "hdd:$t,$t" "$TREE"); done
-  cbase=$(best "${FCC[@]}" | cut -d' ' -f1)
-  row "fclones default, cold cache" "$(median_of fclones-cold cold "$FCLONES" group "$TREE")" "$cbase"
-  for t in 8 32 64; do row "fclones --threads hdd:$t,$t, cold cache" "${FCC[$t]}" "$cbase"; done
-  row "sobre scan (default: 16 threads), cold cache" "$(median_of sobre-cold cold bash -c 'scan_fresh')" "$cbase"
+if [ "$COLD" != skip ]; then
+  cbase=""
+  if [ "${SKIP_FCLONES:-0}" != 1 ]; then
+    declare -A FCC
+    for t in 8 32 64; do FCC[$t]=$(median_of fclones-cold-hdd$t cold "$FCLONES" group --threads "hdd:$t,$t" "$COLD_TREE"); done
+    cbase=$(best "${FCC[@]}" | cut -d' ' -f1)
+    row "fclones default, cold cache" "$(median_of fclones-cold cold "$FCLONES" group "$COLD_TREE")" "$cbase"
+    for t in 8 32 64; do row "fclones --threads hdd:$t,$t, cold cache" "${FCC[$t]}" "$cbase"; done
+  fi
+  row "sobre scan (default: 16 threads), cold cache" "$(median_of sobre-cold cold "$scan_fresh" "$SOBRE" "$COLD_TREE" "$IDX")" "$cbase"
   for t in 2 64; do
-    row "sobre scan --threads $t, cold cache" "$(median_of sobre-cold-t$t cold bash -c "scan_fresh --threads $t")" "$cbase"
+    row "sobre scan --threads $t, cold cache" "$(median_of sobre-cold-t$t cold "$scan_fresh" "$SOBRE" "$COLD_TREE" "$IDX" --threads $t)" "$cbase"
   done
+  if [ -n "$BASE" ]; then
+    row "baseline scan (default), cold cache" "$(median_of base-cold cold "$scan_fresh" "$BASE" "$COLD_TREE" "$IDX")" "$cbase"
+  fi
+  row "sobre scan --walk-only, cold cache" "$(median_of walk-cold cold "$SOBRE" scan "$COLD_TREE" --walk-only)"
+  if [ -n "$BASE" ]; then
+    row "baseline scan --walk-only, cold cache" "$(median_of base-walk-cold cold "$BASE" scan "$COLD_TREE" --walk-only)"
+  fi
+  if [ "$COLD" = loop ]; then cold_done; fi
 else
   echo "| cold cache: not measured (SKIP_COLD=1, or /proc/sys/vm/drop_caches not writable) | | | | |"
 fi
 
 # Rescan, nothing changed, against a full scan: run in pairs, one right
 # after the other, so that load from elsewhere hits both alike (PAIRS of
-# them: they are short, and a busy machine scatters single pairs).
+# them: they are short, and a busy machine scatters single pairs). With a
+# BASE, its pairs alternate with this build's, each going first in turn.
 PAIRS=${PAIRS:-7}
-fulls=(); rescans=(); ratios=(); cpu_ratios=()
-for _ in $(seq 1 "$PAIRS"); do
-  f=$(measure sobre-full bash -c 'scan_fresh')
-  r=$(measure sobre-rescan "$SOBRE" scan "$TREE" --index-dir "$IDX")
-  fulls+=("$f"); rescans+=("$r")
-  ratios+=("$(awk -v a="${r%% *}" -v b="${f%% *}" 'BEGIN { printf "%.1f", 100 * a / b }')")
-  cpu_ratios+=("$(awk -v a="${r##* }" -v b="${f##* }" 'BEGIN { printf "%.1f", 100 * a / b }')")
+declare -A FULLS RESCANS RATIOS CPU_RATIOS
+pair() { # pair LABEL BIN INDEX
+  local f r
+  f=$(measure "$1-full" "$scan_fresh" "$2" "$TREE" "$3")
+  r=$(measure "$1-rescan" "$2" scan "$TREE" --index-dir "$3")
+  FULLS[$1]+="$f"$'\n'; RESCANS[$1]+="$r"$'\n'
+  RATIOS[$1]+="$(awk -v a="${r%% *}" -v b="${f%% *}" 'BEGIN { printf "%.1f", 100 * a / b }') "
+  CPU_RATIOS[$1]+="$(awk -v a="${r##* }" -v b="${f##* }" 'BEGIN { printf "%.1f", 100 * a / b }') "
+}
+for i in $(seq 1 "$PAIRS"); do
+  if [ -n "$BASE" ] && [ $((i % 2)) = 0 ]; then pair base "$BASE" "$IDX-base"; fi
+  pair sobre "$SOBRE" "$IDX"
+  if [ -n "$BASE" ] && [ $((i % 2)) = 1 ]; then pair base "$BASE" "$IDX-base"; fi
 done
-med() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
-row "sobre full scan (paired with the rescan below)" "$(med "${fulls[@]}")" "$base"
-row "sobre rescan, nothing changed" "$(med "${rescans[@]}")" "$base"
+# med_rows "wall rss cpu" lines: the median of each column apart.
+med_rows() {
+  python3 -c '
+import sys, statistics
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+print(" ".join(f"{statistics.median(c):g}" for c in zip(*rows)))'
+}
+labels=(sobre)
+if [ -n "$BASE" ]; then labels+=(base); fi
+for l in "${labels[@]}"; do
+  name=$([ "$l" = sobre ] && echo "sobre" || echo "baseline")
+  row "$name full scan (paired with the rescan below)" "$(printf '%s' "${FULLS[$l]}" | med_rows)" "$base"
+  row "$name rescan, nothing changed" "$(printf '%s' "${RESCANS[$l]}" | med_rows)" "$base"
+done
 echo
-echo "Rescan / full scan, per pair: wall ${ratios[*]} % (median $(med "${ratios[@]}") %; goal <= 25 %);"
-echo "CPU ${cpu_ratios[*]} % (median $(med "${cpu_ratios[@]}") %)."
+for l in "${labels[@]}"; do
+  read -ra rs <<<"${RATIOS[$l]}"; read -ra cs <<<"${CPU_RATIOS[$l]}"
+  echo "$([ "$l" = sobre ] && echo "This build" || echo "Baseline"): rescan / full scan, per pair: wall ${rs[*]} % (median $(med "${rs[@]}") %; goal <= 25 %);"
+  echo "CPU ${cs[*]} % (median $(med "${cs[@]}") %)."
+done
 grep -h "Hashed" "$OUT/sobre-rescan.out" | head -1
 "$SOBRE" scan "$TREE" --index-dir "$IDX" --json 2>/dev/null | python3 -c '
 import json, sys
 r = json.load(sys.stdin)["report"]
-print("Rescan breakdown: index read {load_ms} ms, walk {walk_ms} ms, grouping {hash_ms} ms, index written {index_ms} ms.".format(**r))'
+print("Rescan breakdown: index read {load_ms} ms, walk {walk_ms} ms, grouping {hash_ms} ms, index checked {index_ms} ms.".format(**r))'
 
-
-# Walk only against find.
+# Walk only against find, in rounds (each command once a round).
 echo
 echo "| walk | wall | CPU (user+sys) | peak RSS | vs find -printf |"
 echo "|---|---|---|---|---|"
-FIND_STAT=$(median_of find-stat warm find "$TREE" -printf '%i %s %T@\n')
-fbase=$(cut -d' ' -f1 <<<"$FIND_STAT")
-row "find -printf '%i %s %T@' (stats every entry)" "$FIND_STAT" "$fbase"
-row "find (names only, no stat)" "$(median_of find-plain warm find "$TREE")" "$fbase"
-row "sobre scan --walk-only (default threads)" "$(median_of walk warm "$SOBRE" scan "$TREE" --walk-only)" "$fbase"
-row "sobre scan --walk-only --threads 1" "$(median_of walk1 warm "$SOBRE" scan "$TREE" --walk-only --threads 1)" "$fbase"
+declare -A WALK
+for _ in $(seq 1 "$RUNS"); do
+  WALK[find-stat]+="$(measure find-stat find "$TREE" -printf '%i %s %T@\n')"$'\n'
+  WALK[find-plain]+="$(measure find-plain find "$TREE")"$'\n'
+  WALK[walk]+="$(measure walk "$SOBRE" scan "$TREE" --walk-only)"$'\n'
+  WALK[walk1]+="$(measure walk1 "$SOBRE" scan "$TREE" --walk-only --threads 1)"$'\n'
+  if [ -n "$BASE" ]; then
+    WALK[base-walk]+="$(measure base-walk "$BASE" scan "$TREE" --walk-only)"$'\n'
+  fi
+done
+# The median run by wall time of each.
+wmed() { printf '%s' "${WALK[$1]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p"; }
+fbase=$(wmed find-stat | cut -d' ' -f1)
+row "find -printf '%i %s %T@' (stats every entry)" "$(wmed find-stat)" "$fbase"
+row "find (names only, no stat)" "$(wmed find-plain)" "$fbase"
+row "sobre scan --walk-only (default threads)" "$(wmed walk)" "$fbase"
+row "sobre scan --walk-only --threads 1" "$(wmed walk1)" "$fbase"
+if [ -n "$BASE" ]; then
+  row "baseline scan --walk-only (default threads)" "$(wmed base-walk)" "$fbase"
+fi
+
+if [ "${SKIP_BG:-0}" = 1 ]; then exit 0; fi
 
 # Background mode: CPU time per minute against the budget (5 % of one core
 # by default: 3 s per minute), sampled every 10 s.

@@ -27,6 +27,7 @@ mod hash;
 pub mod human;
 pub mod index;
 mod pace;
+mod prior;
 mod report;
 pub mod rules;
 mod save;
@@ -58,7 +59,8 @@ pub struct ScanConfig {
     pub rules: Rules,
     pub follow_symlinks: bool,
     pub one_file_system: bool,
-    /// Readers per device (and walkers).
+    /// Readers per device, and walkers (of which twice the cores start;
+    /// the rest join once the walk waits on the disk).
     pub threads: usize,
     /// Where the index lives; None: no index (everything hashed).
     pub index_dir: Option<PathBuf>,
@@ -349,6 +351,7 @@ pub fn scan(
             threads,
             budget: budget.as_ref(),
             poll: every,
+            now_ns,
         },
         &counters,
         cancel,
@@ -360,26 +363,8 @@ pub fn scan(
     let t1 = Instant::now();
     // The old index is read after the walk, as a stream, and its hashes go
     // straight to the files they belong to: it is never whole in memory.
-    let mut old: Option<Index> = None;
-    let mut load = Duration::ZERO;
-    let mut prior = |each: &mut dyn FnMut(&index::EntryRef<'_>)| -> bool {
-        let Some(dir) = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only) else {
-            return true;
-        };
-        let t = Instant::now();
-        let read = index::read(dir, |e| each(&e));
-        load = t.elapsed();
-        match read {
-            Ok(header) => {
-                old = header;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "storage index unreadable; hashing everything again");
-                false
-            }
-        }
-    };
+    let index_dir = cfg.index_dir.as_deref().filter(|_| !cfg.walk_only);
+    let mut old: Option<prior::Old<'_>> = None;
     let skip = AtomicBool::new(cfg.walk_only);
     // Slow (background) scans save what they hashed between stages, at
     // most once a minute, so a crash or a reboot loses little. (Not complete:
@@ -395,11 +380,20 @@ pub fn scan(
         {
             return;
         }
-        let cats = report::file_cats(&walked, d, &rules, now_ns);
+        let cats = report::file_cats(&walked, d);
         if let Err(e) = save::save_index(dir, &roots, None, false, &walked, d, &cats, false) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
         last_save = Instant::now();
+    };
+    let mut prior = |each: &mut dyn FnMut(group::Known)| -> bool {
+        let Some(dir) = index_dir else {
+            return true;
+        };
+        let read = prior::read(dir, &walked, each);
+        let whole = read.whole;
+        old = Some(read);
+        whole
     };
     let dedup = group::find_duplicates(
         &walked,
@@ -416,6 +410,10 @@ pub fn scan(
         &mut checkpoint,
     )
     .map_err(ScanError::Threads)?;
+    let (old, unchanged, load) = match old {
+        Some(o) => (o.header, Some(o.unchanged), o.load),
+        None => (None, None, Duration::ZERO),
+    };
     let load_ms = load.as_millis() as u64;
     let hash_ms = t1.elapsed().saturating_sub(load).as_millis() as u64;
     counters.phase.store(2, Relaxed);
@@ -423,7 +421,7 @@ pub fn scan(
     let t_report = Instant::now();
     let complete = !cancel.load(Relaxed) && !dedup.partial;
     let hashed_files = counters.hashed_files.load(Relaxed);
-    let cats = report::file_cats(&walked, &dedup, &rules, now_ns);
+    let cats = report::file_cats(&walked, &dedup);
     let build = || {
         let mut r = ScanReport {
             started_at_ms: ms(started),
@@ -458,10 +456,14 @@ pub fn scan(
     let save = || {
         let t = Instant::now();
         let dir = cfg.index_dir.as_ref().filter(|_| !cfg.walk_only);
-        // Nothing hashed: maybe nothing changed, and then nothing is written.
         let saved = dir.map(|dir| {
-            let same = hashed_files == 0;
             let old = old.as_ref();
+            // Nothing hashed, and the old index holds exactly this scan:
+            // nothing is written.
+            let same = hashed_files == 0
+                && unchanged
+                    .as_ref()
+                    .is_some_and(|u| u.finish(old, &roots, &dedup, &cats));
             save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, complete)
         });
         (saved, t.elapsed().as_millis() as u64)
@@ -508,6 +510,13 @@ pub fn scan(
         hash_ms,
         "storage scan done"
     );
+    // What the scan holds (some 30 MB for 200,000 files, 30,000 blocks)
+    // is freed on a thread of its own: the caller has the report at once.
+    drop(unchanged);
+    let held = (walked, dedup, cats, old);
+    let _ = std::thread::Builder::new()
+        .name("sobre-scan-free".into())
+        .spawn(move || drop(held));
     Ok(r)
 }
 

@@ -4,7 +4,7 @@
 
 use super::group::{Dedup, NO_SLOT};
 use super::hash::{Hash, fingerprint};
-use super::rules::{Age, Category, Cats, Rules};
+use super::rules::{Age, Category, Cats};
 use super::walk::{WalkStats, Walked};
 use super::{Issue, ScanConfig};
 use serde::Serialize;
@@ -53,7 +53,8 @@ pub struct ScanReport {
     /// Only with a fingerprint key.
     pub fingerprints: Vec<FingerprintRow>,
     pub issues: Vec<Issue>,
-    /// Time reading the index, walking, hashing, writing the index.
+    /// Time reading the old index, walking, grouping and hashing, writing
+    /// the index (or checking it unchanged).
     pub load_ms: u64,
     pub walk_ms: u64,
     pub hash_ms: u64,
@@ -123,12 +124,8 @@ fn hex<S: serde::Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Per-file categories, duplicates included, in walk order.
-pub(crate) fn file_cats(w: &Walked, d: &Dedup, rules: &Rules, now_ns: i64) -> Vec<Cats> {
-    let mut cats: Vec<Cats> = w
-        .files
-        .iter()
-        .map(|f| rules.file_cats(w.name(f), f.dir_flags, f.size, f.mtime_ns, now_ns))
-        .collect();
+pub(crate) fn file_cats(w: &Walked, d: &Dedup) -> Vec<Cats> {
+    let mut cats: Vec<Cats> = w.files.iter().map(|f| f.cats).collect();
     for g in &d.groups {
         let keep = kept(w, d, g);
         for &s in g {
@@ -262,7 +259,7 @@ pub(crate) fn fill(
 fn duplicates(r: &mut ScanReport, w: &Walked, d: &Dedup) {
     let size_of = |g: &[u32]| w.files[d.slots[g[0] as usize].file as usize].size;
     let mut order: Vec<&Vec<u32>> = d.groups.iter().collect();
-    order.sort_by_key(|g| Reverse(size_of(g) * (g.len() as u64 - 1)));
+    order.sort_by_cached_key(|g| Reverse(size_of(g) * (g.len() as u64 - 1)));
     for g in &order {
         let n = g.len() as u64;
         r.duplicates.groups += 1;

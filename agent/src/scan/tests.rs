@@ -324,6 +324,7 @@ fn files_vanishing_or_changing_between_walk_and_hash_are_counted() {
         threads: 2,
         budget: None,
         poll: Duration::from_millis(100),
+        now_ns: 0,
     };
     let walked = walk::walk(
         std::slice::from_ref(&root),

@@ -11,8 +11,9 @@
 //! 4 full), dev, inode, size, mtime (ns, zigzag), the 16-byte hashes
 //! present (bit 8: the full hash is the prefix hash, stored once); then
 //! `0`, the entry count, a 16-byte BLAKE3 digest of the body after the scan
-//! time (equal digests: nothing changed, nothing is rewritten), and the
-//! CRC-32 of the body. Entries are in walk order (directories by path,
+//! time (equal digests: the same entries), and the CRC-32 of the body. A
+//! rescan that finds the same entries does not rewrite the index: it
+//! compares them as it reads them (`save::Unchanged`). Entries are in walk order (directories by path,
 //! files by name), so a rescan of an unchanged tree meets them in the
 //! order it walked; prefix sharing makes 200,000 entries about 10 MB.
 //! Written to a temporary file, fsynced and renamed over the old one

@@ -1,6 +1,6 @@
 //! Writing the index: streamed to a temporary file in large pieces,
 //! checksummed and digested on the way, then fsynced and renamed over the
-//! old one; or a dry run that only computes the digest.
+//! old one.
 
 use super::{EntryRef, FILE_NAME, IndexError, MAGIC, io_err, put, zigzag};
 use crate::scan::hash::{self, Hash};
@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Streams a new index into `dir`; [`Writer::finish`] makes it the index.
 pub(crate) struct Writer {
-    /// None: a dry run, for the digest only.
-    w: Option<BufWriter<File>>,
+    w: BufWriter<File>,
     crc: crc32fast::Hasher,
     digest: blake3::Hasher,
     prev: Vec<u8>,
@@ -34,30 +33,10 @@ impl Writer {
         complete: bool,
         roots: &[PathBuf],
     ) -> Result<Writer, IndexError> {
-        Writer::new(dir, scanned_at_ms, complete, roots, false)
-    }
-
-    /// A writer that writes nothing: [`Writer::digest`] tells whether the
-    /// index would change.
-    pub fn dry(dir: &Path, complete: bool, roots: &[PathBuf]) -> Result<Writer, IndexError> {
-        Writer::new(dir, 0, complete, roots, true)
-    }
-
-    fn new(
-        dir: &Path,
-        scanned_at_ms: i64,
-        complete: bool,
-        roots: &[PathBuf],
-        dry: bool,
-    ) -> Result<Writer, IndexError> {
         let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let w = if dry {
-            None
-        } else {
-            fs::create_dir_all(dir).map_err(io_err(dir, "create the index directory"))?;
-            let f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-            Some(BufWriter::with_capacity(256 * 1024, f))
-        };
+        fs::create_dir_all(dir).map_err(io_err(dir, "create the index directory"))?;
+        let f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        let w = BufWriter::with_capacity(256 * 1024, f);
         let mut w = Writer {
             w,
             crc: crc32fast::Hasher::new(),
@@ -68,15 +47,11 @@ impl Writer {
             tmp,
             dir: dir.to_owned(),
         };
-        if let Some(f) = w.w.as_mut() {
-            f.write_all(MAGIC).map_err(io_err(&w.tmp, "write"))?;
-        }
+        w.w.write_all(MAGIC).map_err(io_err(&w.tmp, "write"))?;
         let mut b = Vec::new();
         put(&mut b, zigzag(scanned_at_ms));
         w.crc.update(&b);
-        if let Some(f) = w.w.as_mut() {
-            f.write_all(&b).map_err(io_err(&w.tmp, "write"))?;
-        }
+        w.w.write_all(&b).map_err(io_err(&w.tmp, "write"))?;
         b.clear();
         put(&mut b, u64::from(complete));
         put(&mut b, roots.len() as u64);
@@ -101,10 +76,9 @@ impl Writer {
         }
         self.crc.update(&self.pending);
         self.digest.update(&self.pending);
-        if let Some(f) = self.w.as_mut() {
-            f.write_all(&self.pending)
-                .map_err(io_err(&self.tmp, "write"))?;
-        }
+        self.w
+            .write_all(&self.pending)
+            .map_err(io_err(&self.tmp, "write"))?;
         self.pending.clear();
         Ok(())
     }
@@ -149,24 +123,17 @@ impl Writer {
         self.flush(true)?;
         let digest = hash::truncate(self.digest.finalize());
         self.crc.update(&digest);
-        if let Some(f) = self.w.as_mut() {
-            f.write_all(&digest).map_err(io_err(&self.tmp, "write"))?;
-        }
+        self.w
+            .write_all(&digest)
+            .map_err(io_err(&self.tmp, "write"))?;
         Ok(digest)
-    }
-
-    /// A dry run's digest.
-    pub fn digest(mut self) -> Result<Hash, IndexError> {
-        self.end()
     }
 
     /// Ends the file, flushes it to disk and renames it over the index.
     pub fn finish(mut self) -> Result<u64, IndexError> {
         self.end()?;
         let crc = self.crc.clone().finalize();
-        let Some(mut w) = self.w.take() else {
-            return Ok(self.count);
-        };
+        let mut w = self.w;
         w.write_all(&crc.to_le_bytes())
             .map_err(io_err(&self.tmp, "write"))?;
         let f = w.into_inner().map_err(|e| IndexError::Io {

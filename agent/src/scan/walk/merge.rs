@@ -1,5 +1,5 @@
 //! Putting the walk's workers' finds together: one vector of files in
-//! path order, without a second copy of them.
+//! path order, gathered directory by directory.
 
 use super::{Local, MAX_ISSUES, Walked};
 use std::collections::HashSet;
@@ -37,37 +37,45 @@ pub(crate) fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
 
 /// Puts the workers' finds together in a deterministic order (directories
 /// by path, files by directory then name) and keeps one name per inode.
-/// The files are moved once into one vector, then put in order in place:
-/// never two copies of them at once.
+/// The files are gathered once into one vector, directory by directory:
+/// each directory's files lie side by side in its worker's vector.
 pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool) -> Walked {
     let mut dirs_by_id: Vec<PathBuf> = vec![PathBuf::new(); n_dirs];
     let mut out = Walked::default();
-    let parts: Vec<Local> = std::iter::once(seed).chain(locals).collect();
-    out.files
-        .reserve_exact(parts.iter().map(|l| l.out.files.len()).sum());
-    // (dir id, start in out.files, len) of every directory's sorted files.
-    let mut runs: Vec<(u32, usize, usize)> = Vec::new();
-    for (w, mut l) in parts.into_iter().enumerate() {
+    let mut parts: Vec<Local> = std::iter::once(seed).chain(locals).collect();
+    // (dir id, worker, start, len) of every directory's sorted files.
+    let mut runs: Vec<(u32, u16, usize, usize)> = Vec::new();
+    // Each directory's subdirectories: (start, len) in `kids`.
+    let mut kids_of: Vec<(usize, usize)> = vec![(0, 0); n_dirs];
+    let mut kids: Vec<u32> = Vec::new();
+    let mut tops: Vec<u32> = Vec::new();
+    for (w, l) in parts.iter_mut().enumerate() {
         for (id, p) in l.dirs.drain(..) {
             dirs_by_id[id as usize] = p;
         }
-        let base = out.files.len();
-        runs.extend(l.runs.iter().map(|&(d, s, n)| (d, base + s, n)));
+        for &(id, s, n) in &l.tree {
+            kids_of[id as usize] = (kids.len() + s, n);
+        }
+        kids.append(&mut l.kids);
+        tops.append(&mut l.tops);
         let part = u16::try_from(w).unwrap_or(u16::MAX);
-        out.files.extend(l.out.files.into_iter().map(|mut f| {
-            f.name.part = part;
-            f
-        }));
+        runs.extend(l.runs.iter().map(|&(d, s, n)| (d, part, s, n)));
         out.names.push(l.out.names.pop().unwrap_or_default());
         out.empty_dirs.append(&mut l.out.empty_dirs);
         out.broken_links.append(&mut l.out.broken_links);
         out.stats.add(&l.out.stats);
         let room = MAX_ISSUES.saturating_sub(out.issues.len());
-        out.issues.extend(l.out.issues.into_iter().take(room));
+        out.issues.extend(l.out.issues.drain(..).take(room));
     }
-    // Directories sorted by path; ids remapped.
-    let mut order: Vec<u32> = (0..n_dirs as u32).collect();
-    order.sort_unstable_by(|&a, &b| path_order(&dirs_by_id[a as usize], &dirs_by_id[b as usize]));
+    // Directories in path order: the workers listed each one's
+    // subdirectories by name, so the order is the tree's, depth first,
+    // from the top directories sorted by path.
+    let mut order = tree_order(&dirs_by_id, &tops, &kids_of, &kids);
+    if order.len() != n_dirs {
+        // Not one tree (never seen): sort the paths.
+        order = (0..n_dirs as u32).collect();
+        order.sort_by(|&a, &b| path_order(&dirs_by_id[a as usize], &dirs_by_id[b as usize]));
+    }
     let mut remap = vec![0u32; n_dirs];
     for (new_id, &old) in order.iter().enumerate() {
         remap[old as usize] = new_id as u32;
@@ -76,48 +84,62 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
         .iter()
         .map(|&old| std::mem::take(&mut dirs_by_id[old as usize]))
         .collect();
-    // Files: each directory's run, in directory order (no global sort).
-    runs.sort_unstable_by_key(|r| (remap[r.0 as usize], r.1));
-    let mut from: Vec<u32> = Vec::with_capacity(out.files.len());
-    for (_, start, n) in runs {
-        from.extend((start..start + n).map(|i| i as u32));
+    // Files: each directory's run, in directory order (no global sort),
+    // one record per physical file: the first name in path order wins.
+    // Without following links only files with several names can repeat.
+    runs.sort_unstable_by_key(|r| (remap[r.0 as usize], r.1, r.2));
+    out.files
+        .reserve_exact(parts.iter().map(|l| l.out.files.len()).sum());
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    for (dir, part, start, n) in runs {
+        let files = parts[usize::from(part)].out.files.get(start..start + n);
+        for f in files.unwrap_or_default() {
+            if (f.multi_link || follow) && !seen.insert((f.dev, f.ino)) {
+                out.stats.hard_link_names += 1;
+                continue;
+            }
+            let mut f = f.clone();
+            f.dir = remap[dir as usize];
+            f.name.part = part;
+            out.files.push(f);
+        }
     }
-    permute(&mut out.files, &mut from);
-    for f in &mut out.files {
-        f.dir = remap[f.dir as usize];
-    }
+    drop(parts);
     for o in out.empty_dirs.iter_mut().chain(out.broken_links.iter_mut()) {
         o.dir = remap[o.dir as usize];
     }
     out.empty_dirs.sort_unstable_by_key(|o| o.dir);
     out.broken_links
         .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));
-    // One record per physical file: the first name in path order wins.
-    // Without following links only files with several names can repeat.
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let before = out.files.len();
-    out.files
-        .retain(|f| !(f.multi_link || follow) || seen.insert((f.dev, f.ino)));
-    out.stats.hard_link_names += (before - out.files.len()) as u64;
     out
 }
 
-/// Puts `v` in the order `from` gives (`v[i]` becomes the old `v[from[i]]`)
-/// in place, one cycle at a time; `from` is used up.
-fn permute<T>(v: &mut [T], from: &mut [u32]) {
-    const DONE: u32 = u32::MAX;
-    for i in 0..v.len().min(from.len()) {
-        let mut j = i;
-        while from[j] != DONE {
-            let src = from[j] as usize;
-            from[j] = DONE;
-            if src == i {
-                break;
-            }
-            v.swap(j, src);
-            j = src;
-        }
+/// The directories depth first, each one's subdirectories in the order
+/// listed (by name), from `tops` sorted by path: the paths' order, without
+/// comparing paths (only the few tops are). A directory's path starts with
+/// its parent's and a separator, which sorts before any other byte. A
+/// directory reached twice is listed once.
+fn tree_order(
+    dirs: &[PathBuf],
+    tops: &[u32],
+    kids_of: &[(usize, usize)],
+    kids: &[u32],
+) -> Vec<u32> {
+    let mut tops = tops.to_vec();
+    tops.sort_by(|&a, &b| path_order(&dirs[a as usize], &dirs[b as usize]).then(a.cmp(&b)));
+    let mut placed = vec![false; dirs.len()];
+    let mut order = Vec::with_capacity(dirs.len());
+    let mut stack: Vec<u32> = tops.into_iter().rev().collect();
+    while let Some(d) = stack.pop() {
+        let Some(p) = placed.get_mut(d as usize).filter(|p| !**p) else {
+            continue;
+        };
+        *p = true;
+        order.push(d);
+        let (s, n) = kids_of[d as usize];
+        stack.extend(kids.get(s..s + n).unwrap_or_default().iter().rev());
     }
+    order
 }
 
 #[cfg(test)]
@@ -142,15 +164,6 @@ mod tests {
         by_path.sort();
         paths.sort_by(|a, b| super::path_order(a, b));
         assert_eq!(paths, by_path);
-    }
-
-    #[test]
-    fn permute_moves_each_element_once_into_place() {
-        let mut v: Vec<u32> = (0..10).map(|i| 100 + i).collect();
-        let mut from = vec![3, 0, 1, 2, 9, 5, 8, 4, 6, 7];
-        let want: Vec<u32> = from.iter().map(|&i| 100 + i).collect();
-        super::permute(&mut v, &mut from);
-        assert_eq!(v, want);
     }
 
     #[test]

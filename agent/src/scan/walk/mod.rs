@@ -1,14 +1,27 @@
 //! Parallel, iterative walk of the roots: one record per regular file (hard
 //! links by (dev, inode) kept once), empty directories and broken links;
 //! errors counted, never fatal; names kept as raw bytes.
+//!
+//! Each directory is opened relative to its parent's descriptor and its
+//! entries are stat'ed relative to its own (`dir`), so the kernel resolves
+//! one name per call instead of a whole path, and nothing is allocated per
+//! entry; the workers share directories through `queue`, a large
+//! directory's stats through `batch`, and `merge` puts their finds in path
+//! order.
 
+mod batch;
+mod dir;
 mod merge;
+mod queue;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use merge::shared_prefix;
 
 use super::pace::Pacer;
-use super::rules::Rules;
+use super::rules::{Cats, Rules};
 use super::{Counters, Issue, IssueKind, run_workers};
+use queue::{Job, Queue};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
@@ -16,9 +29,12 @@ use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+
+/// How often the walk's crew is checked (see [`queue::Crew`]).
+const CREW_CHECK: Duration = Duration::from_millis(20);
 
 /// Most issues kept with their path (all are counted).
 pub const MAX_ISSUES: usize = 200;
@@ -37,8 +53,9 @@ pub(crate) struct FileRec {
     pub mtime_ns: i64,
     /// More than one name (hard links): checked against the others.
     pub multi_link: bool,
-    /// Flags inherited from the directories above it.
-    pub dir_flags: u8,
+    /// Its categories but duplicates (name, folders above, size, age),
+    /// found by the walkers as they go.
+    pub cats: Cats,
 }
 
 /// Where a file's name lies: in which worker's name bytes (they are kept
@@ -134,29 +151,61 @@ pub(crate) struct WalkOptions<'a> {
     /// The CPU budget, background mode only.
     pub budget: Option<&'a super::pace::Budget>,
     pub poll: Duration,
+    /// The scan's clock, for the categories by age.
+    pub now_ns: i64,
 }
 
-struct Job {
-    id: u32,
-    path: PathBuf,
-    dev: u64,
-    mtime_ns: i64,
-    ino: u64,
-    flags: u8,
+/// What one entry is, from `statx` (or `fstatat` where there is none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub kind: Kind,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub nlink: u64,
 }
 
-#[derive(Default)]
-struct QState {
-    jobs: Vec<Job>,
-    busy: usize,
-    done: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// FIFOs, sockets, devices.
+    Other,
+}
+
+impl From<&Metadata> for Meta {
+    fn from(md: &Metadata) -> Meta {
+        let ft = md.file_type();
+        Meta {
+            kind: if ft.is_file() {
+                Kind::File
+            } else if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_symlink() {
+                Kind::Symlink
+            } else {
+                Kind::Other
+            },
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime_ns: mtime_ns(md),
+            nlink: md.nlink(),
+        }
+    }
 }
 
 struct Shared<'a> {
-    q: Mutex<QState>,
-    cv: Condvar,
+    queue: Queue<'a>,
     next_id: AtomicU32,
     visited: Mutex<HashSet<(u64, u64)>>,
+    /// Directory descriptors open (see [`dir::MAX_OPEN_DIRS`]).
+    open_dirs: &'a AtomicUsize,
+    /// `openat2` is missing (before Linux 5.6) or filtered: folders are
+    /// stat'ed for their device once open.
+    no_openat2: AtomicBool,
     opts: &'a WalkOptions<'a>,
     counters: &'a Counters,
     cancel: &'a AtomicBool,
@@ -170,47 +219,14 @@ struct Local {
     /// Each directory's files, sorted by name: (dir id, start, len) in
     /// `out.files`, so the merge needs no global sort.
     runs: Vec<(u32, usize, usize)>,
-}
-
-impl Shared<'_> {
-    fn lock(&self) -> MutexGuard<'_, QState> {
-        self.q.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The next directory to read, or None when there is none and no
-    /// worker can add one (or the scan is cancelled).
-    fn next(&self) -> Option<Job> {
-        let mut q = self.lock();
-        loop {
-            if q.done || self.cancel.load(Relaxed) {
-                q.done = true;
-                self.cv.notify_all();
-                return None;
-            }
-            if let Some(j) = q.jobs.pop() {
-                q.busy += 1;
-                return Some(j);
-            }
-            if q.busy == 0 {
-                q.done = true;
-                self.cv.notify_all();
-                return None;
-            }
-            q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn finish(&self, new: Vec<Job>) {
-        let mut q = self.lock();
-        q.busy -= 1;
-        let n = new.len();
-        q.jobs.extend(new);
-        if n > 1 || q.busy == 0 {
-            self.cv.notify_all();
-        } else if n == 1 {
-            self.cv.notify_one();
-        }
-    }
+    /// Each directory's subdirectories, sorted by name: (dir id, start,
+    /// len) in `kids`, so the merge orders directories without comparing
+    /// paths.
+    tree: Vec<(u32, usize, usize)>,
+    kids: Vec<u32>,
+    /// Directories with no parent here (roots, and the folders of files
+    /// given as roots), ordered by path in the merge.
+    tops: Vec<u32>,
 }
 
 /// Walks `roots`. Never fails: what cannot be read is counted in
@@ -222,33 +238,69 @@ pub(crate) fn walk(
     cancel: &AtomicBool,
     poll: &mut dyn FnMut(),
 ) -> io::Result<Walked> {
+    let open_dirs = AtomicUsize::new(0);
+    let threads = opts.threads.max(1);
+    let (mut crew, first) = queue::Crew::new(threads);
     let shared = Shared {
-        q: Mutex::new(QState::default()),
-        cv: Condvar::new(),
+        queue: Queue::new(cancel, first),
         next_id: AtomicU32::new(0),
         visited: Mutex::new(HashSet::new()),
+        open_dirs: &open_dirs,
+        no_openat2: AtomicBool::new(false),
         opts,
         counters,
         cancel,
     };
     let mut seed = Local::default();
+    let mut jobs = Vec::new();
     for root in roots {
-        seed_root(&shared, root, &mut seed);
+        seed_root(&shared, root, &mut seed, &mut jobs);
     }
-    let threads = opts.threads.max(1);
+    shared.queue.seed(jobs);
+    // The crew is checked more often than the caller is called back.
+    let mut last_poll = std::time::Instant::now();
+    let mut check = || {
+        crew.check(&shared.queue);
+        if last_poll.elapsed() >= opts.poll {
+            poll();
+            last_poll = std::time::Instant::now();
+        }
+    };
     let locals = run_workers(
         threads,
-        |_| {
+        |worker| {
             let mut local = Local::default();
             let mut pacer = Pacer::new(opts.budget);
-            while let Some(job) = shared.next() {
-                let new = read_dir(&shared, &job, &mut local, &mut pacer);
-                shared.finish(new);
+            let mut buf = Vec::with_capacity(dir::BUF_BYTES);
+            let mut lst = dir::Listing::default();
+            let mut mine: Vec<Job<'_>> = Vec::new();
+            let mut busy = false;
+            loop {
+                let job = match mine.pop() {
+                    Some(j) => j,
+                    None => match shared.queue.next(worker, busy) {
+                        Some(queue::Work::Dir(j)) => j,
+                        Some(queue::Work::Help(b)) => {
+                            b.work();
+                            busy = false;
+                            continue;
+                        }
+                        None => break,
+                    },
+                };
+                busy = true;
+                dir::read(
+                    &shared, job, &mut local, &mut pacer, &mut buf, &mut lst, &mut mine,
+                );
+                if cancel.load(Relaxed) {
+                    mine.clear();
+                }
+                shared.queue.share(&mut mine);
             }
             local
         },
-        opts.poll,
-        poll,
+        opts.poll.min(CREW_CHECK),
+        &mut check,
     )?;
     let n_dirs = shared.next_id.load(Relaxed) as usize;
     let t = std::time::Instant::now();
@@ -262,7 +314,7 @@ pub(crate) fn walk(
     Ok(walked)
 }
 
-fn seed_root(shared: &Shared<'_>, root: &Path, local: &mut Local) {
+fn seed_root<'a>(shared: &Shared<'a>, root: &Path, local: &mut Local, jobs: &mut Vec<Job<'a>>) {
     let md = match fs::metadata(root) {
         Ok(md) => md,
         Err(e) => return issue(&mut local.out, root, &e),
@@ -271,41 +323,35 @@ fn seed_root(shared: &Shared<'_>, root: &Path, local: &mut Local) {
         .ancestors()
         .filter_map(|a| a.file_name().map(|n| shared.opts.rules.dir_flags(n, a)))
         .fold(0, |acc, f| acc | f);
-    if md.is_dir() {
+    let md = Meta::from(&md);
+    if md.kind == Kind::Dir {
         if shared.opts.follow_symlinks && !mark_visited(shared, &md) {
             return;
         }
         let id = shared.next_id.fetch_add(1, Relaxed);
         local.dirs.push((id, root.to_owned()));
-        local.out.stats.dirs += 1;
-        let mut q = shared.lock();
-        q.jobs.push(Job {
-            id,
-            path: root.to_owned(),
-            dev: md.dev(),
-            ino: md.ino(),
-            mtime_ns: mtime_ns(&md),
-            flags,
-        });
-    } else if md.is_file() {
+        local.tops.push(id);
+        jobs.push(Job::root(id, root.to_owned(), &md, flags));
+    } else if md.kind == Kind::File {
         // A file given as a root: its directory becomes a record of its own.
         let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
             return;
         };
         let id = shared.next_id.fetch_add(1, Relaxed);
         local.dirs.push((id, parent.to_owned()));
-        add_file(&mut local.out, id, name, &md, flags);
+        local.tops.push(id);
+        add_file(&mut local.out, shared.opts, id, name.as_bytes(), &md, flags);
         local.runs.push((id, local.out.files.len() - 1, 1));
         shared.counters.files.fetch_add(1, Relaxed);
-        shared.counters.bytes.fetch_add(md.len(), Relaxed);
+        shared.counters.bytes.fetch_add(md.size, Relaxed);
     } else {
         local.out.stats.special += 1;
     }
 }
 
-fn mark_visited(shared: &Shared<'_>, md: &Metadata) -> bool {
+fn mark_visited(shared: &Shared<'_>, md: &Meta) -> bool {
     let mut v = shared.visited.lock().unwrap_or_else(|p| p.into_inner());
-    v.insert((md.dev(), md.ino()))
+    v.insert((md.dev, md.ino))
 }
 
 pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
@@ -314,26 +360,33 @@ pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
         .saturating_add(md.mtime_nsec())
 }
 
-/// Adds a file found by one worker (its names are in `out.names[0]`).
-fn add_file(out: &mut Walked, dir: u32, name: &OsStr, md: &Metadata, flags: u8) {
+/// Adds a file found by one worker (its names are in `out.names[0]`);
+/// `flags`: those of the folders above it.
+fn add_file(out: &mut Walked, opts: &WalkOptions<'_>, dir: u32, name: &[u8], md: &Meta, flags: u8) {
     if out.names.is_empty() {
         out.names.push(Vec::new());
     }
     let names = &mut out.names[0];
     let (Ok(at), Ok(len)) = (u32::try_from(names.len()), u16::try_from(name.len())) else {
         let e = io::Error::other("too many names in one scan worker");
-        return issue(out, Path::new(name), &e);
+        return issue(out, Path::new(OsStr::from_bytes(name)), &e);
     };
-    names.extend_from_slice(name.as_bytes());
+    names.extend_from_slice(name);
     out.files.push(FileRec {
         dir,
         name: NameRef { part: 0, len, at },
-        dev: md.dev(),
-        ino: md.ino(),
-        size: md.len(),
-        mtime_ns: mtime_ns(md),
-        multi_link: md.nlink() > 1,
-        dir_flags: flags,
+        dev: md.dev,
+        ino: md.ino,
+        size: md.size,
+        mtime_ns: md.mtime_ns,
+        multi_link: md.nlink > 1,
+        cats: opts.rules.file_cats(
+            OsStr::from_bytes(name),
+            flags,
+            md.size,
+            md.mtime_ns,
+            opts.now_ns,
+        ),
     });
 }
 
@@ -352,164 +405,5 @@ pub(crate) fn issue(out: &mut Walked, path: &Path, e: &io::Error) {
             kind,
             error: e.to_string(),
         });
-    }
-}
-
-/// Reads one directory; returns the subdirectories to read next.
-fn read_dir(shared: &Shared<'_>, job: &Job, local: &mut Local, pacer: &mut Pacer) -> Vec<Job> {
-    let opts = shared.opts;
-    let mut new = Vec::new();
-    let rd = match fs::read_dir(&job.path) {
-        Ok(rd) => rd,
-        Err(e) => {
-            issue(&mut local.out, &job.path, &e);
-            return new;
-        }
-    };
-    shared.counters.dirs.fetch_add(1, Relaxed);
-    let mut entries = 0u64;
-    let start = local.out.files.len();
-    // Files excluded by path: only those whose parent is this directory.
-    let here: Vec<&OsStr> = opts
-        .rules
-        .exclude_paths
-        .iter()
-        .filter(|p| p.parent() == Some(job.path.as_path()))
-        .filter_map(|p| p.file_name())
-        .collect();
-    for ent in rd {
-        pacer.tick(shared.cancel);
-        let ent = match ent {
-            Ok(ent) => ent,
-            Err(e) => {
-                issue(&mut local.out, &job.path, &e);
-                continue;
-            }
-        };
-        entries += 1;
-        let name = ent.file_name();
-        if opts.rules.excluded_name(&name) || here.contains(&name.as_os_str()) {
-            local.out.stats.excluded += 1;
-            continue;
-        }
-        let ft = match ent.file_type() {
-            Ok(ft) => ft,
-            Err(e) => {
-                issue(&mut local.out, &job.path.join(&name), &e);
-                continue;
-            }
-        };
-        if ft.is_file() {
-            match ent.metadata() {
-                Ok(md) => add_file(&mut local.out, job.id, &name, &md, job.flags),
-                Err(e) => issue(&mut local.out, &job.path.join(&name), &e),
-            }
-        } else if ft.is_dir() {
-            let path = job.path.join(&name);
-            if opts.rules.excluded_path(&path) {
-                local.out.stats.excluded += 1;
-                continue;
-            }
-            match ent.metadata() {
-                Ok(md) => push_dir(shared, local, &mut new, job, path, &name, &md),
-                Err(e) => issue(&mut local.out, &path, &e),
-            }
-        } else if ft.is_symlink() {
-            local.out.stats.symlinks += 1;
-            let path = job.path.join(&name);
-            symlink(shared, local, &mut new, job, path, &name);
-        } else {
-            local.out.stats.special += 1;
-        }
-    }
-    let Walked { files, names, .. } = &mut local.out;
-    let files = &mut files[start..];
-    if let Some(names) = names.first() {
-        let name = |f: &FileRec| &names[f.name.at as usize..][..usize::from(f.name.len)];
-        files.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-    }
-    shared.counters.files.fetch_add(files.len() as u64, Relaxed);
-    shared
-        .counters
-        .bytes
-        .fetch_add(files.iter().map(|f| f.size).sum(), Relaxed);
-    local.runs.push((job.id, start, files.len()));
-    if entries == 0 {
-        local.out.empty_dirs.push(OtherRec {
-            dir: job.id,
-            name: None,
-            dev: job.dev,
-            ino: job.ino,
-            mtime_ns: job.mtime_ns,
-        });
-    }
-    new
-}
-
-fn push_dir(
-    shared: &Shared<'_>,
-    local: &mut Local,
-    new: &mut Vec<Job>,
-    parent: &Job,
-    path: PathBuf,
-    name: &OsStr,
-    md: &Metadata,
-) {
-    let opts = shared.opts;
-    if opts.one_file_system && md.dev() != parent.dev {
-        local.out.stats.other_fs += 1;
-        return;
-    }
-    if opts.follow_symlinks && !mark_visited(shared, md) {
-        return;
-    }
-    let id = shared.next_id.fetch_add(1, Relaxed);
-    let flags = parent.flags | opts.rules.dir_flags(name, &path);
-    local.dirs.push((id, path.clone()));
-    local.out.stats.dirs += 1;
-    new.push(Job {
-        id,
-        path,
-        dev: md.dev(),
-        ino: md.ino(),
-        mtime_ns: mtime_ns(md),
-        flags,
-    });
-}
-
-fn symlink(
-    shared: &Shared<'_>,
-    local: &mut Local,
-    new: &mut Vec<Job>,
-    job: &Job,
-    path: PathBuf,
-    name: &OsStr,
-) {
-    match fs::metadata(&path) {
-        Ok(md) if shared.opts.follow_symlinks => {
-            if md.is_dir() {
-                push_dir(shared, local, new, job, path, name, &md);
-            } else if md.is_file() {
-                add_file(&mut local.out, job.id, name, &md, job.flags);
-            }
-        }
-        Ok(_) => {}
-        // Dangling, a loop, or a component that is not a directory.
-        Err(e)
-            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
-                || e.raw_os_error() == Some(40) =>
-        {
-            match fs::symlink_metadata(&path) {
-                Ok(md) => local.out.broken_links.push(OtherRec {
-                    dir: job.id,
-                    name: Some(name.into()),
-                    dev: md.dev(),
-                    ino: md.ino(),
-                    mtime_ns: mtime_ns(&md),
-                }),
-                Err(e) => issue(&mut local.out, &path, &e),
-            }
-        }
-        Err(e) => issue(&mut local.out, &path, &e),
     }
 }
