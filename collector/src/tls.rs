@@ -39,6 +39,29 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// The next connection on `listener`, or `None` once `cancel`. A failed
+/// accept (out of file descriptors, typically) is logged and retried after
+/// 50 ms, giving running connections a moment instead of spinning.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    what: &str,
+    cancel: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            a = listener.accept() => match a {
+                Ok(a) => return Some(a),
+                Err(e) => tracing::warn!(error = %e, "{what} accept failed"),
+            },
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+    }
+}
+
 /// Accepts connections until `cancel`; each completes its TLS handshake
 /// (a refused one is logged as "`what` handshake refused") and is then
 /// served by `handle` until it ends or `cancel`.
@@ -52,17 +75,7 @@ pub async fn serve<F, Fut>(
     F: Fn(TlsStream<TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "{what} accept failed");
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = accept(&listener, what, &cancel).await {
         let (acceptor, cancel, handle) = (acceptor.clone(), cancel.clone(), handle.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);

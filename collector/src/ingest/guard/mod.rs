@@ -111,23 +111,7 @@ impl Guard {
 
     /// Accepts plain MQTT connections until `cancel`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = cancel.cancelled() => return,
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors, typically: give the
-                        // running connections a moment instead of spinning.
-                        tracing::warn!(error = %e, "MQTT accept failed");
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        }
-                        continue;
-                    }
-                },
-            };
+        while let Some((tcp, peer)) = crate::tls::accept(&listener, "MQTT", &cancel).await {
             let _ = tcp.set_nodelay(true);
             let (guard, cancel) = (self.clone(), cancel.clone());
             tokio::spawn(async move {
