@@ -5,6 +5,7 @@
 use super::client;
 use super::points::Lines;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// A prepared request: its lines as plain text and where each ends (to
@@ -19,10 +20,10 @@ pub struct Batch {
 
 impl Batch {
     /// Seals `lines` (moved, not copied) and encodes the body.
-    pub fn new(lines: Lines, gzip: bool, cursor: Option<i64>) -> Batch {
+    pub fn new(lines: Lines, encoder: &mut client::Encoder, cursor: Option<i64>) -> Batch {
         let text = Bytes::from(lines.buf);
         Batch {
-            body: client::encode(gzip, text.clone()),
+            body: encoder.encode(text.clone()),
             text,
             ends: lines.ends,
             cursor,
@@ -47,13 +48,27 @@ impl Batch {
 /// Up to two emptied `Lines` (one batch is on the wire while the next
 /// waits in the channel and a third is built).
 #[derive(Clone, Default)]
-pub struct Pool(Arc<Mutex<Vec<Lines>>>);
+pub struct Pool {
+    free: Arc<Mutex<Vec<Lines>>>,
+    reused: Arc<AtomicU64>,
+}
 
 impl Pool {
     /// An empty `Lines`, reused when one was given back.
     pub fn take(&self, lines: usize) -> Lines {
-        let reused = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        reused.unwrap_or_else(|| Lines::with_capacity(lines))
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match reused {
+            Some(l) => {
+                self.reused.fetch_add(1, Relaxed);
+                l
+            }
+            None => Lines::with_capacity(lines),
+        }
+    }
+
+    /// How many `take`s were served a buffer given back.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Relaxed)
     }
 
     /// Takes back the buffers of a delivered batch, unless something
@@ -72,7 +87,7 @@ impl Pool {
         };
         lines.buf.clear();
         lines.ends.clear();
-        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < 2 {
             pool.push(lines);
         }
@@ -90,15 +105,16 @@ mod tests {
         lines.buf.extend_from_slice(b"m f=1 1\nm f=2 2\n");
         lines.ends.extend([8, 16]);
         let ptr = lines.buf.as_ptr();
-        let batch = Batch::new(lines, false, Some(7));
+        let batch = Batch::new(lines, &mut client::Encoder::new(false), Some(7));
         assert_eq!(&batch.slice(1, 2)[..], b"m f=2 2\n");
         assert_eq!(batch.body.as_ptr(), ptr, "plain body: no copy");
         pool.give(batch);
         let again = pool.take(2);
         assert_eq!(again.buf.as_ptr(), ptr, "the same buffer, reused");
+        assert_eq!(pool.reused(), 1);
         assert!(again.buf.is_empty() && again.ends.is_empty());
         // Still held elsewhere: not taken back.
-        let batch = Batch::new(again, false, None);
+        let batch = Batch::new(again, &mut client::Encoder::new(false), None);
         let held = batch.body.clone();
         pool.give(batch);
         assert_ne!(pool.take(1).buf.as_ptr(), held.as_ptr());

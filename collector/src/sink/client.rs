@@ -3,7 +3,6 @@
 
 use super::config::{Api, SinkConfig};
 use reqwest::header::{self, HeaderValue};
-use std::io::Write;
 use std::time::Duration;
 
 /// What to do with the lines of one request after the server answered.
@@ -100,31 +99,73 @@ impl Client {
     pub fn url(&self) -> &str {
         self.url.as_str()
     }
+}
 
-    /// The body as it goes on the wire (gzip or not).
-    pub fn encode(&self, lines: bytes::Bytes) -> bytes::Bytes {
-        encode(self.gzip, lines)
+/// gzip (RFC 1952: window bits 15, plus 16 for the gzip wrapper) at
+/// level 1: line protocol compresses ~5x even at the fastest level, and
+/// the collector's CPU is the budget that matters here.
+const GZIP_FAST: zlib_rs::DeflateConfig = zlib_rs::DeflateConfig {
+    level: 1,
+    method: zlib_rs::Method::Deflated,
+    window_bits: 15 + 16,
+    mem_level: 8,
+    strategy: zlib_rs::Strategy::Default,
+};
+
+/// gzip's header and trailer (18 bytes) less zlib's (6), which
+/// `compress_bound` counts.
+const GZIP_WRAP_EXTRA: usize = 18 - 6;
+
+/// Encodes request bodies: plain, or gzip into a scratch buffer of the
+/// worst-case size kept from batch to batch, so that deflate writes into
+/// memory already mapped (a fresh 3 MB buffer per batch cost its page
+/// faults); the compressed bytes, a fifth of the text, are then copied
+/// out.
+///
+/// gzip in one call: about 0.8 ms per 1,000 `usage` lines here, against
+/// 1.05 ms through flate2's streaming writer over the same zlib-rs (its
+/// chunked output and a buffer grown as it goes).
+#[derive(Debug, Default)]
+pub struct Encoder {
+    gzip: bool,
+    scratch: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(gzip: bool) -> Encoder {
+        Encoder {
+            gzip,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The body as it goes on the wire: `lines` itself, or gzip.
+    pub fn encode(&mut self, lines: bytes::Bytes) -> bytes::Bytes {
+        if !self.gzip {
+            return lines;
+        }
+        // compress_bound counts zlib's 6-byte wrapper; gzip's is 18 bytes.
+        let need = zlib_rs::compress_bound(lines.len()) + GZIP_WRAP_EXTRA;
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0);
+        }
+        let (written, rc) = zlib_rs::compress_slice(&mut self.scratch[..need], &lines, GZIP_FAST);
+        // Invariant: with a constant, valid configuration (a test compresses
+        // with it) and an output of the worst-case size, deflate cannot
+        // fail; the request's Content-Encoding says gzip, so a plain body
+        // sent instead would be refused or stored as garbage.
+        assert!(
+            matches!(rc, zlib_rs::ReturnCode::Ok),
+            "gzip into a worst-case-sized buffer failed: {rc:?}"
+        );
+        bytes::Bytes::copy_from_slice(written)
     }
 }
 
-/// The body as it goes on the wire: `lines` itself, or gzip.
+/// The body as it goes on the wire, for a one-off request (a batch split
+/// after a 413): `lines` itself, or gzip.
 pub fn encode(gzip: bool, lines: bytes::Bytes) -> bytes::Bytes {
-    {
-        if !gzip {
-            return lines;
-        }
-        // Level 1: line protocol compresses ~10x even at the fastest level,
-        // and the collector's CPU is the budget that matters here.
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(lines.len() / 6),
-            flate2::Compression::fast(),
-        );
-        match enc.write_all(&lines).and_then(|()| enc.finish()) {
-            Ok(v) => v.into(),
-            // Writing to a Vec cannot fail; send it plain if it ever does.
-            Err(_) => lines,
-        }
-    }
+    Encoder::new(gzip).encode(lines)
 }
 
 impl Client {
@@ -371,12 +412,53 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips() {
-        let c = Client::new(&SinkConfig::default()).expect("client");
-        let body = c.encode(bytes::Bytes::from_static(b"m f=1 1\n"));
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
-            .expect("gunzip");
-        assert_eq!(out, "m f=1 1\n");
+    fn gzip_round_trips_with_its_buffer_reused() {
+        let mut enc = Encoder::new(true);
+        // Several MB of varied lines (more than one deflate block, past
+        // the 32 KiB window), then shorter bodies into the same buffer,
+        // which still holds the first one's bytes, then the first again.
+        let mut big = String::new();
+        for i in 0..60_000u64 {
+            big.push_str(&format!(
+                "usage,agent=a{} seq={i}i,cpu={}.{} {i}\n",
+                i % 37,
+                i * 7919 % 100,
+                i % 10
+            ));
+        }
+        for text in [big.as_str(), "", "m f=1 1\n", big.as_str()] {
+            let body = enc.encode(bytes::Bytes::from(text.to_owned()));
+            assert_eq!(&body[..2], b"\x1f\x8b", "a gzip member");
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .expect("gunzip");
+            assert_eq!(out, text);
+        }
+        assert!(
+            enc.encode(bytes::Bytes::from(big.clone())).len() < big.len() / 3,
+            "compressed"
+        );
+        let plain = bytes::Bytes::from_static(b"m f=1 1\n");
+        assert_eq!(
+            Encoder::new(false).encode(plain.clone()).as_ptr(),
+            plain.as_ptr(),
+            "plain: no copy"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Incompressible bytes are deflate's worst case: the output
+        /// buffer's size must still hold them.
+        #[test]
+        fn gzip_of_incompressible_bytes_fits_its_buffer_and_round_trips(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..70_000)
+        ) {
+            let body = encode(true, bytes::Bytes::from(bytes.clone()));
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .expect("gunzip");
+            proptest::prop_assert_eq!(out, bytes);
+        }
     }
 }

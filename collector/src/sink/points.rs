@@ -181,8 +181,43 @@ fn round(v: Option<f64>, scale: f64) -> Option<f64> {
     v.map(|v| (v * scale).round() / scale)
 }
 
+/// The field keys of a sample's `usage` line, in order (SCHEMA.md).
+pub const USAGE_FIELDS: [&str; 25] = [
+    "seq",
+    "interval_s",
+    "cpu_percent",
+    "mem_total_bytes",
+    "mem_available_bytes",
+    "mem_used_bytes",
+    "swap_total_bytes",
+    "swap_used_bytes",
+    "disk_read_bytes",
+    "disk_written_bytes",
+    "net_rx_bytes",
+    "net_tx_bytes",
+    "load1",
+    "load5",
+    "load15",
+    "uptime_s",
+    "user_sessions",
+    "input_idle_s",
+    "user_active",
+    "power_w",
+    "energy_j",
+    "co2e_g",
+    "agent_cpu_s",
+    "agent_rss_bytes",
+    "agent_sent_bytes",
+];
+
 /// The fields of a sample's `usage` line, in order (SCHEMA.md).
 pub fn usage_fields(r: &SampleRow, tags: &HostTags, carbon: &Carbon) -> [(&'static str, Val); 25] {
+    let values = usage_values(r, tags, carbon);
+    std::array::from_fn(|i| (USAGE_FIELDS[i], values[i]))
+}
+
+/// The values of [`USAGE_FIELDS`], in the same order.
+pub fn usage_values(r: &SampleRow, tags: &HostTags, carbon: &Carbon) -> [Val; 25] {
     // The middle of the sample's interval decides its hour's intensity.
     // Saturating: both come from the agent (found by fuzz/fuzz_targets/line_protocol.rs).
     let mid_ms = r.sent_ms.saturating_sub(r.interval_ms.unwrap_or(0) / 2);
@@ -193,31 +228,31 @@ pub fn usage_fields(r: &SampleRow, tags: &HostTags, carbon: &Carbon) -> [(&'stat
     };
     use Val::{F, I};
     [
-        ("seq", I(Some(r.seq))),
-        ("interval_s", F(r.interval_ms.map(|ms| ms as f64 / 1000.0))),
-        ("cpu_percent", F(round(r.cpu_percent, 1000.0))),
-        ("mem_total_bytes", I(r.mem_total)),
-        ("mem_available_bytes", I(r.mem_available)),
-        ("mem_used_bytes", I(mem_used)),
-        ("swap_total_bytes", I(r.swap_total)),
-        ("swap_used_bytes", I(r.swap_used)),
-        ("disk_read_bytes", I(r.disk_read)),
-        ("disk_written_bytes", I(r.disk_written)),
-        ("net_rx_bytes", I(r.net_rx)),
-        ("net_tx_bytes", I(r.net_tx)),
-        ("load1", F(round(r.load1, 1000.0))),
-        ("load5", F(round(r.load5, 1000.0))),
-        ("load15", F(round(r.load15, 1000.0))),
-        ("uptime_s", I(r.uptime_s)),
-        ("user_sessions", I(r.user_sessions)),
-        ("input_idle_s", I(r.input_idle_s)),
-        ("user_active", I(r.user_active.map(i64::from))),
-        ("power_w", F(round(r.power_w, 1000.0))),
-        ("energy_j", F(round(r.energy_j, 1000.0))),
-        ("co2e_g", F(round(co2e_g, 1e6))),
-        ("agent_cpu_s", F(round(r.agent_cpu_s, 1000.0))),
-        ("agent_rss_bytes", I(r.agent_rss)),
-        ("agent_sent_bytes", I(r.agent_sent)),
+        I(Some(r.seq)),
+        F(r.interval_ms.map(|ms| ms as f64 / 1000.0)),
+        F(round(r.cpu_percent, 1000.0)),
+        I(r.mem_total),
+        I(r.mem_available),
+        I(mem_used),
+        I(r.swap_total),
+        I(r.swap_used),
+        I(r.disk_read),
+        I(r.disk_written),
+        I(r.net_rx),
+        I(r.net_tx),
+        F(round(r.load1, 1000.0)),
+        F(round(r.load5, 1000.0)),
+        F(round(r.load15, 1000.0)),
+        I(r.uptime_s),
+        I(r.user_sessions),
+        I(r.input_idle_s),
+        I(r.user_active.map(i64::from)),
+        F(round(r.power_w, 1000.0)),
+        F(round(r.energy_j, 1000.0)),
+        F(round(co2e_g, 1e6)),
+        F(round(r.agent_cpu_s, 1000.0)),
+        I(r.agent_rss),
+        I(r.agent_sent),
     ]
 }
 
@@ -370,36 +405,7 @@ fn clamp(v: u64) -> i64 {
 /// Every field name written, by measurement, for SCHEMA.md's test.
 #[cfg(test)]
 pub const SCHEMA: &[(&str, &[&str])] = &[
-    (
-        "usage",
-        &[
-            "seq",
-            "interval_s",
-            "cpu_percent",
-            "mem_total_bytes",
-            "mem_available_bytes",
-            "mem_used_bytes",
-            "swap_total_bytes",
-            "swap_used_bytes",
-            "disk_read_bytes",
-            "disk_written_bytes",
-            "net_rx_bytes",
-            "net_tx_bytes",
-            "load1",
-            "load5",
-            "load15",
-            "uptime_s",
-            "user_sessions",
-            "input_idle_s",
-            "user_active",
-            "power_w",
-            "energy_j",
-            "co2e_g",
-            "agent_cpu_s",
-            "agent_rss_bytes",
-            "agent_sent_bytes",
-        ],
-    ),
+    ("usage", &USAGE_FIELDS),
     (
         "host",
         &[

@@ -30,6 +30,7 @@ pub struct Source {
     pub reader: Reader,
     tags: HashMap<i64, HostTags>,
     tags_read: Option<Instant>,
+    tags_generation: u64,
 }
 
 /// An agent as the snapshots need it.
@@ -47,6 +48,7 @@ impl Source {
             reader: Reader::new(store.open_reader()?),
             tags: HashMap::new(),
             tags_read: None,
+            tags_generation: 0,
         })
     }
 
@@ -72,74 +74,94 @@ impl Source {
     }
 
     /// Up to `limit` committed samples with a rowid above `after`, in
-    /// rowid order, into `rows` (cleared first; reused from batch to batch).
+    /// rowid order, into `rows` (reused from batch to batch: each row is
+    /// overwritten in place, its power source string included, and the
+    /// rest truncated; rows stream from the engine, none kept twice).
     pub fn samples_after(
         &self,
         after: i64,
         limit: usize,
         rows: &mut Vec<SampleRow>,
     ) -> Result<(), StoreError> {
-        rows.clear();
         const COLS: &str = "SELECT rowid, agent, seq, sent_ms, interval_ms, cpu_percent,
                 mem_total, mem_available, swap_total, swap_used, disk_read, disk_written,
                 net_rx, net_tx, load1, load5, load15, uptime_s, user_sessions, input_idle_s,
                 user_active, agent_cpu_s, agent_rss, agent_sent, power_w, energy_j,
                 power_source FROM samples";
-        let out = match &self.node {
-            None => self.conn.run(
+        let mut n = 0;
+        let mut put = |r: &crate::db::Row| {
+            if n == rows.len() {
+                rows.push(SampleRow::default());
+            }
+            let s = &mut rows[n];
+            n += 1;
+            s.rowid = r.get(0)?;
+            s.agent = r.get(1)?;
+            s.seq = r.get(2)?;
+            s.sent_ms = r.get(3)?;
+            s.interval_ms = r.get(4)?;
+            s.cpu_percent = r.get(5)?;
+            s.mem_total = r.get(6)?;
+            s.mem_available = r.get(7)?;
+            s.swap_total = r.get(8)?;
+            s.swap_used = r.get(9)?;
+            s.disk_read = r.get(10)?;
+            s.disk_written = r.get(11)?;
+            s.net_rx = r.get(12)?;
+            s.net_tx = r.get(13)?;
+            s.load1 = r.get(14)?;
+            s.load5 = r.get(15)?;
+            s.load15 = r.get(16)?;
+            s.uptime_s = r.get(17)?;
+            s.user_sessions = r.get(18)?;
+            s.input_idle_s = r.get(19)?;
+            s.user_active = r.get(20)?;
+            s.agent_cpu_s = r.get(21)?;
+            s.agent_rss = r.get(22)?;
+            s.agent_sent = r.get(23)?;
+            s.power_w = r.get(24)?;
+            s.energy_j = r.get(25)?;
+            match (r.text(26)?, &mut s.power_source) {
+                (Some(v), Some(old)) => {
+                    old.clear();
+                    old.push_str(v);
+                }
+                (v, old) => *old = v.map(str::to_owned),
+            }
+            Ok(())
+        };
+        match &self.node {
+            None => self.conn.each(
                 &format!("{COLS} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"),
                 args![after, limit as i64],
+                &mut put,
             )?,
-            Some(node) => self.conn.run(
+            Some(node) => self.conn.each(
                 &format!("{COLS} WHERE node = ?3 AND rowid > ?1 ORDER BY rowid LIMIT ?2"),
                 args![after, limit as i64, node],
+                &mut put,
             )?,
-        };
-        for r in &out.rows {
-            rows.push(SampleRow {
-                rowid: r.get(0)?,
-                agent: r.get(1)?,
-                seq: r.get(2)?,
-                sent_ms: r.get(3)?,
-                interval_ms: r.get(4)?,
-                cpu_percent: r.get(5)?,
-                mem_total: r.get(6)?,
-                mem_available: r.get(7)?,
-                swap_total: r.get(8)?,
-                swap_used: r.get(9)?,
-                disk_read: r.get(10)?,
-                disk_written: r.get(11)?,
-                net_rx: r.get(12)?,
-                net_tx: r.get(13)?,
-                load1: r.get(14)?,
-                load5: r.get(15)?,
-                load15: r.get(16)?,
-                uptime_s: r.get(17)?,
-                user_sessions: r.get(18)?,
-                input_idle_s: r.get(19)?,
-                user_active: r.get(20)?,
-                agent_cpu_s: r.get(21)?,
-                agent_rss: r.get(22)?,
-                agent_sent: r.get(23)?,
-                power_w: r.get(24)?,
-                energy_j: r.get(25)?,
-                power_source: r.get(26)?,
-            });
         }
+        rows.truncate(n);
         Ok(())
     }
 
     /// The tags of the agent with store id `agent`, read again when
-    /// unknown or older than a minute.
-    pub fn tags(&mut self, agent: i64) -> Result<&HostTags, StoreError> {
-        let stale = self.tags_read.is_none_or(|t| t.elapsed() > TAGS_TTL);
+    /// unknown or older than a minute at `now` (the caller's clock, read
+    /// once per batch rather than once per sample), and their generation:
+    /// a number that changes whenever the tags were read again.
+    pub fn tags(&mut self, agent: i64, now: Instant) -> Result<(&HostTags, u64), StoreError> {
+        let stale = self
+            .tags_read
+            .is_none_or(|t| now.saturating_duration_since(t) > TAGS_TTL);
         if stale || !self.tags.contains_key(&agent) {
             self.tags = self
                 .agents()?
                 .into_iter()
                 .map(|(id, a)| (id, a.tags))
                 .collect();
-            self.tags_read = Some(Instant::now());
+            self.tags_read = Some(now);
+            self.tags_generation += 1;
             if !self.tags.contains_key(&agent) {
                 // Not possible with the store's foreign key discipline, but
                 // a sample is never dropped for want of a label.
@@ -160,7 +182,7 @@ impl Source {
                 );
             }
         }
-        Ok(&self.tags[&agent])
+        Ok((&self.tags[&agent], self.tags_generation))
     }
 
     /// The detectors' findings summed by (kind, agent): every pair the

@@ -83,6 +83,19 @@ fn cfg(url: String) -> SinkConfig {
     }
 }
 
+/// A sink of `cfg(url)` on the SQLite store in `dir`.
+fn sink(url: String, dir: &Path, metrics: &Arc<Metrics>) -> Sink {
+    Sink::new(
+        &cfg(url),
+        &crate::store::Location::sqlite(dir),
+        crate::cluster::Cluster::single("test".into()),
+        FootprintConfig::default(),
+        GridIntensity::flat(56.0),
+        metrics.clone(),
+    )
+    .expect("sink")
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -121,17 +134,8 @@ async fn retries_splits_drops_and_resumes_after_restart() {
     ]);
     let url = server(script.clone()).await;
     let metrics = Arc::new(Metrics::default());
-    let fp = FootprintConfig::default();
     let start = |metrics: Arc<Metrics>| {
-        let sink = Sink::new(
-            &cfg(url.clone()),
-            &crate::store::Location::sqlite(dir.path()),
-            crate::cluster::Cluster::single("test".into()),
-            fp.clone(),
-            GridIntensity::flat(56.0),
-            metrics,
-        )
-        .expect("sink");
+        let sink = sink(url.clone(), dir.path(), &metrics);
         let cancel = CancellationToken::new();
         (tokio::spawn(sink.run(cancel.clone())), cancel)
     };
@@ -207,15 +211,7 @@ async fn an_unreachable_server_keeps_everything_and_stops_promptly() {
         .expect("port")
         .port();
     let metrics = Arc::new(Metrics::default());
-    let sink = Sink::new(
-        &cfg(format!("http://127.0.0.1:{port}")),
-        &crate::store::Location::sqlite(dir.path()),
-        crate::cluster::Cluster::single("test".into()),
-        FootprintConfig::default(),
-        GridIntensity::flat(56.0),
-        metrics.clone(),
-    )
-    .expect("sink");
+    let sink = sink(format!("http://127.0.0.1:{port}"), dir.path(), &metrics);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(sink.run(cancel.clone()));
     until("retries", || metrics.sink_retried.load(Relaxed) >= 10).await;
@@ -231,6 +227,32 @@ async fn an_unreachable_server_keeps_everything_and_stops_promptly() {
         !dir.path().join(cursor::FILE).exists(),
         "cursor never moved"
     );
+}
+
+/// Regression: the sender never gave delivered batches back to the
+/// pool, so every batch allocated (and page-faulted) its text afresh
+/// although BENCHMARKS.md said the buffers were reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_batches_never_went_back_to_the_buffer_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    store_with_samples(dir.path(), 1, 100);
+    let script: Shared = Arc::default();
+    let url = server(script.clone()).await;
+    let metrics = Arc::new(Metrics::default());
+    let sink = sink(url, dir.path(), &metrics);
+    let pool = sink.pool();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sink.run(cancel.clone()));
+    until("100 points", || metrics.sink_written.load(Relaxed) >= 100).await;
+    cancel.cancel();
+    task.await.expect("no panic");
+    assert_eq!(
+        seqs(&script.lock().expect("lock").usage),
+        (1..=100).collect::<Vec<_>>()
+    );
+    // Ten batches of ten: at most the first three are built before one
+    // comes back (one on the wire, one in the channel, one being built).
+    assert!(pool.reused() >= 7, "reused {} of 10", pool.reused());
 }
 
 fn tags() -> HostTags {
@@ -374,9 +396,9 @@ mod same_bytes_as_the_builder {
             points::sample(&mut reference, &tags, &r, &carbon);
             let mut fast = Lines::default();
             let mut keys = super::series::SeriesKeys::default();
-            keys.sample(&mut fast, &tags, &r, &carbon);
+            keys.sample(&mut fast, &tags, 0, &r, &carbon);
             // Twice: the second line comes from the cached key.
-            keys.sample(&mut fast, &tags, &r, &carbon);
+            keys.sample(&mut fast, &tags, 0, &r, &carbon);
             let one = String::from_utf8_lossy(&reference.buf).into_owned();
             prop_assert_eq!(String::from_utf8_lossy(fast.slice(0, 1)), one.as_str());
             prop_assert_eq!(String::from_utf8_lossy(fast.slice(1, 2)), one.as_str());
