@@ -82,19 +82,12 @@ base=${TMPDIR:-/tmp}
 [ "$(stat -f -c %T "$base")" = tmpfs ] && { base=$ROOT/target/bench-tmp; mkdir -p "$base"; }
 TMP=$(mktemp -d "$base/sobre-sink-bench.XXXXXX")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port, wait_http, metric and cpu_ms (the collector's threads live
+# through the run: tokio keeps idle blocking threads 10 s, so cpu_ms misses
+# none of its CPU).
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 now_ms() { date +%s%3N; }
-wait_http() { # URL SECONDS
-  local i
-  for i in $(seq 1 $(( $2 * 20 ))); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done
-  echo "$1 did not answer" >&2; return 1
-}
-metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2; f=1 } END { if (!f) print 0 }'; }
-# CPU time of a process in ms, to the nanosecond: the sum over its live
-# threads of the scheduler's run time (/proc/PID/stat's utime and stime
-# count 10 ms ticks, too coarse for a 40 ms start-up). The collector's
-# threads live through the run (tokio keeps idle blocking threads 10 s).
-cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s / 1e6 }'; }
 
 # --- servers ---------------------------------------------------------------
 start_influx() { # DIR -> INFLUX_PORT

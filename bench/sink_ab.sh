@@ -14,21 +14,23 @@
 # same for both builds). Needs /usr/bin/victoria-metrics, curl, python3.
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n 2,12p "$0" >&2; exit 2; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
 KEPT=$1 A=$2 B=$3 ROUNDS=${4:-4} GZIP=${5:-true}
 [ -f "$KEPT/seed/data/sobre.sqlite" ] || { echo "$KEPT/seed/data/sobre.sqlite is missing: run bench/sink.sh with KEEP_TMP=1" >&2; exit 1; }
 SAMPLES=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from samples").fetchone()[0])' "$KEPT/seed/data/sobre.sqlite")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'; }
-metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2; f=1 } END { if (!f) print 0 }'; }
 
 run() { # NAME BIN -> prints ms of CPU per 1,000 points
-  local d=$KEPT/ab-$1 vmp hp vm pid t0
+  local d=$KEPT/ab-$1 vmp hp vm pid t0 ms
   rm -rf "$d"; mkdir -p "$d"; cp -r "$KEPT/seed/data" "$d/data"; rm -f "$d/data/sink.cursor"
   vmp=$(free_port); hp=$(free_port)
   /usr/bin/victoria-metrics -storageDataPath="$d/vm" -httpListenAddr="127.0.0.1:$vmp" \
     -retentionPeriod=100y -loggerLevel=ERROR >"$d/vm.log" 2>&1 </dev/null &
-  vm=$!
-  until curl -sf -o /dev/null "http://127.0.0.1:$vmp/health"; do sleep 0.05; done
+  vm=$!; track "$vm"
+  wait_http "http://127.0.0.1:$vmp/health" 30
   cat >"$d/c.toml" <<TOML
 data_dir = "$d/data"
 [http]
@@ -48,16 +50,17 @@ gzip = $GZIP
 batch_max = 5000
 TOML
   "$2" --config "$d/c.toml" >"$d/log" 2>&1 </dev/null &
-  pid=$!
+  pid=$!; track "$pid"
   t0=$SECONDS
+  # Polled every 200 ms: the harness must not take the CPU the server needs.
   until [ "$(metric "$hp" sobre_sink_points_written_total)" -ge "$SAMPLES" ] 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { echo "collector died: $(tail -3 "$d/log")" >&2; kill "$vm"; exit 1; }
-    [ $((SECONDS - t0)) -lt 300 ] || { echo "no drain in 5 min" >&2; kill "$pid" "$vm"; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { echo "collector died: $(tail -3 "$d/log")" >&2; exit 1; }
+    [ $((SECONDS - t0)) -lt 300 ] || { echo "no drain in 5 min" >&2; exit 1; }
     sleep 0.2
   done
-  awk -v n="$(cpu_ns "$pid")" -v p="$SAMPLES" 'BEGIN { printf "%.3f\n", n / 1e6 / p * 1000 }'
-  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-  kill "$vm"; wait "$vm" 2>/dev/null || true
+  ms=$(cpu_ms "$pid")
+  awk -v ms="$ms" -v p="$SAMPLES" 'BEGIN { printf "%.3f\n", ms / p * 1000 }'
+  stop_pid "$pid"; stop_pid "$vm"
   rm -rf "$d"
 }
 
