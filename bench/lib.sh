@@ -103,6 +103,26 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $1
 # start-up of 40 ms). Threads that already ended are not counted.
 cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s / 1e6 }'; }
 
+# A collector config in DIR/collector.toml, its data in DIR/data, every
+# listener on a free loopback port, agents without enrolment (the load
+# generator's simulated agents do not enrol: SECURITY.md), then EXTRA
+# (TOML sections). Sets HTTP_PORT.
+collector_config() { # collector_config DIR EXTRA
+  HTTP_PORT=$(free_port)
+  cat >"$1/collector.toml" <<EOF
+data_dir = "$1/data"
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
+[mqtt]
+listen = "127.0.0.1:$(free_port)"
+[grpc]
+listen = "127.0.0.1:$(free_port)"
+[security]
+require_enrolment = false
+$2
+EOF
+}
+
 metric() { # metric HTTP_PORT NAME
   curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2; found=1 } END { if (!found) print 0 }'
 }

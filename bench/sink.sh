@@ -82,7 +82,7 @@ base=${TMPDIR:-/tmp}
 [ "$(stat -f -c %T "$base")" = tmpfs ] && { base=$ROOT/target/bench-tmp; mkdir -p "$base"; }
 TMP=$(mktemp -d "$base/sobre-sink-bench.XXXXXX")
 
-# free_port, wait_http, metric and cpu_ms (the collector's threads live
+# free_port, wait_http, metric, collector_config and cpu_ms (the collector's threads live
 # through the run: tokio keeps idle blocking threads 10 s, so cpu_ms misses
 # none of its CPU).
 # shellcheck source=bench/lib.sh
@@ -127,22 +127,6 @@ start_vm() { # DIR -> VM_PORT VM_PID
 stop() { kill -TERM "$1" 2>/dev/null || true; for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done; kill -KILL "$1" 2>/dev/null || true; }
 
 # --- the store -------------------------------------------------------------
-collector_config() { # DIR EXTRA -> writes DIR/collector.toml, sets HTTP_PORT
-  HTTP_PORT=$(free_port)
-  cat >"$1/collector.toml" <<EOF
-data_dir = "$1/data"
-[http]
-listen = "127.0.0.1:$HTTP_PORT"
-[mqtt]
-listen = "127.0.0.1:$(free_port)"
-[grpc]
-listen = "127.0.0.1:$(free_port)"
-# The load generator's simulated agents do not enrol (SECURITY.md).
-[security]
-require_enrolment = false
-$2
-EOF
-}
 echo "generating a store with $SAMPLES samples from $AGENTS agents..." >&2
 mkdir -p "$TMP/seed"
 collector_config "$TMP/seed" ""

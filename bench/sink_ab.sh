@@ -24,38 +24,29 @@ KEPT=$1 A=$2 B=$3 ROUNDS=${4:-4} GZIP=${5:-true}
 SAMPLES=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from samples").fetchone()[0])' "$KEPT/seed/data/sobre.sqlite")
 
 run() { # NAME BIN -> prints ms of CPU per 1,000 points
-  local d=$KEPT/ab-$1 vmp hp vm pid t0 ms
+  local d=$KEPT/ab-$1 vmp vm pid t0 ms
   rm -rf "$d"; mkdir -p "$d"; cp -r "$KEPT/seed/data" "$d/data"; rm -f "$d/data/sink.cursor"
-  vmp=$(free_port); hp=$(free_port)
+  vmp=$(free_port)
   /usr/bin/victoria-metrics -storageDataPath="$d/vm" -httpListenAddr="127.0.0.1:$vmp" \
     -retentionPeriod=100y -loggerLevel=ERROR >"$d/vm.log" 2>&1 </dev/null &
   vm=$!; track "$vm"
   wait_http "http://127.0.0.1:$vmp/health" 30
-  cat >"$d/c.toml" <<TOML
-data_dir = "$d/data"
-[http]
-listen = "127.0.0.1:$hp"
-[mqtt]
-listen = "127.0.0.1:$(free_port)"
-[grpc]
-listen = "127.0.0.1:$(free_port)"
-[security]
-require_enrolment = false
-[sink]
+  collector_config "$d" "[sink]
 enabled = true
-api = "v2"
-url = "http://127.0.0.1:$vmp"
-bucket = "b"
+api = \"v2\"
+url = \"http://127.0.0.1:$vmp\"
+bucket = \"b\"
 gzip = $GZIP
-batch_max = 5000
-TOML
-  "$2" --config "$d/c.toml" >"$d/log" 2>&1 </dev/null &
+batch_max = 5000"
+  "$2" --config "$d/collector.toml" >"$d/log" 2>&1 </dev/null &
   pid=$!; track "$pid"
   t0=$SECONDS
   # Polled every 200 ms: the harness must not take the CPU the server needs.
-  until [ "$(metric "$hp" sobre_sink_points_written_total)" -ge "$SAMPLES" ] 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { echo "collector died: $(tail -3 "$d/log")" >&2; exit 1; }
-    [ $((SECONDS - t0)) -lt 300 ] || { echo "no drain in 5 min" >&2; exit 1; }
+  until [ "$(metric "$HTTP_PORT" sobre_sink_points_written_total)" -ge "$SAMPLES" ] 2>/dev/null; do
+    # run() is in a command substitution, a subshell without the EXIT
+    # trap: it stops what it started itself.
+    kill -0 "$pid" 2>/dev/null || { echo "collector died: $(tail -3 "$d/log")" >&2; stop_pid "$vm"; exit 1; }
+    [ $((SECONDS - t0)) -lt 300 ] || { echo "no drain in 5 min" >&2; stop_pid "$pid"; stop_pid "$vm"; exit 1; }
     sleep 0.2
   done
   ms=$(cpu_ms "$pid")

@@ -271,9 +271,7 @@ impl Row {
             found: c.kind(),
         })
     }
-}
 
-impl Row {
     /// Column `i` as text borrowed from the row (`None` when NULL): no
     /// copy, for reads that reuse their own strings.
     pub fn text(&self, i: usize) -> Result<Option<&str>, DbError> {
