@@ -37,12 +37,60 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that is free now and that no other test of this run has
+/// been given.
+///
+/// Ports come from below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), so no outgoing connection can
+/// hold one as its local end: a port taken from that range could be grabbed
+/// by any client (an agent reconnecting to the collector it lost, or another
+/// test's HTTP client) between a server's kill and its restart, and the
+/// restart then failed to bind (`crash::collector_sigkill_mid_stream_grpc_…`
+/// timed out once in CI). Each port handed out is claimed by creating a file
+/// named after it in a folder per test run, so test processes running side
+/// by side never share one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    let below = ephemeral_start().clamp(10_001, 65_535);
+    let claims = claims_dir();
+    for _ in 0..10_000 {
+        let port = fastrand::u16(10_000..below);
+        let claimed = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(claims.join(port.to_string()))
+            .is_ok();
+        if claimed && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between 10000 and {below} after 10,000 tries (claims in {})",
+        claims.display()
+    )
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unreadable,
+/// Linux's default).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// The folder where this run's tests claim their ports: one per nextest run
+/// (`NEXTEST_RUN_ID`; nextest runs each test in a process of its own), else
+/// one per process (`cargo test` runs them all as threads of one), under the
+/// target directory. `tests/run` clears the old ones.
+fn claims_dir() -> PathBuf {
+    let run =
+        std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe.parent().expect("test executable's folder");
+    let dir = target.join("test-ports").join(run);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after
@@ -91,4 +139,28 @@ pub fn now_ms() -> i64 {
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Regression: a restarted collector could not bind its gRPC port,
+    /// because a port from the ephemeral range had been taken meanwhile as
+    /// the local end of some client's connection.
+    #[test]
+    fn restarted_servers_port_cannot_be_taken_by_a_client_connection() {
+        let start = ephemeral_start();
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        assert!(ports.iter().all(|&p| p < start), "{ports:?} vs {start}");
+        let unique: HashSet<_> = ports.iter().collect();
+        assert_eq!(unique.len(), ports.len(), "a port was given twice");
+        // And the kernel does give clients their local ports from that range.
+        let server = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(server.local_addr().expect("addr")).expect("connect");
+        let local = client.local_addr().expect("local addr").port();
+        assert!(local >= start, "client port {local} below {start}");
+    }
 }

@@ -121,7 +121,13 @@ impl Collector {
         self.child = Some(spawn_logged(&mut cmd, &self.dir.join("collector.log")));
         let url = format!("http://127.0.0.1:{}/health", self.http);
         let client = self.http_client.clone();
+        let (child, log) = (&mut self.child, self.dir.join("collector.log"));
         wait_for("collector /health", Duration::from_secs(30), || {
+            // A collector that exited will never answer: say why at once.
+            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the collector exited ({status}) before answering /health:\n{log}");
+            }
             let (client, url) = (client.clone(), url.clone());
             async move {
                 match client.get(&url).send().await {
