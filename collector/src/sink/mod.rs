@@ -17,6 +17,7 @@
 //! SCHEMA.md at the repository's root documents what is written.
 
 pub mod batch;
+pub mod body;
 pub mod campaigns;
 pub mod client;
 pub mod config;
@@ -139,7 +140,7 @@ impl Sink {
             dumped: 0,
             keys: series::SeriesKeys::default(),
             pool: self.pool.clone(),
-            encoder: client::Encoder::new(self.cfg.gzip),
+            encoder: body::Encoder::new(self.cfg.gzip),
             rows: Vec::new(),
             cluster: self.cluster.clone(),
         };
@@ -270,7 +271,7 @@ struct Producer {
     keys: series::SeriesKeys,
     pool: Pool,
     /// Bodies are encoded here (its gzip buffer is reused).
-    encoder: client::Encoder,
+    encoder: body::Encoder,
     /// The rows of the last read, kept for their allocation.
     rows: Vec<points::SampleRow>,
     /// Fleet-wide snapshots come from the leader only.
@@ -430,7 +431,7 @@ impl Producer {
         }
         let t2 = Instant::now();
         let bytes = lines.buf.len();
-        let batch = Batch::new(lines, &mut self.encoder, Some(last));
+        let batch = Batch::new(lines, &mut self.encoder, &self.pool, Some(last));
         // Where the sink's CPU goes, per batch (bench/sink.sh sums these).
         tracing::debug!(
             points = rows.len(),
@@ -511,7 +512,7 @@ impl Producer {
         if lines.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Batch::new(lines, &mut self.encoder, None)))
+        Ok(Some(Batch::new(lines, &mut self.encoder, &self.pool, None)))
     }
 }
 

@@ -4,7 +4,8 @@
 //! answered for every line of a batch.
 
 use super::Batch;
-use super::client::{self, Client, Outcome};
+use super::body;
+use super::client::{Client, Outcome};
 use super::config::SinkConfig;
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ impl Sender {
         while let Some((a, b)) = todo.pop() {
             let body = match body.take() {
                 Some(whole) => whole,
-                None => client::encode(self.cfg.gzip, batch.slice(a, b)),
+                None => body::encode(self.cfg.gzip, batch.slice(a, b)),
             };
             let count = (b - a) as u64;
             let mut attempt = 0u32;

@@ -202,7 +202,7 @@ fn push_decimal(buf: &mut Vec<u8>, x: f64) -> bool {
         return true;
     }
     for (places, scale) in [(3u32, 1e3), (6, 1e6)] {
-        let k = (x * scale).round();
+        let k = super::points::round_half_away(x * scale);
         if k.abs() >= LIMIT || k / scale != x {
             continue;
         }
