@@ -106,9 +106,10 @@ cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { 
 # A collector config in DIR/collector.toml, its data in DIR/data, every
 # listener on a free loopback port, agents without enrolment (the load
 # generator's simulated agents do not enrol: SECURITY.md), then EXTRA
-# (TOML sections). Sets HTTP_PORT.
+# (TOML sections). Sets HTTP_PORT and GRPC_PORT.
 collector_config() { # collector_config DIR EXTRA
   HTTP_PORT=$(free_port)
+  GRPC_PORT=$(free_port)
   cat >"$1/collector.toml" <<EOF
 data_dir = "$1/data"
 [http]
@@ -116,7 +117,7 @@ listen = "127.0.0.1:$HTTP_PORT"
 [mqtt]
 listen = "127.0.0.1:$(free_port)"
 [grpc]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:$GRPC_PORT"
 [security]
 require_enrolment = false
 $2
@@ -163,7 +164,7 @@ code_state() {
 # release_bins NAME... -> sets BIN; builds the workspace's release binaries
 # unless SKIP_BUILD=1, then checks the named ones exist.
 release_bins() {
-  BIN=$ROOT/target/release
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
   if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "building release binaries..." >&2
     cargo build --release --workspace --bins >&2

@@ -81,29 +81,16 @@ pg_sum() {
 start_collector() {
   local dir=$1 store_toml=$2
   mkdir -p "$dir"
-  C_HTTP=$(free_port)
-  C_GRPC=$(free_port)
-  cat >"$dir/collector.toml" <<EOF
-data_dir = "$dir/data"
-[http]
-listen = "127.0.0.1:$C_HTTP"
-[mqtt]
-listen = "127.0.0.1:$(free_port)"
-[grpc]
-listen = "127.0.0.1:$C_GRPC"
-[store]
+  # Per-agent limits (200/s) would cap 100 closed-loop agents at 20,000/s:
+  # this measures the store, not the limits.
+  collector_config "$dir" "[store]
 $store_toml
 [cluster]
-node = "$(basename "$dir")"
-# Per-agent limits (200/s) would cap 100 closed-loop agents at 20,000/s:
-# this measures the store, not the limits.
+node = \"$(basename "$dir")\"
 [limits]
 max_envelopes_per_s = 1000000.0
-burst = 1000000.0
-# The load generator's simulated agents do not enrol (SECURITY.md).
-[security]
-require_enrolment = false
-EOF
+burst = 1000000.0"
+  C_HTTP=$HTTP_PORT C_GRPC=$GRPC_PORT
   SOBRE_LOG=${SOBRE_LOG:-info,rumqttd=warn,rumqttd::server::broker=off} \
     "$BIN/sobre-collector" --config "$dir/collector.toml" >"$dir/collector.log" 2>&1 </dev/null &
   C_PID=$!
