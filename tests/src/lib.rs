@@ -8,6 +8,7 @@ pub mod procs;
 pub mod tls;
 
 use std::net::TcpListener;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,9 +41,9 @@ pub fn bin(name: &str) -> PathBuf {
 /// A loopback port that is free now and that no other test of this run has
 /// been given.
 ///
-/// Ports come from below the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`), so no outgoing connection can
-/// hold one as its local end: a port taken from that range could be grabbed
+/// Ports come from outside the kernel's ephemeral range ([`server_ports`]),
+/// so no outgoing connection can hold one as its local end: a port taken
+/// from that range could be grabbed
 /// by any client (an agent reconnecting to the collector it lost, or another
 /// test's HTTP client) between a server's kill and its restart, and the
 /// restart then failed to bind (`crash::collector_sigkill_mid_stream_grpc_…`
@@ -50,10 +51,10 @@ pub fn bin(name: &str) -> PathBuf {
 /// named after it in a folder per test run, so test processes running side
 /// by side never share one.
 pub fn free_port() -> u16 {
-    let below = ephemeral_start().clamp(10_001, 65_535);
+    let ports = server_ports();
     let claims = claims_dir();
     for _ in 0..10_000 {
-        let port = fastrand::u16(10_000..below);
+        let port = fastrand::u16(ports.clone());
         let claimed = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -64,18 +65,45 @@ pub fn free_port() -> u16 {
         }
     }
     panic!(
-        "no free loopback port between 10000 and {below} after 10,000 tries (claims in {})",
+        "no free loopback port in {ports:?} after 10,000 tries (claims in {})",
         claims.display()
     )
 }
 
-/// The first port of the kernel's ephemeral range (32768 when unreadable,
-/// Linux's default).
-fn ephemeral_start() -> u16 {
+/// Where test servers listen: the larger side of the kernel's ephemeral
+/// range (`ip_local_port_range`, 32768–60999 by default) from 10000 up,
+/// or all of 10000–65535 when neither side has 2,000 ports (a range set
+/// to nearly everything), where a client may again take a server's port.
+fn server_ports() -> RangeInclusive<u16> {
+    let (start, end) = ephemeral_ports().into_inner();
+    let below = 10_000..=start.saturating_sub(1);
+    let above = end.saturating_add(1).max(10_000)..=65_535;
+    let size = |r: &RangeInclusive<u16>| r.end().saturating_sub(*r.start());
+    let best = if size(&below) >= size(&above) {
+        below
+    } else {
+        above
+    };
+    if size(&best) >= 2_000 {
+        best
+    } else {
+        ALL_PORTS
+    }
+}
+
+/// The fallback of [`server_ports`].
+const ALL_PORTS: RangeInclusive<u16> = 10_000..=65_535;
+
+/// The kernel's ephemeral range, from which clients' connections take
+/// their local ports (Linux's default when unreadable).
+fn ephemeral_ports() -> RangeInclusive<u16> {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(str::parse::<u16>);
+            Some(it.next()?.ok()?..=it.next()?.ok()?)
+        })
+        .unwrap_or(32_768..=60_999)
 }
 
 /// The folder where this run's tests claim their ports: one per nextest run
@@ -151,16 +179,31 @@ mod tests {
     /// the local end of some client's connection.
     #[test]
     fn restarted_servers_port_cannot_be_taken_by_a_client_connection() {
-        let start = ephemeral_start();
+        let range = server_ports();
         let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
-        assert!(ports.iter().all(|&p| p < start), "{ports:?} vs {start}");
+        assert!(
+            ports.iter().all(|p| range.contains(p)),
+            "{ports:?} vs {range:?}"
+        );
         let unique: HashSet<_> = ports.iter().collect();
         assert_eq!(unique.len(), ports.len(), "a port was given twice");
-        // And the kernel does give clients their local ports from that range.
+        // Clients take their local ports from the ephemeral range, which
+        // the servers' ports stay out of (unless the kernel's range leaves
+        // no room, the fallback).
         let server = TcpListener::bind("127.0.0.1:0").expect("bind");
         let client =
             std::net::TcpStream::connect(server.local_addr().expect("addr")).expect("connect");
         let local = client.local_addr().expect("local addr").port();
-        assert!(local >= start, "client port {local} below {start}");
+        let ephemeral = ephemeral_ports();
+        assert!(
+            ephemeral.contains(&local),
+            "client port {local}, {ephemeral:?}"
+        );
+        if range != ALL_PORTS {
+            assert!(
+                range.end() < ephemeral.start() || range.start() > ephemeral.end(),
+                "{range:?} overlaps {ephemeral:?}"
+            );
+        }
     }
 }
