@@ -10,6 +10,7 @@ pub mod tls;
 use std::net::TcpListener;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use self::postgres::Postgres;
@@ -51,8 +52,9 @@ pub fn bin(name: &str) -> PathBuf {
 /// named after it in a folder per test run, so test processes running side
 /// by side never share one.
 pub fn free_port() -> u16 {
-    let ports = server_ports();
-    let claims = claims_dir();
+    // Read and created once per test process, not once per port.
+    static PORTS: OnceLock<(RangeInclusive<u16>, PathBuf)> = OnceLock::new();
+    let (ports, claims) = PORTS.get_or_init(|| (server_ports(), claims_dir()));
     for _ in 0..10_000 {
         let port = fastrand::u16(ports.clone());
         let claimed = std::fs::OpenOptions::new()

@@ -270,7 +270,8 @@ struct Producer {
     dumped: u64,
     keys: series::SeriesKeys,
     pool: Pool,
-    /// Bodies are encoded here (its gzip buffer is reused).
+    /// Bodies are encoded here (one gzip stream kept across batches;
+    /// compressed bodies go into buffers from `pool`).
     encoder: body::Encoder,
     /// The rows of the last read, kept for their allocation.
     rows: Vec<points::SampleRow>,
