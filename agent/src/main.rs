@@ -61,6 +61,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Everything Sobre and its libraries create is owner-only (SECURITY.md).
+    sobre_base::files::restrict_umask();
     let cli = Cli::parse();
     let cfg = match &cli.config {
         Some(path) => AgentConfig::load(path)?,
