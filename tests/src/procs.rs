@@ -157,6 +157,17 @@ impl Collector {
         std::fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
     }
 
+    /// A `kB` figure of the running process's `/proc/PID/status`
+    /// (`VmRSS`, `VmHWM`, ...).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("collector running");
+        crate::proc_status_kb(pid, field)
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let url = format!("http://127.0.0.1:{}{path}", self.http);
         let r = self.http_client.get(&url).send().await.expect("GET");

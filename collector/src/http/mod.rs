@@ -6,6 +6,7 @@ pub mod campaigns_api;
 pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
+pub mod params;
 pub mod tls;
 
 use crate::console;
@@ -190,9 +191,9 @@ async fn agent(
 #[serde(deny_unknown_fields)]
 struct SamplesQuery {
     /// Milliseconds since the Unix epoch; default: one hour ago.
-    since: Option<i64>,
+    since: Option<params::TimeMs>,
     /// At most this many samples (default 1000, at most 10000).
-    limit: Option<u32>,
+    limit: Option<params::Bounded<1, 10_000>>,
 }
 
 async fn samples(
@@ -209,10 +210,11 @@ async fn samples(
             ),
         )
     })?;
-    let since = q
-        .since
-        .unwrap_or_else(|| crate::ingest::now_ms() - 3_600_000);
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let since = q.since.map_or_else(
+        || crate::ingest::now_ms().saturating_sub(3_600_000),
+        params::TimeMs::get,
+    );
+    let limit = q.limit.map_or(1000, |l| l.count() as u32);
     let reader = s.reader.clone();
     let key = id.clone();
     match blocking(move || reader.samples(&key, since, limit)).await? {
@@ -246,7 +248,7 @@ struct StorageQuery {
     /// Only hosts of this group label.
     group: Option<String>,
     /// How many redundant contents to list (default 50, at most 1000).
-    top: Option<usize>,
+    top: Option<params::Bounded<1, 1000>>,
 }
 
 /// The fleet's storage: categories, age, groups, content on several hosts.
@@ -265,7 +267,7 @@ async fn fleet_storage(
     let hosts = blocking(move || reader.storage_fleet(group.as_deref())).await?;
     Ok(Json(crate::storage::fleet(
         &hosts,
-        q.top.unwrap_or(50).clamp(1, 1000),
+        q.top.map_or(50, params::Bounded::count),
     )))
 }
 

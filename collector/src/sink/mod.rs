@@ -458,10 +458,7 @@ impl Producer {
             .values()
             .map(|a| (a.tags.agent.as_str(), a))
             .collect();
-        let (hosts, _) = self
-            .source
-            .reader
-            .footprint_inputs(at_ms - period, at_ms, None, None)?;
+        let hosts = self.source.reader.footprint_hosts(None, None)?;
         let report = compute(
             &self.footprint,
             &self.grid,
