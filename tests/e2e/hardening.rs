@@ -122,3 +122,74 @@ async fn every_numeric_parameter_takes_extremes_with_a_400_or_a_bounded_answer()
     let (code, _) = c.get_status("/health").await;
     assert_eq!(code, 200);
 }
+
+/// Every file and folder under `root`, with its mode.
+fn modes(root: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue; // gone while listing (a temporary file renamed)
+        };
+        out.push((p.clone(), meta.permissions().mode() & 0o7777));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).expect("read_dir").flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_keys_and_spool_are_no_longer_readable_by_other_local_users() {
+    // Started with umask 0, as a careless service manager might: every
+    // file and folder the collector and the agent create is owner-only
+    // all the same.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            enrolment: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let t = crate::identity::token(&c, "ws-modes").await;
+    let mut o = sobre_tests::AgentOpts::new("ws-modes", sobre_tests::Transport::Grpc);
+    o.interval_ms = 100;
+    let key = dir.path().join("agent/state/agent.key");
+    o.enrol_toml = format!("token = \"{t}\"\ncredential_file = \"{}\"", key.display());
+    o.storage_toml = Some("enabled = true\nfirst_delay_ms = 0\nroots = []".into());
+    let agent_dir = dir.path().join("agent");
+    let _a = sobre_tests::Agent::start(&agent_dir, &o, c.mqtt, c.grpc);
+    c.wait_samples("ws-modes", 3, crate::PATIENCE).await;
+    let mut checked = modes(&c.data_dir);
+    for sub in ["spool", "index", "state"] {
+        checked.extend(modes(&agent_dir.join(sub)));
+    }
+    let names: Vec<String> = checked
+        .iter()
+        .map(|(p, _)| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for want in [
+        "sobre.sqlite",
+        "sobre.sqlite-wal",
+        "admin.token",
+        "agent.key",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} not found in {names:?}"
+        );
+    }
+    let open: Vec<_> = checked.iter().filter(|(_, m)| m & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+}

@@ -12,7 +12,6 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,12 +90,7 @@ pub fn admin_token(path: &Path) -> Result<(String, bool), AuthError> {
         path: path.to_owned(),
         err,
     };
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match sobre_base::files::create_private_new(path) {
         Ok(mut f) => {
             let t = random_token().map_err(|e| io("generate", e))?;
             f.write_all(format!("{t}\n").as_bytes())

@@ -110,6 +110,7 @@ mod tests {
         }
         let ok = parse(&format!("t={MAX_TIME_MS}&n=10")).expect("in range");
         assert_eq!(ok.t.map(TimeMs::get), Some(MAX_TIME_MS));
+        assert_eq!(ok.n.map(Bounded::get), Some(10));
     }
 
     proptest! {
