@@ -193,3 +193,49 @@ async fn store_keys_and_spool_are_no_longer_readable_by_other_local_users() {
     let open: Vec<_> = checked.iter().filter(|(_, m)| m & 0o077 != 0).collect();
     assert!(open.is_empty(), "readable by others: {open:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_enrolment_token_no_longer_takes_over_an_existing_agent() {
+    use sobre_proto::v1::EnrolRequest;
+    use sobre_proto::v1::telemetry_client::TelemetryClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            enrolment: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let t = crate::identity::token(&c, "ws-victim").await;
+    let mut o = sobre_tests::AgentOpts::new("ws-victim", sobre_tests::Transport::Grpc);
+    o.interval_ms = 100;
+    o.enrol_toml = format!("token = \"{t}\"");
+    let _victim = sobre_tests::Agent::start(&dir.path().join("victim"), &o, c.mqtt, c.grpc);
+    let before = c.wait_samples("ws-victim", 3, crate::PATIENCE).await.len();
+    // The probe: a token for any id, then Enrol with the victim's id.
+    let r = c.post_admin("/api/v1/enrolments", Some(&json!({}))).await;
+    assert_eq!(r.status(), 201);
+    let any: serde_json::Value = r.json().await.expect("JSON");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = TelemetryClient::new(channel);
+    let refused = client
+        .enrol(EnrolRequest {
+            agent_id: "ws-victim".into(),
+            token: any["token"].as_str().expect("token").into(),
+        })
+        .await
+        .expect_err("must not replace the victim's key");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("already enrolled"),
+        "{refused:?}"
+    );
+    // The real agent goes on being heard.
+    c.wait_samples("ws-victim", before + 5, crate::PATIENCE)
+        .await;
+}

@@ -73,7 +73,7 @@ impl Telemetry for TelemetryService {
                 self.ctx.metrics.rejected("enrol_refused");
                 tracing::warn!(%peer, agent = %agent.chars().take(80).collect::<String>(), error = %e, "enrolment refused");
                 Err(match e {
-                    EnrolError::Token | EnrolError::AgentId(_) => {
+                    EnrolError::Token | EnrolError::AgentId(_) | EnrolError::Taken(_) => {
                         Status::permission_denied(e.to_string())
                     }
                     _ => Status::internal(e.to_string()),
