@@ -128,6 +128,12 @@ pub struct HttpConfig {
     /// neither; with them the API and the console are served over TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Host names the API and console answer to, besides `localhost`,
+    /// this machine's name and any IP address: the names of a DNS alias or
+    /// a reverse proxy, e.g. `["sobre.ville.fr"]`. A request for another
+    /// name gets 421 (a page whose name an attacker pointed at this
+    /// collector cannot read it: DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -139,6 +145,7 @@ impl Default for HttpConfig {
             open_read: true,
             tls_cert: None,
             tls_key: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

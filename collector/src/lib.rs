@@ -355,6 +355,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         credentials,
         security: cfg.security.clone(),
         https: cfg.http.tls_cert.is_some(),
+        hosts: http::origin::AllowedHosts::new(&cfg.http.allowed_hosts),
     });
     let admin_token_file = tokens.admin_file.clone();
     let shutdown = cancel.clone();

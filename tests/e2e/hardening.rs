@@ -239,3 +239,77 @@ async fn an_unbound_enrolment_token_no_longer_takes_over_an_existing_agent() {
     c.wait_samples("ws-victim", before + 5, crate::PATIENCE)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_redirect_csrf_and_host_probes_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(dir.path(), CollectorOpts::default()).await;
+    let token = c.admin_token();
+    let base = format!("http://127.0.0.1:{}", c.http);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    // Open redirect: back=/%09/evil.example passed the old check, and
+    // browsers drop the tab.
+    let r = client
+        .post(format!("{base}/login"))
+        .header("origin", &base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&back=%2F%09%2Fevil.example"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(to.starts_with('/') && !to.contains("evil"), "{to}");
+
+    // CSRF on the JSON API: a page on another port of the same site
+    // (a Grafana beside Sobre) posts with the sign-in cookie.
+    let forged = client
+        .post(format!("{base}/api/v1/enrolments"))
+        .header("cookie", format!("sobre_token={token}"))
+        .header("origin", "http://127.0.0.1:3000")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    let code = forged.status().as_u16();
+    let body = forged.text().await.unwrap_or_default();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("another site"), "{body}");
+    // The same from this collector's own origin, or by bearer, goes through.
+    let own = client
+        .post(format!("{base}/api/v1/enrolments"))
+        .header("cookie", format!("sobre_token={token}"))
+        .header("origin", &base)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(own.status(), 201);
+
+    // DNS rebinding: a request for a name that is not ours.
+    let rebound = client
+        .get(format!("{base}/api/v1/agents"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("GET");
+    let code = rebound.status().as_u16();
+    let body = rebound.text().await.unwrap_or_default();
+    assert_eq!(code, 421, "{body}");
+    assert!(body.contains("http.allowed_hosts"), "{body}");
+    let ours = client
+        .get(format!("{base}/api/v1/agents"))
+        .header("host", format!("localhost:{}", c.http))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ours.status(), 200);
+}

@@ -6,6 +6,7 @@ pub mod campaigns_api;
 pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
+pub mod origin;
 pub mod params;
 pub mod tls;
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub security: crate::config::SecurityConfig,
     /// Served over HTTPS: cookies are marked `Secure`.
     pub https: bool,
+    pub hosts: origin::AllowedHosts,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -126,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.hosts.clone(),
+            origin::host_guard,
+        ))
         .with_state(state)
 }
 
