@@ -72,7 +72,7 @@ pub struct Location {
     pub data_dir: PathBuf,
     pub sync_full: bool,
     /// `postgres://…`: the store is in PostgreSQL, shared by collectors.
-    pub postgres_url: Option<String>,
+    pub postgres_url: Option<sobre_base::Secret>,
 }
 
 impl Location {
@@ -96,7 +96,7 @@ impl Location {
     /// Opens a connection (creating and migrating the store if needed).
     pub fn open(&self) -> Result<Conn, StoreError> {
         match &self.postgres_url {
-            Some(url) => connect_postgres(url),
+            Some(url) => connect_postgres(url.expose()),
             None => Ok(Box::new(open(&self.data_dir, self.sync_full)?)),
         }
     }
@@ -104,7 +104,7 @@ impl Location {
     /// A connection for readers: read-only on SQLite.
     pub fn open_reader(&self) -> Result<Conn, StoreError> {
         match &self.postgres_url {
-            Some(url) => connect_postgres(url),
+            Some(url) => connect_postgres(url.expose()),
             None => Ok(Box::new(open_reader(&self.data_dir)?)),
         }
     }
@@ -112,7 +112,7 @@ impl Location {
     /// Where, for messages: the file, or the server without credentials.
     pub fn describe(&self) -> String {
         match &self.postgres_url {
-            Some(url) => format!("PostgreSQL {}", redact_url(url)),
+            Some(url) => format!("PostgreSQL {}", redact_url(url.expose())),
             None => self.data_dir.join(FILE).display().to_string(),
         }
     }
