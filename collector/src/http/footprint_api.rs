@@ -40,6 +40,16 @@ const MAX_SPAN_MS: i64 = 400 * DAY_MS;
 const HEAVY_AT_ONCE: usize = 2;
 static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HEAVY_AT_ONCE);
 
+/// The window a raw query string asks for, as the endpoint reads it (the
+/// `http_query` fuzz target drives this).
+pub fn window_from_query(query: &str, now_ms: i64) -> Result<Window, String> {
+    let uri: axum::http::Uri = format!("/api/v1/footprint?{query}")
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    let Query(q) = Query::<FootprintQuery>::try_from_uri(&uri).map_err(|e| e.body_text())?;
+    window(q.from, q.to, q.step.as_deref(), now_ms)
+}
+
 /// The window a query asks for: whole hours, at most 400 days, and a step
 /// that keeps the series to at most 1,488 buckets.
 pub(crate) fn window(
