@@ -270,11 +270,16 @@ async fn fleet_storage(
     })?;
     let reader = s.reader.clone();
     let group = q.group.clone();
-    let hosts = blocking(move || reader.storage_fleet(group.as_deref())).await?;
-    Ok(Json(crate::storage::fleet(
-        &hosts,
-        q.top.map_or(50, params::Bounded::count),
-    )))
+    let top = q.top.map_or(50, params::Bounded::count);
+    // Grouping every host's fingerprints is CPU work: on the blocking
+    // pool with the read, never on an async worker.
+    Ok(Json(
+        blocking(move || {
+            let hosts = reader.storage_fleet(group.as_deref())?;
+            Ok(crate::storage::fleet(&hosts, top))
+        })
+        .await?,
+    ))
 }
 
 pub(crate) fn unknown_agent(id: &str) -> ApiError {
