@@ -4,6 +4,7 @@
 //! loading a TOML config file without echoing its text.
 
 pub mod config;
+pub mod duration;
 pub mod files;
 pub mod secret;
 

@@ -458,8 +458,11 @@ impl CollectorConfig {
                 _ => return Err("mqtt.tls_listen needs mqtt.tls_cert and mqtt.tls_key".into()),
             }
         }
-        if self.security.enrol_token_ttl_hours < 1 {
-            return Err("security.enrol_token_ttl_hours must be at least 1".into());
+        if !(1..=2160).contains(&self.security.enrol_token_ttl_hours) {
+            return Err(format!(
+                "security.enrol_token_ttl_hours = {}: give 1 to 2160 (90 days)",
+                self.security.enrol_token_ttl_hours
+            ));
         }
         if !(self.limits.max_envelopes_per_s > 0.0 && self.limits.burst >= 1.0) {
             return Err("limits.max_envelopes_per_s must be > 0 and limits.burst >= 1".into());

@@ -60,14 +60,34 @@ enum Command {
         #[command(subcommand)]
         cmd: sobre_collector::campaign::cli::CampaignCmd,
     },
-    /// Issue a one-time enrolment token for an agent (printed once; it
-    /// expires after security.enrol_token_ttl_hours). Put it in the agent's
-    /// config as `[enrol] token = "..."`.
+    /// Issue an enrolment token (printed once): for one agent id, or for a
+    /// whole group that many agents may use during a window, e.g.
+    /// `enrol --group dsi --uses 500 --expires 7d`; each agent still gets
+    /// its own key. Put it in the agents' config as `[enrol] token =
+    /// "..."`. `--list` shows the tokens and their uses, `--revoke ID`
+    /// stops one.
     Enrol {
-        /// Bind the token to this agent id (recommended); without it any
-        /// agent id may use it, once.
-        #[arg(long)]
+        /// Bind the token to this agent id (one use; it may re-enrol that
+        /// agent, rotating its key).
+        #[arg(long, conflicts_with_all = ["group", "uses"])]
         agent: Option<String>,
+        /// A group or site label for a roll-out token.
+        #[arg(long)]
+        group: Option<String>,
+        /// How many agents may enrol with the token (1 to 100000).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid: 30m, 12h, 7d, 2w (at most 90 days);
+        /// default: security.enrol_token_ttl_hours.
+        #[arg(long, value_parser = sobre_base::duration::parse)]
+        expires: Option<std::time::Duration>,
+        /// List the latest tokens (never the tokens themselves) and exit.
+        #[arg(long, conflicts_with_all = ["agent", "group", "revoke"])]
+        list: bool,
+        /// Revoke the token with this id (from --list): agents it enrolled
+        /// keep their keys.
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
     },
     /// Revoke an agent's credential: its reports are refused until it is
     /// enrolled again. Takes effect when the collector (re)starts; use
@@ -96,6 +116,72 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         interval: u64,
     },
+}
+
+/// `sobre-collector enrol`: issue, list or revoke enrolment tokens.
+fn enrol_cmd(
+    conn: &dyn sobre_collector::db::Db,
+    agent: Option<String>,
+    group: Option<String>,
+    uses: u32,
+    ttl_ms: i64,
+    list: bool,
+    revoke: Option<String>,
+) -> anyhow::Result<()> {
+    use sobre_collector::ingest::enrol_tokens;
+    let now = sobre_collector::ingest::now_ms();
+    if list {
+        println!(
+            "{:<16}  {:<24}  {:>11}  {:<8}  expires (UTC ms)",
+            "id", "for", "uses", "state"
+        );
+        for t in enrol_tokens::list(conn, 1000)? {
+            let who = t
+                .agent_id
+                .clone()
+                .or_else(|| t.group.as_ref().map(|g| format!("group {g}")))
+                .unwrap_or_else(|| "any new id".into());
+            let state = match (t.revoked_ms, t.expires_ms <= now, t.uses >= t.uses_max) {
+                (Some(_), ..) => "revoked",
+                (_, true, _) => "expired",
+                (_, _, true) => "used up",
+                _ => "valid",
+            };
+            let left_h = (t.expires_ms - now).max(0) / 3_600_000;
+            println!(
+                "{:<16}  {:<24}  {:>11}  {:<8}  {left_h} h",
+                t.id,
+                who,
+                format!("{}/{}", t.uses, t.uses_max),
+                state
+            );
+        }
+        return Ok(());
+    }
+    if let Some(id) = revoke {
+        enrol_tokens::revoke(conn, &id, now)?;
+        eprintln!("token {id} revoked: agents it enrolled keep their keys");
+        return Ok(());
+    }
+    let spec = enrol_tokens::Spec {
+        agent_id: agent,
+        group,
+        uses,
+        ttl_ms,
+    };
+    let (token, id) = enrol_tokens::issue(conn, &spec, now)?;
+    println!("{token}");
+    eprintln!(
+        "enrolment token {id} for {}, {} use(s), valid {} h: set it as [enrol] token in the agents' config",
+        spec.agent_id
+            .as_deref()
+            .map(str::to_owned)
+            .or_else(|| spec.group.as_ref().map(|g| format!("group {g}")))
+            .unwrap_or_else(|| "any new agent id".into()),
+        spec.uses,
+        ttl_ms / 3_600_000
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,23 +219,19 @@ fn main() -> anyhow::Result<()> {
                 sobre_collector::campaign::cli::run(&jobs, cmd, sobre_collector::ingest::now_ms())?;
                 Ok(())
             }
-            Command::Enrol { agent } => {
-                use sobre_collector::ingest::credentials::Credentials;
+            Command::Enrol {
+                agent,
+                group,
+                uses,
+                expires,
+                list,
+                revoke,
+            } => {
                 let conn = offline_store(&cfg)?;
-                let ttl = cfg.security.enrol_token_ttl_hours * 3_600_000;
-                let token = Credentials::issue(
-                    conn.as_ref(),
-                    agent.as_deref(),
-                    ttl,
-                    sobre_collector::ingest::now_ms(),
-                )?;
-                println!("{token}");
-                eprintln!(
-                    "one-time enrolment token for {}, valid {} h: set it as [enrol] token in the agent's config",
-                    agent.as_deref().unwrap_or("any agent id"),
-                    cfg.security.enrol_token_ttl_hours
-                );
-                Ok(())
+                let ttl_ms = expires.map_or(cfg.security.enrol_token_ttl_hours * 3_600_000, |d| {
+                    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+                });
+                enrol_cmd(conn.as_ref(), agent, group, uses, ttl_ms, list, revoke)
             }
             Command::Revoke { agent } => {
                 use sobre_collector::ingest::credentials::Credentials;

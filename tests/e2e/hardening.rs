@@ -313,3 +313,92 @@ async fn login_redirect_csrf_and_host_probes_are_refused() {
         .expect("GET");
     assert_eq!(ours.status(), 200);
 }
+
+/// Issue #18's roll-out check, here for the enrolment guard of #21: 600
+/// agents try one group token limited to 500 uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_token_enrols_500_of_600_agents_and_revoking_it_stops_it() {
+    use sobre_proto::v1::EnrolRequest;
+    use sobre_proto::v1::telemetry_client::TelemetryClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(
+        &dir.path().join("collector"),
+        CollectorOpts {
+            enrolment: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = c
+        .post_admin(
+            "/api/v1/enrolments",
+            Some(&json!({"group": "dsi", "uses": 500, "expires": "7d"})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let issued: serde_json::Value = r.json().await.expect("JSON");
+    let token = issued["token"].as_str().expect("token").to_owned();
+    let id = issued["id"].as_str().expect("id").to_owned();
+    // One real agent among them, enrolled first.
+    let mut o = sobre_tests::AgentOpts::new("ws-000", sobre_tests::Transport::Grpc);
+    o.interval_ms = 100;
+    o.enrol_toml = format!("token = \"{token}\"");
+    let _real = sobre_tests::Agent::start(&dir.path().join("real"), &o, c.mqtt, c.grpc);
+    let seen = c.wait_samples("ws-000", 3, crate::PATIENCE).await.len();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = TelemetryClient::new(channel);
+    let (mut ok, mut used_up) = (1, 0);
+    for i in 1..600 {
+        let r = client
+            .enrol(EnrolRequest {
+                agent_id: format!("ws-{i:03}"),
+                token: token.clone(),
+            })
+            .await;
+        match r {
+            Ok(_) => ok += 1,
+            Err(s) if s.message().contains("used 500 times") => used_up += 1,
+            Err(s) => panic!("ws-{i:03}: {s:?}"),
+        }
+    }
+    assert_eq!((ok, used_up), (500, 100));
+    // Who used it.
+    let client_http = sobre_tests::http_client();
+    let url = format!("http://127.0.0.1:{}/api/v1/enrolments/{id}", c.http);
+    let one: serde_json::Value = client_http
+        .get(&url)
+        .bearer_auth(c.admin_token())
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(one["token"]["uses"], 500);
+    assert_eq!(one["used_by"].as_array().map(Vec::len), Some(500));
+    assert_eq!(one["used_by"][0]["agent_id"], "ws-000");
+    // Listing the tokens is an admin's: reads are open, this is not.
+    let (code, _) = c.get_status("/api/v1/enrolments").await;
+    assert_eq!(code, 401);
+    // Revoked: refused with the reason; the enrolled agent goes on.
+    let r = client_http
+        .delete(&url)
+        .bearer_auth(c.admin_token())
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status(), 200);
+    let refused = client
+        .enrol(EnrolRequest {
+            agent_id: "ws-late".into(),
+            token: token.clone(),
+        })
+        .await
+        .expect_err("revoked");
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    c.wait_samples("ws-000", seen + 5, crate::PATIENCE).await;
+}

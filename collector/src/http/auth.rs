@@ -237,9 +237,12 @@ pub struct AuthState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The role a request needs: admin for anything that is not a read.
-fn needed(method: &Method) -> Role {
-    if method == Method::GET || method == Method::HEAD {
+/// The role a request needs: admin for anything that is not a read, and
+/// for reading the enrolment tokens (which ids and groups may enrol).
+fn needed(method: &Method, path: &str) -> Role {
+    if path.starts_with("/api/v1/enrolments") {
+        Role::Admin
+    } else if method == Method::GET || method == Method::HEAD {
         Role::Read
     } else {
         Role::Admin
@@ -250,7 +253,7 @@ fn needed(method: &Method) -> Role {
 /// error that says what to send; counts refusals by reason.
 pub async fn guard(State(s): State<AuthState>, mut req: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
-    let need = needed(req.method());
+    let need = needed(req.method(), req.uri().path());
     let role = presented(&req).and_then(|t| s.tokens.role_of(t));
     // Handlers may ask who is calling (the console shows its actions to
     // admins only, and checks again before acting).
@@ -401,10 +404,12 @@ mod tests {
 
     #[test]
     fn reads_need_read_and_everything_else_admin() {
-        assert_eq!(needed(&Method::GET), Role::Read);
-        assert_eq!(needed(&Method::POST), Role::Admin);
-        assert_eq!(needed(&Method::PUT), Role::Admin);
-        assert_eq!(needed(&Method::DELETE), Role::Admin);
+        assert_eq!(needed(&Method::GET, "/api/v1/agents"), Role::Read);
+        assert_eq!(needed(&Method::POST, "/api/v1/agents"), Role::Admin);
+        assert_eq!(needed(&Method::PUT, "/api/v1/agents"), Role::Admin);
+        assert_eq!(needed(&Method::DELETE, "/api/v1/agents"), Role::Admin);
+        assert_eq!(needed(&Method::GET, "/api/v1/enrolments"), Role::Admin);
+        assert_eq!(needed(&Method::GET, "/api/v1/enrolments/ab12"), Role::Admin);
         assert!(public("/health") && public("/login"));
         assert!(!public("/api/v1/campaigns"));
         assert!(console_page("/campaigns") && console_page("/"));

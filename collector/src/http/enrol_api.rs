@@ -1,9 +1,11 @@
-//! Agent enrolment over HTTP (admin only): issue a one-time token, revoke
-//! an agent's credential. The agent trades the token for its key over
-//! gRPC (`Telemetry/Enrol`).
+//! Agent enrolment over HTTP (admin only): issue a token (for one agent
+//! id, or for a group that many agents may use during a window), list
+//! tokens and who used them, revoke a token or an agent's credential. The
+//! agent trades the token for its key over gRPC (`Telemetry/Enrol`).
 
 use super::{ApiError, AppState};
 use crate::ingest::credentials::{Credentials, EnrolError};
+use crate::ingest::enrol_tokens::{self, Spec, TokenInfo};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,10 +15,10 @@ use serde_json::json;
 impl From<EnrolError> for ApiError {
     fn from(e: EnrolError) -> Self {
         let status = match &e {
-            EnrolError::AgentId(_) | EnrolError::Token => StatusCode::BAD_REQUEST,
             EnrolError::Taken(_) => StatusCode::CONFLICT,
-            EnrolError::Unknown(_) => StatusCode::NOT_FOUND,
+            EnrolError::Unknown(_) | EnrolError::UnknownToken(_) => StatusCode::NOT_FOUND,
             EnrolError::Random(_) | EnrolError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
     }
@@ -29,6 +31,13 @@ pub(crate) struct IssueBody {
     /// agent's key: a re-enrolment); none: any id that has no credential
     /// yet may use it once.
     agent_id: Option<String>,
+    /// A group or site label for a roll-out token (with `uses`).
+    group: Option<String>,
+    /// How many agents may enrol with it (default 1, at most 100000).
+    uses: Option<u32>,
+    /// How long it stays valid, e.g. "7d", "12h" (default:
+    /// security.enrol_token_ttl_hours; at most 90 days).
+    expires: Option<String>,
 }
 
 async fn run<T: Send + 'static>(
@@ -45,28 +54,79 @@ async fn run<T: Send + 'static>(
     Ok(r?)
 }
 
-/// `POST /api/v1/enrolments` `{"agent_id": "ws-042"}` → the token, once.
+/// `POST /api/v1/enrolments` `{"agent_id": "ws-042"}` or `{"group": "dsi",
+/// "uses": 500, "expires": "7d"}` → the token, shown once.
 pub(crate) async fn issue(
     State(s): State<AppState>,
-    body: Option<Json<IssueBody>>,
+    body: Result<Json<IssueBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
-    let ttl_ms = s.security.enrol_token_ttl_hours * 3_600_000;
+    use axum::extract::rejection::JsonRejection;
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => IssueBody::default(),
+        Err(e) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}; send {{\"agent_id\": \"ws-042\"}} or {{\"group\": \"dsi\", \"uses\": 500, \"expires\": \"7d\"}}",
+                    e.body_text()
+                ),
+            ));
+        }
+    };
+    let ttl_ms = match &body.expires {
+        Some(e) => sobre_base::duration::parse(e)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("expires: {m}")))?,
+        None => s.security.enrol_token_ttl_hours.saturating_mul(3_600_000),
+    };
+    let spec = Spec {
+        agent_id: body.agent_id.clone(),
+        group: body.group.clone(),
+        uses: body.uses.unwrap_or(1),
+        ttl_ms,
+    };
     let now = crate::ingest::now_ms();
-    let agent = body.agent_id.clone();
-    let token = run(&s, move |c, _| {
-        Credentials::issue(c, agent.as_deref(), ttl_ms, now)
-    })
-    .await?;
+    let (token, id) = run(&s, move |c, _| enrol_tokens::issue(c, &spec, now)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "token": token,
+            "id": id,
             "agent_id": body.agent_id,
+            "group": body.group,
+            "uses_max": body.uses.unwrap_or(1),
             "expires_at_ms": now + ttl_ms,
-            "use": "put it in the agent's config as [enrol] token = \"...\"; it works once",
+            "use": "put it in the agents' config as [enrol] token = \"...\"; each agent gets its own key",
         })),
     ))
+}
+
+/// `GET /api/v1/enrolments`: the latest tokens (never the tokens
+/// themselves), newest first.
+pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    Ok(Json(run(&s, |c, _| enrol_tokens::list(c, 1000)).await?))
+}
+
+/// `GET /api/v1/enrolments/{id}`: one token and who used it.
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (token, used) = run(&s, move |c, _| enrol_tokens::uses(c, &id)).await?;
+    Ok(Json(json!({ "token": token, "used_by": used })))
+}
+
+/// `DELETE /api/v1/enrolments/{id}`: no further use; agents it enrolled
+/// keep their keys.
+pub(crate) async fn revoke_token(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = crate::ingest::now_ms();
+    let key = id.clone();
+    run(&s, move |c, _| enrol_tokens::revoke(c, &key, now)).await?;
+    Ok(Json(json!({ "id": id, "revoked": true })))
 }
 
 /// `DELETE /api/v1/agents/{id}/credential`: the agent's envelopes are

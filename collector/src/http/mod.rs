@@ -121,7 +121,14 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/campaigns/{id}/{file}",
             get(campaigns_api::report_any),
         )
-        .route("/api/v1/enrolments", axum::routing::post(enrol_api::issue))
+        .route(
+            "/api/v1/enrolments",
+            get(enrol_api::list).post(enrol_api::issue),
+        )
+        .route(
+            "/api/v1/enrolments/{id}",
+            get(enrol_api::get).delete(enrol_api::revoke_token),
+        )
         .route(
             "/api/v1/agents/{id}/credential",
             axum::routing::delete(enrol_api::revoke),

@@ -5,7 +5,7 @@
 
 use super::Reject;
 use crate::args;
-use crate::db::{Db, DbError, OptionalExt};
+use crate::db::{Db, DbError};
 use prost::Message;
 use sobre_proto::v1::Envelope;
 use std::collections::HashMap;
@@ -23,12 +23,32 @@ pub enum EnrolError {
         "agent {0:?} is already enrolled: a token for any id cannot replace its key; an admin re-enrols it with a token bound to its id (sobre-collector enrol --agent ID)"
     )]
     Taken(String),
+    #[error("this enrolment token has been revoked by an admin; ask for a new one")]
+    TokenRevoked,
+    #[error("this enrolment token has expired; ask an admin for a new one")]
+    TokenExpired,
+    #[error(
+        "this enrolment token has been used {0} times, its limit; ask an admin for another (sobre-collector enrol --group G --uses N)"
+    )]
+    TokenUsedUp(i64),
+    #[error("no enrolment token {0:?}; GET /api/v1/enrolments lists them")]
+    UnknownToken(String),
+    #[error("invalid enrolment token request: {0}")]
+    Spec(String),
     #[error("no agent {0:?} has a credential")]
     Unknown(String),
     #[error("cannot generate a key: {0}")]
     Random(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+impl EnrolError {
+    /// A refusal of what the caller sent (a bad id or token), not a fault
+    /// of the collector.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, EnrolError::Random(_) | EnrolError::Store(_))
+    }
 }
 
 impl From<DbError> for EnrolError {
@@ -59,10 +79,6 @@ pub struct Credentials {
 /// The MQTT client id an agent uses (see the agent's MQTT transport).
 pub fn agent_client_id(agent_id: &str) -> String {
     format!("sobre-agent-{agent_id}")
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    *blake3::hash(token.as_bytes()).as_bytes()
 }
 
 impl Credentials {
@@ -186,26 +202,21 @@ impl Credentials {
     }
 
     /// Issues a one-time token, for one agent id or any; returns it (it is
-    /// shown once, only its hash is kept).
+    /// shown once, only its hash is kept). Tokens for many uses:
+    /// [`super::enrol_tokens::issue`].
     pub fn issue(
         conn: &dyn Db,
         agent_id: Option<&str>,
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<String, EnrolError> {
-        if let Some(id) = agent_id
-            && !sobre_proto::topics::valid_agent_id(id)
-        {
-            return Err(EnrolError::AgentId(id.into()));
-        }
-        let token = crate::http::auth::random_token()?;
-        conn.execute(
-            "INSERT INTO enrol_tokens (token_hash, agent_id, created_ms, expires_ms)
-             VALUES (?1, ?2, ?3, ?4)",
-            args![&token_hash(&token)[..], agent_id, now_ms, now_ms + ttl_ms],
-        )?;
-        tracing::info!(agent = agent_id.unwrap_or("*"), "enrolment token issued");
-        Ok(token)
+        let spec = super::enrol_tokens::Spec {
+            agent_id: agent_id.map(str::to_owned),
+            group: None,
+            uses: 1,
+            ttl_ms,
+        };
+        Ok(super::enrol_tokens::issue(conn, &spec, now_ms)?.0)
     }
 
     /// Trades a valid token for a new key for `agent_id`. A token bound to
@@ -222,30 +233,15 @@ impl Credentials {
         if !sobre_proto::topics::valid_agent_id(agent_id) {
             return Err(EnrolError::AgentId(agent_id.chars().take(80).collect()));
         }
-        let bound: Option<Option<String>> = conn
-            .query_row(
-                "SELECT agent_id FROM enrol_tokens
-                 WHERE token_hash = ?1 AND used_ms IS NULL AND expires_ms > ?2",
-                args![&token_hash(token)[..], now_ms],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let rebind = match bound {
-            Some(None) => false,
-            Some(Some(b)) if b == agent_id => true,
-            _ => return Err(EnrolError::Token),
+        let rebind = match super::enrol_tokens::check(conn, token, now_ms)? {
+            None => false,
+            Some(b) if b == agent_id => true,
+            Some(_) => return Err(EnrolError::Token),
         };
         let mut key = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
         conn.transaction(|tx| {
-            let used = tx.execute(
-                "UPDATE enrol_tokens SET used_ms = ?2, used_by = ?3
-                 WHERE token_hash = ?1 AND used_ms IS NULL",
-                args![&token_hash(token)[..], now_ms, agent_id],
-            )?;
-            if used != 1 {
-                return Err(EnrolError::Token);
-            }
+            super::enrol_tokens::consume(tx, token, agent_id, now_ms)?;
             let sql = if rebind {
                 "INSERT INTO credentials (agent_id, key, created_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (agent_id) DO UPDATE SET key = ?2, created_ms = ?3, revoked_ms = NULL"
@@ -384,7 +380,7 @@ mod tests {
         assert!(creds.verify(signed(&key, "ws-1", 5)).is_ok());
         assert!(matches!(
             creds.enrol(&conn, "ws-2", &t, 2),
-            Err(EnrolError::Token)
+            Err(EnrolError::TokenUsedUp(1))
         ));
         // Survives a restart of the collector.
         let again = Credentials::load(&conn, true).expect("reload");
@@ -459,10 +455,10 @@ mod tests {
     fn expired_tokens_do_not_enrol_and_optional_mode_lets_unknown_agents_in() {
         let (_d, conn) = store();
         let creds = Credentials::load(&conn, false).expect("load");
-        let t = Credentials::issue(&conn, None, 1_000, 0).expect("issue");
+        let t = Credentials::issue(&conn, None, 60_000, 0).expect("issue");
         assert!(matches!(
-            creds.enrol(&conn, "ws-1", &t, 5_000),
-            Err(EnrolError::Token)
+            creds.enrol(&conn, "ws-1", &t, 60_000),
+            Err(EnrolError::TokenExpired)
         ));
         assert!(creds.verify(env("anyone", 1)).is_ok());
     }

@@ -1,7 +1,6 @@
 //! gRPC ingest: `sobre.v1.Telemetry/Connect`, one bidirectional stream per
 //! agent carrying Envelopes up and Downlinks (acks) down.
 
-use super::credentials::EnrolError;
 use super::{Event, IngestCtx, Reply, now_ms, rejected};
 use sobre_proto::v1::telemetry_server::Telemetry;
 use sobre_proto::v1::{Downlink, EnrolReply, EnrolRequest, Envelope};
@@ -72,11 +71,10 @@ impl Telemetry for TelemetryService {
             Err(e) => {
                 self.ctx.metrics.rejected("enrol_refused");
                 tracing::warn!(%peer, agent = %agent.chars().take(80).collect::<String>(), error = %e, "enrolment refused");
-                Err(match e {
-                    EnrolError::Token | EnrolError::AgentId(_) | EnrolError::Taken(_) => {
-                        Status::permission_denied(e.to_string())
-                    }
-                    _ => Status::internal(e.to_string()),
+                Err(if e.is_refusal() {
+                    Status::permission_denied(e.to_string())
+                } else {
+                    Status::internal(e.to_string())
                 })
             }
         }

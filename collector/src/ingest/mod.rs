@@ -4,6 +4,7 @@
 pub mod acks;
 pub mod broker;
 pub mod credentials;
+pub mod enrol_tokens;
 pub mod grpc;
 pub mod guard;
 pub mod mqtt;

@@ -192,6 +192,19 @@ const MIGRATIONS: &[&str] = &[
         since_ms   INTEGER NOT NULL,
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 8: enrolment tokens for a group, used up to `uses_max` times,
+    // revocable, and who used each (bulk roll-out, issue #18).
+    "ALTER TABLE enrol_tokens ADD COLUMN grp TEXT;
+    ALTER TABLE enrol_tokens ADD COLUMN uses_max INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE enrol_tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE enrol_tokens ADD COLUMN revoked_ms INTEGER;
+    UPDATE enrol_tokens SET uses = 1 WHERE used_ms IS NOT NULL;
+    CREATE TABLE enrolments (
+        token_hash BLOB NOT NULL,
+        agent_id   TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (token_hash, at_ms, agent_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// PostgreSQL's migrations. Types are the 64-bit ones SQLite's INTEGER and
@@ -358,6 +371,18 @@ const PG_MIGRATIONS: &[&str] = &[
         holder     TEXT NOT NULL,
         since_ms   BIGINT NOT NULL,
         expires_ms BIGINT NOT NULL
+    );",
+    // 2: SQLite's 8 (group enrolment tokens and who used them).
+    "ALTER TABLE enrol_tokens ADD COLUMN grp TEXT;
+    ALTER TABLE enrol_tokens ADD COLUMN uses_max BIGINT NOT NULL DEFAULT 1;
+    ALTER TABLE enrol_tokens ADD COLUMN uses BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE enrol_tokens ADD COLUMN revoked_ms BIGINT;
+    UPDATE enrol_tokens SET uses = 1 WHERE used_ms IS NOT NULL;
+    CREATE TABLE enrolments (
+        token_hash BYTEA NOT NULL,
+        agent_id   TEXT NOT NULL,
+        at_ms      BIGINT NOT NULL,
+        PRIMARY KEY (token_hash, at_ms, agent_id)
     );",
 ];
 
