@@ -149,14 +149,7 @@ async fn store_keys_and_spool_are_no_longer_readable_by_other_local_users() {
     // all the same.
     rustix::process::umask(rustix::fs::Mode::empty());
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = Collector::start(
-        &dir.path().join("collector"),
-        CollectorOpts {
-            enrolment: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let c = enrolling_collector(dir.path()).await;
     let t = crate::identity::token(&c, "ws-modes").await;
     let mut o = sobre_tests::AgentOpts::new("ws-modes", sobre_tests::Transport::Grpc);
     o.interval_ms = 100;
@@ -197,16 +190,8 @@ async fn store_keys_and_spool_are_no_longer_readable_by_other_local_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unbound_enrolment_token_no_longer_takes_over_an_existing_agent() {
     use sobre_proto::v1::EnrolRequest;
-    use sobre_proto::v1::telemetry_client::TelemetryClient;
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = Collector::start(
-        &dir.path().join("collector"),
-        CollectorOpts {
-            enrolment: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let c = enrolling_collector(dir.path()).await;
     let t = crate::identity::token(&c, "ws-victim").await;
     let mut o = sobre_tests::AgentOpts::new("ws-victim", sobre_tests::Transport::Grpc);
     o.interval_ms = 100;
@@ -217,12 +202,7 @@ async fn an_unbound_enrolment_token_no_longer_takes_over_an_existing_agent() {
     let r = c.post_admin("/api/v1/enrolments", Some(&json!({}))).await;
     assert_eq!(r.status(), 201);
     let any: serde_json::Value = r.json().await.expect("JSON");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.grpc))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = TelemetryClient::new(channel);
+    let mut client = grpc_client(&c).await;
     let refused = client
         .enrol(EnrolRequest {
             agent_id: "ws-victim".into(),
@@ -319,16 +299,8 @@ async fn login_redirect_csrf_and_host_probes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_token_enrols_500_of_600_agents_and_revoking_it_stops_it() {
     use sobre_proto::v1::EnrolRequest;
-    use sobre_proto::v1::telemetry_client::TelemetryClient;
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = Collector::start(
-        &dir.path().join("collector"),
-        CollectorOpts {
-            enrolment: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let c = enrolling_collector(dir.path()).await;
     let r = c
         .post_admin(
             "/api/v1/enrolments",
@@ -345,12 +317,7 @@ async fn a_group_token_enrols_500_of_600_agents_and_revoking_it_stops_it() {
     o.enrol_toml = format!("token = \"{token}\"");
     let _real = sobre_tests::Agent::start(&dir.path().join("real"), &o, c.mqtt, c.grpc);
     let seen = c.wait_samples("ws-000", 3, crate::PATIENCE).await.len();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.grpc))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = TelemetryClient::new(channel);
+    let mut client = grpc_client(&c).await;
     let (mut ok, mut used_up) = (1, 0);
     for i in 1..600 {
         let r = client
@@ -401,4 +368,28 @@ async fn a_group_token_enrols_500_of_600_agents_and_revoking_it_stops_it() {
         .expect_err("revoked");
     assert!(refused.message().contains("revoked"), "{refused:?}");
     c.wait_samples("ws-000", seen + 5, crate::PATIENCE).await;
+}
+
+/// A collector that requires enrolment (the default outside the harness).
+async fn enrolling_collector(dir: &std::path::Path) -> Collector {
+    Collector::start(
+        &dir.join("collector"),
+        CollectorOpts {
+            enrolment: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A raw gRPC client on the collector, as a hostile or scripted peer.
+async fn grpc_client(
+    c: &Collector,
+) -> sobre_proto::v1::telemetry_client::TelemetryClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    sobre_proto::v1::telemetry_client::TelemetryClient::new(channel)
 }
