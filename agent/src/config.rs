@@ -424,30 +424,7 @@ impl AgentConfig {
     }
 }
 
-/// `mqtt://host:port` → (host, port). Port defaults to 1883.
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let tls = crate::transport::tls::is_tls(url);
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .or_else(|| url.strip_prefix("mqtts://"))
-        .or_else(|| url.strip_prefix("ssl://"))
-        .ok_or_else(|| {
-            format!("MQTT broker {url:?} must start with mqtt:// (or mqtts:// for TLS)")
-        })?
-        .trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("MQTT broker {url:?}: port {port:?} is not a number"))?;
-            Ok((host.trim_matches(['[', ']']).to_owned(), port))
-        }
-        None if !rest.is_empty() => Ok((rest.to_owned(), default_port)),
-        None => Err(format!("MQTT broker {url:?} has no host")),
-    }
-}
+pub use sobre_base::mqtt_url::parse as parse_mqtt_url;
 
 /// The agent id to use: the configured one, or `hostname-machineid8`
 /// made topic-safe.

@@ -4,9 +4,8 @@
 //! key arrived are signed too).
 
 use crate::config::AgentConfig;
-use prost::Message;
+use sobre_proto::v1::EnrolRequest;
 use sobre_proto::v1::telemetry_client::TelemetryClient;
-use sobre_proto::v1::{EnrolRequest, Envelope};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -163,38 +162,13 @@ pub async fn enrol(
     }
 }
 
-/// The envelope in `bytes` with its MAC set (re-encoded).
-pub fn sign(key: &[u8; 32], bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut env = Envelope::decode(bytes).ok()?;
-    env.mac.clear();
-    let mac = blake3::keyed_hash(key, &env.encode_to_vec());
-    env.mac = mac.as_bytes().to_vec();
-    Some(env.encode_to_vec())
-}
-
-/// The MQTT password an enrolled agent connects with (user name: its
-/// agent id): derived from its key, so the key itself never crosses.
-pub fn mqtt_password(key: &[u8; 32]) -> String {
-    blake3::keyed_hash(key, b"sobre/v1 mqtt connect")
-        .to_hex()
-        .to_string()
-}
-
-/// The downlink if its MAC is ours (see `Downlink.mac`).
-pub fn verify_downlink(
-    key: &[u8; 32],
-    mut dl: sobre_proto::v1::Downlink,
-) -> Option<sobre_proto::v1::Downlink> {
-    let mac = std::mem::take(&mut dl.mac);
-    let want = blake3::keyed_hash(key, &dl.encode_to_vec());
-    // blake3::Hash compares in constant time.
-    let got = <[u8; 32]>::try_from(mac.as_slice()).ok()?;
-    (blake3::Hash::from(got) == want).then_some(dl)
-}
+pub use sobre_proto::mac::{mqtt_password, sign, verify_downlink};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+    use sobre_proto::v1::Envelope;
 
     #[test]
     fn the_key_is_kept_owner_only_and_read_back() {

@@ -2,7 +2,7 @@
 //! sends it over MQTT or gRPC until the collector acknowledges its commit.
 
 pub mod campaign;
-pub mod civil;
+pub use sobre_base::civil;
 pub mod cleanup;
 pub mod config;
 pub mod enrol;
@@ -10,7 +10,7 @@ pub mod nudges;
 pub mod probe;
 pub mod runtime;
 pub mod scan;
-pub mod shutdown;
+pub use sobre_base::shutdown;
 pub mod spool;
 pub mod transport;
 

@@ -238,8 +238,11 @@ impl MqttConfig {
         )?;
         let pem = std::fs::read(ca)
             .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", ca.display()))?;
-        sobre_agent::transport::tls::mqtt_transport(&pem)
-            .map_err(|e| format!("mqtt.ca_file {}: {e}", ca.display()))
+        let tls = sobre_base::mqtt_url::tls_client_config(&pem)
+            .map_err(|e| format!("mqtt.ca_file {}: {e}", ca.display()))?;
+        Ok(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ))
     }
 }
 
@@ -400,7 +403,7 @@ impl CollectorConfig {
         }
         if let Some(b) = &self.mqtt.broker {
             parse_broker_url(b)?;
-            if sobre_agent::transport::tls::is_tls(b) {
+            if sobre_base::mqtt_url::is_tls(b) {
                 self.mqtt.tls()?;
             }
         }
@@ -513,7 +516,7 @@ pub fn hide_password(url: &str) -> String {
 }
 
 /// `mqtt://host:port` → (host, port), as the agent reads it.
-pub use sobre_agent::config::parse_mqtt_url as parse_broker_url;
+pub use sobre_base::mqtt_url::parse as parse_broker_url;
 
 #[cfg(test)]
 mod tests {

@@ -261,7 +261,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
             )
         }),
         tls: match &cfg.mqtt.broker {
-            Some(b) if !cfg.mqtt.embedded && sobre_agent::transport::tls::is_tls(b) => {
+            Some(b) if !cfg.mqtt.embedded && sobre_base::mqtt_url::is_tls(b) => {
                 Some(cfg.mqtt.tls().map_err(StartError::Config)?)
             }
             _ => None,

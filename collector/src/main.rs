@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    sobre_agent::shutdown::init_logging(
+    sobre_base::shutdown::init_logging(
         "info,rumqttd=warn,rumqttd::server::broker=off,rumqttc=warn",
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -374,7 +374,7 @@ async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     if let Some(a) = running.grpc_addr {
         say(&format!("  gRPC:        http://{a}"));
     }
-    tokio::spawn(sobre_agent::shutdown::cancel_on_signal(cancel));
+    tokio::spawn(sobre_base::shutdown::cancel_on_signal(cancel));
     running.stopped().await;
     Ok(())
 }
@@ -440,7 +440,7 @@ async fn quickstart(
         data_dir.join(sobre_collector::store::FILE).display()
     ));
     let signals = CancellationToken::new();
-    tokio::spawn(sobre_agent::shutdown::cancel_on_signal(signals.clone()));
+    tokio::spawn(sobre_base::shutdown::cancel_on_signal(signals.clone()));
     let mut agent_task = agent_task;
     let agent_result = tokio::select! {
         _ = signals.cancelled() => {

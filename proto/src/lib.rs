@@ -10,6 +10,7 @@ pub mod v1 {
     pub const VERSION: u32 = 1;
 }
 
+pub mod mac;
 pub mod topics;
 
 #[cfg(test)]

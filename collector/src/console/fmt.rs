@@ -76,7 +76,7 @@ pub fn count(n: u64, fr: bool) -> String {
 pub fn date(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = sobre_agent::civil::from_days(days);
+    let (y, m, d) = sobre_base::civil::from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
         sod / 3600,

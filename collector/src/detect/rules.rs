@@ -31,7 +31,7 @@ pub fn day_start_ms(cfg: &DetectConfig, day: i64) -> i64 {
 
 /// `YYYY-MM-DD` of a day number.
 pub fn date(day: i64) -> String {
-    let (y, m, d) = sobre_agent::civil::from_days(day);
+    let (y, m, d) = sobre_base::civil::from_days(day);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -129,7 +129,7 @@ fn parse_date_hour(s: &str) -> Option<i64> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
-pub use sobre_agent::civil::to_days as days_from_civil;
+pub use sobre_base::civil::to_days as days_from_civil;
 
 #[cfg(test)]
 mod tests {

@@ -121,7 +121,7 @@ impl Credentials {
     /// Whether the embedded broker lets this MQTT connection in: the
     /// collector's own client (its id and password), or an enrolled,
     /// unrevoked agent under its own client id with the password derived
-    /// from its key (`sobre_agent::enrol::mqtt_password`). Without
+    /// from its key (`sobre_proto::mac::mqtt_password`). Without
     /// `required`, everyone may connect (reports are still checked).
     pub fn mqtt_connect_ok(
         &self,
@@ -140,7 +140,7 @@ impl Credentials {
         let Some(Cred::Key(key)) = self.creds.read().ok().and_then(|m| m.get(user).copied()) else {
             return false;
         };
-        client_id == agent_client_id(user) && ct(password, &sobre_agent::enrol::mqtt_password(&key))
+        client_id == agent_client_id(user) && ct(password, &sobre_proto::mac::mqtt_password(&key))
     }
 
     /// Whether `agent_id` may send at all: it has a credential in force,
@@ -173,7 +173,7 @@ impl Credentials {
             None if self.required => return Err(Reject::Unenrolled(env.agent_id)),
             None => return Ok(env),
         };
-        // The agent's side: `sobre_agent::enrol::sign`.
+        // The agent's side: `sobre_proto::mac::sign`.
         let mac = std::mem::take(&mut env.mac);
         let want = blake3::keyed_hash(&key, &env.encode_to_vec());
         // blake3::Hash compares in constant time.
@@ -331,9 +331,9 @@ mod tests {
         }
     }
 
-    /// Signed as the agent signs (`sobre_agent::enrol::sign`).
+    /// Signed as the agent signs (`sobre_proto::mac::sign`).
     fn signed(key: &[u8; 32], agent: &str, seq: u64) -> Envelope {
-        let bytes = sobre_agent::enrol::sign(key, &env(agent, seq).encode_to_vec()).expect("sign");
+        let bytes = sobre_proto::mac::sign(key, &env(agent, seq).encode_to_vec()).expect("sign");
         Envelope::decode(&bytes[..]).expect("decode")
     }
 
@@ -445,7 +445,7 @@ mod tests {
         };
         let mut signed = dl();
         creds.sign("ws-1", &mut signed);
-        assert!(sobre_agent::enrol::verify_downlink(&key, signed).is_some());
+        assert!(sobre_proto::mac::verify_downlink(&key, signed).is_some());
         let mut other = dl();
         creds.sign("not-enrolled", &mut other);
         assert!(other.mac.is_empty());

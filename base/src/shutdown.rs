@@ -1,11 +1,11 @@
 //! Signals and logging shared by Sobre's binaries: SIGINT or SIGTERM
-//! starts an orderly shutdown, a second one exits at once; logs go to
-//! stderr, filtered by `SOBRE_LOG`.
+//! (Ctrl-C or Ctrl-Break on Windows) starts an orderly shutdown, a second
+//! one exits at once; logs go to stderr, filtered by `SOBRE_LOG`.
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `cancel` on the first SIGINT/SIGTERM; exits with 130 on the
-/// second (what is on disk is always consistent: spool, store).
+/// Cancels `cancel` on the first signal; exits with 130 on the second
+/// (what is on disk is always consistent: spool, store).
 pub async fn cancel_on_signal(cancel: CancellationToken) {
     wait_signal().await;
     tracing::info!("signal received; draining (send it again to exit at once)");
@@ -15,6 +15,7 @@ pub async fn cancel_on_signal(cancel: CancellationToken) {
     std::process::exit(130);
 }
 
+#[cfg(unix)]
 async fn wait_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
@@ -28,6 +29,11 @@ async fn wait_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+#[cfg(windows)]
+async fn wait_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Logs to stderr, colours only on a terminal; `SOBRE_LOG` (an
