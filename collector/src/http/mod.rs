@@ -6,7 +6,7 @@ pub mod campaigns_api;
 pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
-pub mod tls;
+pub mod serve;
 
 use crate::console;
 use crate::metrics::Metrics;
