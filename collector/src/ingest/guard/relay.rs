@@ -108,25 +108,8 @@ where
             return Err(refused(why));
         }
     };
-    // Two more descriptors in this process: the guard's end and rumqttd's.
-    let fds = match &g.settings.budget {
-        Some(b) => match b.take(2) {
-            Some(p) => Some(p),
-            None => {
-                // 3: server unavailable; the agent retries with backoff.
-                let _ = cw.write_all(&packet::connack(3)).await;
-                g.metrics.conn_refused("mqtt", "fd_budget");
-                return Ok(());
-            }
-        },
-        None => None,
-    };
-    let upstream = match TcpStream::connect(g.settings.broker).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(broker = %g.settings.broker, error = %e, "the embedded broker is unreachable from the MQTT guard");
-            return Ok(());
-        }
+    let Some((upstream, fds)) = upstream(g, &mut cw).await else {
+        return Ok(());
     };
     let _ = upstream.set_nodelay(true);
     let (ur, uw) = upstream.into_split();
@@ -157,6 +140,35 @@ where
         },
         // The broker closed (or the client stopped reading): end both.
         _ = &mut down => Ok(()),
+    }
+}
+
+/// The guard's own connection to rumqttd for an admitted client, and the
+/// two descriptors it costs in the open-files budget (the guard's end and
+/// rumqttd's, both in this process). `None` when the budget is spent
+/// (the client gets CONNACK 3, server unavailable, and retries with
+/// backoff) or the broker is unreachable.
+async fn upstream<W: AsyncWrite + Unpin>(
+    g: &Guard,
+    cw: &mut W,
+) -> Option<(TcpStream, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    let fds = match &g.settings.budget {
+        Some(b) => match b.take(2) {
+            Some(p) => Some(p),
+            None => {
+                let _ = cw.write_all(&packet::connack(3)).await;
+                g.metrics.conn_refused("mqtt", "fd_budget");
+                return None;
+            }
+        },
+        None => None,
+    };
+    match TcpStream::connect(g.settings.broker).await {
+        Ok(s) => Some((s, fds)),
+        Err(e) => {
+            tracing::error!(broker = %g.settings.broker, error = %e, "the embedded broker is unreachable from the MQTT guard");
+            None
+        }
     }
 }
 
