@@ -302,46 +302,7 @@ impl StorageConfig {
 
 // ---- end [storage] ----
 
-/// Why a configuration file could not be used (agent and collector).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}:\n{message}\nSee {example} for every key and its default.")]
-    Parse {
-        path: PathBuf,
-        message: String,
-        example: &'static str,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-/// Reads a TOML config file, parses it (unknown keys and wrong types are
-/// named with their line) and validates it once.
-pub fn load_toml<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    example: &'static str,
-    validate: impl FnOnce(&T) -> Result<(), String>,
-) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let cfg: T = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-        example,
-    })?;
-    validate(&cfg).map_err(|message| ConfigError::Invalid {
-        path: path.to_owned(),
-        message,
-    })?;
-    Ok(cfg)
-}
+pub use sobre_base::config::{ConfigError, load_toml};
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -349,7 +310,7 @@ impl AgentConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        sobre_base::config::parse_toml(text)
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -10,44 +10,64 @@ use std::fmt;
 pub const MASK: &str = "********";
 
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// What it prints as instead of [`MASK`]: a form with the secret part
+    /// taken out (a URL without its password), set by the owner.
+    shown: Option<String>,
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret {
+            value: value.into(),
+            shown: None,
+        }
+    }
+
+    /// The same secret, printed as `shown` (which must not hold it).
+    pub fn shown_as(&self, shown: String) -> Self {
+        Secret {
+            value: self.value.clone(),
+            shown: Some(shown),
+        }
     }
 
     /// The value itself: only where it is sent or compared.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.value.is_empty()
+    }
+
+    fn shown(&self) -> &str {
+        self.shown.as_deref().unwrap_or(MASK)
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
+        write!(f, "{:?}", self.shown())
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
+        f.write_str(self.shown())
     }
 }
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(MASK)
+        s.serialize_str(self.shown())
     }
 }
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        String::deserialize(d).map(Secret::new)
     }
 }
 

@@ -131,6 +131,12 @@ pub struct HttpConfig {
     /// neither; with them the API and the console are served over TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Host names the API and console answer to, besides `localhost`,
+    /// this machine's name and any IP address: the names of a DNS alias or
+    /// a reverse proxy, e.g. `["sobre.ville.fr"]`. A request for another
+    /// name gets 421 (a page whose name an attacker pointed at this
+    /// collector cannot read it: DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -142,6 +148,7 @@ impl Default for HttpConfig {
             open_read: true,
             tls_cert: None,
             tls_key: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -316,7 +323,7 @@ pub struct StoreConfig {
     /// `postgres://user:password@host:5432/sobre` (the URL syntax of
     /// libpq). Several collectors can then share it (SCALING.md). The
     /// password is never logged; `--print-config` hides it.
-    pub postgres_url: Option<String>,
+    pub postgres_url: Option<sobre_base::Secret>,
 }
 
 impl Default for StoreConfig {
@@ -372,12 +379,12 @@ impl Default for Limits {
     }
 }
 
-pub use sobre_agent::config::ConfigError;
+pub use sobre_base::config::ConfigError;
 
 impl CollectorConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        sobre_agent::config::load_toml(
+        sobre_base::config::load_toml(
             path,
             "collector/sobre-collector.example.toml",
             Self::validate,
@@ -386,7 +393,7 @@ impl CollectorConfig {
 
     /// Parses TOML text; the error names the key, line and column.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        sobre_base::config::parse_toml(text)
     }
 
     /// Checks what types alone cannot.
@@ -405,7 +412,7 @@ impl CollectorConfig {
             return Err("store.batch_max and store.queue must be at least 1".into());
         }
         if let Some(url) = &self.store.postgres_url
-            && url.parse::<postgres::Config>().is_err()
+            && url.expose().parse::<postgres::Config>().is_err()
         {
             return Err(
                 "store.postgres_url is not a PostgreSQL URL: use postgres://user:password@host:5432/dbname"
@@ -477,7 +484,10 @@ impl CollectorConfig {
     /// The config as TOML, defaults filled in (`--print-config`).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        shown.store.postgres_url = shown.store.postgres_url.as_deref().map(hide_password);
+        shown.store.postgres_url = shown
+            .store
+            .postgres_url
+            .map(|u| u.shown_as(hide_password(u.expose())));
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
@@ -513,7 +523,9 @@ mod tests {
     #[test]
     fn print_config_hides_the_postgres_password() {
         let mut c = CollectorConfig::default();
-        c.store.postgres_url = Some("postgres://sobre:s3cret@db.example:5432/sobre".into());
+        c.store.postgres_url = Some(sobre_base::Secret::new(
+            "postgres://sobre:s3cret@db.example:5432/sobre",
+        ));
         let t = c.to_toml();
         assert!(!t.contains("s3cret"), "{t}");
         assert!(
@@ -524,6 +536,21 @@ mod tests {
             hide_password("host=db user=sobre password=s3cret dbname=x"),
             "host=db user=sobre password=******** dbname=x"
         );
+    }
+
+    #[test]
+    fn print_config_and_debug_no_longer_show_the_sink_password_or_token() {
+        let mut c = CollectorConfig::default();
+        c.sink.username = Some("telegraf".into());
+        c.sink.password = Some(sobre_base::Secret::new("hunter2"));
+        c.sink.token = Some(sobre_base::Secret::new("tok-secret"));
+        c.store.postgres_url = Some(sobre_base::Secret::new("postgres://u:pg-pass@h/db"));
+        for shown in [c.to_toml(), format!("{c:?}")] {
+            for secret in ["hunter2", "tok-secret", "pg-pass"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert!(c.to_toml().contains("password = \"********\""));
     }
 
     #[test]

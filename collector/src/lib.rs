@@ -108,10 +108,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
     };
     tracing::info!(store = %location.describe(), node = %cluster.node, "store open");
     // data_dir holds the admin token and the sink's cursor, whatever the store.
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| store::StoreError::CreateDir {
-        path: cfg.data_dir.clone(),
-        source,
-    })?;
+    store::private_data_dir(&cfg.data_dir)?;
     // After the store: it creates data_dir, where the admin token lives.
     let tokens = Arc::new(
         http::auth::Tokens::load(&cfg.http, &cfg.data_dir)
@@ -382,6 +379,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         credentials,
         security: cfg.security.clone(),
         https: cfg.http.tls_cert.is_some(),
+        hosts: http::origin::AllowedHosts::new(&cfg.http.allowed_hosts),
     });
     // The console's login counts failed attempts per source.
     let app = app.layer(axum::Extension(shared.failures.clone()));

@@ -14,6 +14,7 @@ mod delivery;
 mod flood;
 mod footprint;
 mod full_disk;
+mod hardening;
 mod identity;
 mod influx;
 mod listeners;

@@ -92,16 +92,6 @@ fn slowloris(port: u16, alive: Arc<AtomicUsize>) -> JoinSet<()> {
     set
 }
 
-/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
 async fn open_gauges(c: &Collector) -> [u64; 4] {
     let mut out = [0; 4];
     for (i, l) in ["http", "grpc", "mqtt", "mqtt_tls"].iter().enumerate() {
@@ -174,7 +164,6 @@ async fn idle_connections_and_a_slowloris_leave_agents_reporting() {
         },
     )
     .await;
-    let pid = c.pid().expect("running");
     let mut agents = Vec::new();
     for (id, t) in [
         ("siege-mqtt", Transport::Mqtt),
@@ -187,7 +176,7 @@ async fn idle_connections_and_a_slowloris_leave_agents_reporting() {
     for a in &agents {
         c.wait_samples(&a.id, 5, PATIENCE).await;
     }
-    let rss_before = status_kib(pid, "VmRSS");
+    let rss_before = c.status_kb("VmRSS");
 
     let siege = Siege::begin(&c, tls_port).await;
     let n = siege.min_held;
@@ -206,7 +195,7 @@ async fn idle_connections_and_a_slowloris_leave_agents_reporting() {
         assert!(r.status().is_success(), "{}", r.status());
     }
     let held = open_gauges(&c).await;
-    let (rss, hwm) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
+    let (rss, hwm) = (c.status_kb("VmRSS"), c.status_kb("VmHWM"));
     eprintln!(
         "siege: open connections (http, grpc, mqtt, mqtt_tls) {held:?}, slowloris alive {}, \
          collector VmRSS {} MiB (before the siege {} MiB), VmHWM {} MiB",

@@ -24,7 +24,7 @@ async fn postgres_passes_the_store_conformance_suite() {
             let location = Location {
                 data_dir: data_dir.clone(),
                 sync_full: true,
-                postgres_url: Some(url),
+                postgres_url: Some(sobre_base::Secret::new(url)),
             };
             Box::new(move || location.open().expect("open the PostgreSQL store"))
         })

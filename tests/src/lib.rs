@@ -146,6 +146,15 @@ where
 }
 
 /// Sends SIGTERM (via kill(1), so the workspace needs no unsafe code).
+/// A `kB` figure of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 pub fn sigterm(pid: u32) {
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -167,9 +167,15 @@ impl Collector {
         std::fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
     }
 
-    /// The running process's id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// A `kB` figure of the running process's `/proc/PID/status`
+    /// (`VmRSS`, `VmHWM`, ...).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("collector running");
+        crate::proc_status_kb(pid, field)
     }
 
     pub async fn get(&self, path: &str) -> Value {

@@ -165,6 +165,19 @@ impl NewCampaign {
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return bad("name: give a name of 1 to 200 characters".into());
         }
+        // Times far outside any campaign's life would make its report's
+        // arithmetic wrap: 1970 to the end of year 9999, as the API's.
+        const MAX_TIME_MS: i64 = 253_402_300_799_999;
+        for (key, v) in [
+            ("starts_at_ms", self.starts_at_ms),
+            ("ends_at_ms", self.ends_at_ms),
+        ] {
+            if !(0..=MAX_TIME_MS).contains(&v) {
+                return bad(format!(
+                    "{key} = {v}: give milliseconds since 1970, from 0 to {MAX_TIME_MS} (year 9999)"
+                ));
+            }
+        }
         if self.ends_at_ms <= self.starts_at_ms {
             return bad("the end must come after the start".into());
         }
@@ -175,8 +188,8 @@ impl NewCampaign {
                 factors::KEYS.join(", ")
             ));
         }
-        if self.rescan_interval_s < 60 {
-            return bad("rescan_interval_s must be at least 60".into());
+        if !(60..=30 * 86_400).contains(&self.rescan_interval_s) {
+            return bad("rescan_interval_s must be from 60 to 2592000 (30 days)".into());
         }
         let n = self.scope.groups.len() + self.scope.sites.len() + self.scope.hosts.len();
         if n > 1000 {

@@ -6,8 +6,8 @@
 use super::layout::Ctx;
 use super::{ConsoleError, PageError};
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
 
 /// Proof that a request may change state: same origin and admin. Take it
 /// as an argument of every console handler that writes.
@@ -42,43 +42,24 @@ pub fn require_admin(parts: &Parts) -> Result<(), ConsoleError> {
     }
 }
 
-/// Refuses a request another site made the browser send. Browsers say
-/// where a request comes from: `Sec-Fetch-Site` (must be `same-origin`)
-/// and `Origin` (must be this collector, as the `Host` it was asked by).
-/// A request with neither is not from a browser's form on another site
-/// (every current browser sends `Origin` on a POST), so it passes: curl
-/// and scripts are for the lead's token check to judge.
+/// Refuses a request another site made the browser send
+/// (`http::origin::cross_site`), with a page that says why.
 pub fn same_origin(h: &HeaderMap, fr: bool) -> Result<(), ConsoleError> {
-    let get = |n: header::HeaderName| h.get(n).map(|v| v.to_str().unwrap_or("?"));
-    let refuse = |why: String| {
-        tracing::warn!(reason = %why, "cross-site console form refused");
-        Err(ConsoleError::Forbidden(if fr {
-            format!(
-                "Refusé : ce formulaire ne vient pas de la console de ce collecteur ({why}). \
-                 Ouvrez la console à son adresse et recommencez."
-            )
-        } else {
-            format!(
-                "Refused: this form does not come from this collector's console ({why}). \
-                 Open the console at its address and try again."
-            )
-        }))
+    let Some(why) = crate::http::origin::cross_site(h) else {
+        return Ok(());
     };
-    if let Some(site) = get(header::HeaderName::from_static("sec-fetch-site"))
-        && site != "same-origin"
-    {
-        return refuse(format!("Sec-Fetch-Site: {site}"));
-    }
-    if let Some(origin) = get(header::ORIGIN) {
-        let host = get(header::HOST).unwrap_or("");
-        let authority = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        if host.is_empty() || authority != Some(host) {
-            return refuse(format!("Origin: {origin}, Host: {host}"));
-        }
-    }
-    Ok(())
+    tracing::warn!(reason = %why, "cross-site console form refused");
+    Err(ConsoleError::Forbidden(if fr {
+        format!(
+            "Refusé : ce formulaire ne vient pas de la console de ce collecteur ({why}). \
+             Ouvrez la console à son adresse et recommencez."
+        )
+    } else {
+        format!(
+            "Refused: this form does not come from this collector's console ({why}). \
+             Open the console at its address and try again."
+        )
+    }))
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use serde::Deserialize;
 /// The cookie the HTTP layer reads the token from.
 pub const COOKIE: &str = "sobre_token";
 
+/// Where to go after signing in: a path of this collector only.
 fn safe_back(back: Option<&str>) -> &str {
-    back.filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
-        .unwrap_or("/")
+    super::local_path(back).unwrap_or("/")
 }
 
 fn form_html(ctx: &Ctx, back: &str, error: Option<&str>) -> String {
@@ -152,6 +152,26 @@ mod tests {
         assert_eq!(safe_back(Some("//evil.example/")), "/");
         assert_eq!(safe_back(Some("https://evil.example/")), "/");
         assert_eq!(safe_back(None), "/");
+    }
+
+    #[test]
+    fn a_tab_after_the_slash_no_longer_redirects_to_another_site() {
+        // `back=/%09/evil.example`, decoded: browsers drop the tab.
+        for evil in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\\evil.example",
+            "/\u{7f}/evil.example",
+            "/\u{3000}/evil.example",
+            "/%2F/evil.example?x=1 ",
+        ] {
+            assert_eq!(safe_back(Some(evil)), "/", "{evil:?}");
+        }
+        assert_eq!(
+            safe_back(Some("/machines/ws-1?x=%2F")),
+            "/machines/ws-1?x=%2F"
+        );
     }
 
     #[test]

@@ -118,12 +118,23 @@ pub(crate) fn form<T: DeserializeOwned>(body: &[u8]) -> Result<T, ConsoleError> 
         .map_err(|e| bad(e.body_text()))
 }
 
+/// `back` if it is a path of this collector, for a redirect: one leading
+/// `/`, not `//`, then visible ASCII only and no `\\`. A tab, space or
+/// other control character is dropped by browsers, so `/\t/evil` would
+/// become `//evil`, another site (issue #21); non-ASCII is refused too
+/// (the console's own links are percent-encoded).
+pub(crate) fn local_path(back: Option<&str>) -> Option<&str> {
+    back.filter(|b| {
+        b.starts_with('/')
+            && !b.starts_with("//")
+            && b.bytes().all(|c| c.is_ascii_graphic() && c != b'\\')
+    })
+}
+
 /// After a form: back to `back` (a path on this site only, never another
 /// site) with `done` saying what happened, as 303 See Other.
 pub(crate) fn see_other(ctx: &Ctx, back: Option<&str>, fallback: &str, done: &str) -> Response {
-    let back = back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
-        .unwrap_or(fallback);
+    let back = local_path(back).unwrap_or(fallback);
     let (back, fragment) = back.split_once('#').unwrap_or((back, ""));
     // `back` may carry an old `done` and `lang`: drop them.
     let (path, query) = back.split_once('?').unwrap_or((back, ""));

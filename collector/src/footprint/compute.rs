@@ -6,7 +6,7 @@ use super::config::{Embodied, FootprintConfig};
 use super::grid::{GridIntensity, days_from_civil};
 use serde::Serialize;
 use sobre_proto::v1::Inventory;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
@@ -122,7 +122,9 @@ pub struct Report {
     pub series: Vec<Bucket>,
 }
 
-/// Computes the footprint of `hosts` over `w`.
+/// Computes the footprint of `hosts` over `w` from hourly energy rows
+/// already in memory (tests, small periods). The API streams its rows
+/// through a [`Footprint`] instead.
 pub fn compute(
     cfg: &FootprintConfig,
     grid: &GridIntensity,
@@ -130,100 +132,183 @@ pub fn compute(
     hours: &[HourRow],
     w: Window,
 ) -> Report {
-    let span_ms = (w.to_ms - w.from_ms).max(0);
-    let mut by_host: BTreeMap<&str, Vec<&HourRow>> = BTreeMap::new();
+    let mut f = Footprint::new(cfg, grid, hosts, w);
     for h in hours {
-        if h.hour_ms >= w.from_ms - HOUR_MS && h.hour_ms < w.to_ms {
-            by_host.entry(h.agent_id.as_str()).or_default().push(h);
+        f.add(h);
+    }
+    f.finish()
+}
+
+/// A footprint being computed: hourly rows are added one at a time, in any
+/// order, so that its memory is one entry per host and one per time step,
+/// whatever the number of rows (a year of 5,000 hosts is 44 million).
+pub struct Footprint<'a> {
+    cfg: &'a FootprintConfig,
+    grid: &'a GridIntensity,
+    hosts: &'a [HostInput],
+    w: Window,
+    index: HashMap<&'a str, usize>,
+    acc: Vec<HostAcc>,
+    series: BTreeMap<i64, Bucket>,
+}
+
+/// What the rows of one host added up to so far.
+struct HostAcc {
+    chassis: String,
+    group: String,
+    pue: f64,
+    energy_j: f64,
+    measured_j: f64,
+    covered_ms: i64,
+    use_kg: f64,
+}
+
+impl<'a> Footprint<'a> {
+    pub fn new(
+        cfg: &'a FootprintConfig,
+        grid: &'a GridIntensity,
+        hosts: &'a [HostInput],
+        w: Window,
+    ) -> Self {
+        let acc = hosts
+            .iter()
+            .map(|host| {
+                let inv = host.inventory.as_ref();
+                let chassis = match inv.map(|i| i.chassis.as_str()) {
+                    None | Some("") => "unknown".to_owned(),
+                    Some(c) => c.to_owned(),
+                };
+                let group = inv.map(|i| i.group.clone()).unwrap_or_default();
+                HostAcc {
+                    pue: pue_for(cfg, &group, &chassis),
+                    chassis,
+                    group,
+                    energy_j: 0.0,
+                    measured_j: 0.0,
+                    covered_ms: 0,
+                    use_kg: 0.0,
+                }
+            })
+            .collect();
+        let index = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.id.as_str(), i))
+            .collect();
+        Footprint {
+            cfg,
+            grid,
+            hosts,
+            w,
+            index,
+            acc,
+            series: BTreeMap::new(),
         }
     }
-    let mut series: BTreeMap<i64, Bucket> = BTreeMap::new();
-    let mut out_hosts = Vec::with_capacity(hosts.len());
-    for host in hosts {
-        let inv = host.inventory.clone().unwrap_or_default();
-        let chassis = if inv.chassis.is_empty() {
-            "unknown".to_owned()
-        } else {
-            inv.chassis.clone()
-        };
-        let group = inv.group.clone();
-        let pue = pue_for(cfg, &group, &chassis);
-        let mut t = Totals {
-            hosts: 1,
-            ..Default::default()
-        };
-        let (mut energy_j, mut measured_j, mut covered_ms) = (0.0, 0.0, 0i64);
-        for h in by_host.get(host.id.as_str()).into_iter().flatten() {
-            // Hours partly outside the window count pro rata.
-            let share =
-                overlap(h.hour_ms, h.hour_ms + HOUR_MS, w.from_ms, w.to_ms) as f64 / HOUR_MS as f64;
-            if share <= 0.0 {
-                continue;
-            }
-            let e = h.energy_j * share;
-            energy_j += e;
-            measured_j += h.measured_j * share;
-            covered_ms += (h.covered_ms as f64 * share) as i64;
-            let kwh = e / J_PER_KWH;
-            let kg = kwh * pue * grid.at(h.hour_ms) / 1000.0;
-            t.use_kg += kg;
-            if let Some(step) = w.step_ms {
-                let b = bucket(&mut series, h.hour_ms.max(w.from_ms), w.from_ms, step);
-                b.energy_kwh += kwh;
-                b.use_kg += kg;
-            }
-        }
-        t.energy_kwh = energy_j / J_PER_KWH;
-        t.facility_kwh = t.energy_kwh * pue;
-        t.measured_share = (energy_j > 0.0).then(|| measured_j / energy_j);
-        t.coverage = if span_ms > 0 {
-            (covered_ms as f64 / span_ms as f64).min(1.0)
-        } else {
-            0.0
-        };
 
-        let devices = devices(cfg, host, &inv, &chassis, w);
-        for d in &devices {
-            t.embodied_kg += d.amortised_kg;
-            t.life_extension_kg_per_year += d.life_extension_kg_per_year;
-            if let Some(step) = w.step_ms {
-                let life = (d.since_ms, d.since_ms + (d.lifetime_years * YEAR_MS) as i64);
-                let mut s = w.from_ms;
-                while s < w.to_ms {
-                    let e = (s + step).min(w.to_ms);
-                    let kg = amortised(d.embodied_kg, d.lifetime_years, life, (s, e));
-                    bucket(&mut series, s, w.from_ms, step).embodied_kg += kg;
-                    s = e;
+    /// Adds one host-hour; rows of other hosts or outside the window are
+    /// ignored, and hours partly outside it count pro rata.
+    pub fn add(&mut self, h: &HourRow) {
+        let w = self.w;
+        let Some(&i) = self.index.get(h.agent_id.as_str()) else {
+            return;
+        };
+        let share = overlap(
+            h.hour_ms,
+            h.hour_ms.saturating_add(HOUR_MS),
+            w.from_ms,
+            w.to_ms,
+        ) as f64
+            / HOUR_MS as f64;
+        if share <= 0.0 {
+            return;
+        }
+        let a = &mut self.acc[i];
+        let e = h.energy_j * share;
+        a.energy_j += e;
+        a.measured_j += h.measured_j * share;
+        a.covered_ms += (h.covered_ms as f64 * share) as i64;
+        let kwh = e / J_PER_KWH;
+        let kg = kwh * a.pue * self.grid.at(h.hour_ms) / 1000.0;
+        a.use_kg += kg;
+        if let Some(step) = w.step_ms {
+            let b = bucket(&mut self.series, h.hour_ms.max(w.from_ms), w.from_ms, step);
+            b.energy_kwh += kwh;
+            b.use_kg += kg;
+        }
+    }
+
+    /// The report: totals per host, group and fleet, and the time series.
+    pub fn finish(mut self) -> Report {
+        let w = self.w;
+        let span_ms = (w.to_ms - w.from_ms).max(0);
+        let mut out_hosts = Vec::with_capacity(self.hosts.len());
+        for (host, a) in self.hosts.iter().zip(std::mem::take(&mut self.acc)) {
+            let mut t = Totals {
+                hosts: 1,
+                use_kg: a.use_kg,
+                ..Default::default()
+            };
+            t.energy_kwh = a.energy_j / J_PER_KWH;
+            t.facility_kwh = t.energy_kwh * a.pue;
+            t.measured_share = (a.energy_j > 0.0).then(|| a.measured_j / a.energy_j);
+            t.coverage = if span_ms > 0 {
+                (a.covered_ms as f64 / span_ms as f64).min(1.0)
+            } else {
+                0.0
+            };
+            let empty = Inventory::default();
+            let inv = host.inventory.as_ref().unwrap_or(&empty);
+            let devices = devices(self.cfg, host, inv, &a.chassis, w);
+            for d in &devices {
+                t.embodied_kg += d.amortised_kg;
+                t.life_extension_kg_per_year += d.life_extension_kg_per_year;
+                if let Some(step) = w.step_ms {
+                    self.embodied_series(d, step);
                 }
             }
+            t.total_kg = t.use_kg + t.embodied_kg;
+            out_hosts.push(HostFootprint {
+                id: host.id.clone(),
+                hostname: host.hostname.clone(),
+                group: a.group,
+                chassis: a.chassis,
+                pue: a.pue,
+                totals: t,
+                devices,
+            });
         }
-        t.total_kg = t.use_kg + t.embodied_kg;
-        out_hosts.push(HostFootprint {
-            id: host.id.clone(),
-            hostname: host.hostname.clone(),
-            group,
-            chassis,
-            pue,
-            totals: t,
-            devices,
-        });
+        let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+        let mut fleet = Totals::default();
+        for h in &out_hosts {
+            add(groups.entry(h.group.clone()).or_default(), &h.totals);
+            add(&mut fleet, &h.totals);
+        }
+        Report {
+            from_ms: w.from_ms,
+            to_ms: w.to_ms,
+            fleet,
+            groups: groups
+                .into_iter()
+                .map(|(group, totals)| GroupFootprint { group, totals })
+                .collect(),
+            hosts: out_hosts,
+            series: self.series.into_values().collect(),
+        }
     }
-    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut fleet = Totals::default();
-    for h in &out_hosts {
-        add(groups.entry(h.group.clone()).or_default(), &h.totals);
-        add(&mut fleet, &h.totals);
-    }
-    Report {
-        from_ms: w.from_ms,
-        to_ms: w.to_ms,
-        fleet,
-        groups: groups
-            .into_iter()
-            .map(|(group, totals)| GroupFootprint { group, totals })
-            .collect(),
-        hosts: out_hosts,
-        series: series.into_values().collect(),
+
+    /// Spreads a device's manufacture over the window's steps.
+    fn embodied_series(&mut self, d: &Device, step: i64) {
+        let w = self.w;
+        let life_ms = (d.lifetime_years * YEAR_MS) as i64;
+        let life = (d.since_ms, d.since_ms.saturating_add(life_ms));
+        let mut s = w.from_ms;
+        while s < w.to_ms {
+            let e = s.saturating_add(step).min(w.to_ms);
+            let kg = amortised(d.embodied_kg, d.lifetime_years, life, (s, e));
+            bucket(&mut self.series, s, w.from_ms, step).embodied_kg += kg;
+            s = e;
+        }
     }
 }
 
@@ -291,7 +376,7 @@ fn device(
             true,
         ),
     };
-    let end = since_ms + (e.years * YEAR_MS) as i64;
+    let end = since_ms.saturating_add((e.years * YEAR_MS) as i64);
     Device {
         kind,
         class,
@@ -320,7 +405,7 @@ pub fn life_extension(kg: f64, years: f64) -> f64 {
 }
 
 fn overlap(a0: i64, a1: i64, b0: i64, b1: i64) -> i64 {
-    (a1.min(b1) - a0.max(b0)).max(0)
+    a1.min(b1).saturating_sub(a0.max(b0)).max(0)
 }
 
 fn bucket(series: &mut BTreeMap<i64, Bucket>, t: i64, origin: i64, step: i64) -> &mut Bucket {

@@ -12,7 +12,6 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,12 +90,7 @@ pub fn admin_token(path: &Path) -> Result<(String, bool), AuthError> {
         path: path.to_owned(),
         err,
     };
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match sobre_base::files::create_private_new(path) {
         Ok(mut f) => {
             let t = random_token().map_err(|e| io("generate", e))?;
             f.write_all(format!("{t}\n").as_bytes())
@@ -266,7 +260,22 @@ pub async fn guard(State(s): State<AuthState>, mut req: Request, next: Next) -> 
     if public(req.uri().path()) || (need == Role::Read && s.tokens.open_read) {
         return next.run(req).await;
     }
+    // An API write carried by the sign-in cookie must come from this
+    // collector's own pages: the browser sends the cookie to any page of
+    // the same site, another port or subdomain included. (The console's
+    // forms check the same with a page of their own: console/access.rs.)
+    let by_cookie = !req.headers().contains_key(header::AUTHORIZATION);
+    let api = !console_page(req.uri().path());
+    let forged = (need == Role::Admin && role.is_some() && by_cookie && api)
+        .then(|| super::origin::cross_site(req.headers()))
+        .flatten();
     let refused = match (role, need) {
+        _ if forged.is_some() => Some((
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            "refused: this write was sent by a page of another site with the sign-in cookie; \
+             scripts send `Authorization: Bearer <token>`",
+        )),
         (Some(have), need) if have >= need => return next.run(req).await,
         (Some(_), _) => Some((
             StatusCode::FORBIDDEN,
@@ -293,7 +302,7 @@ pub async fn guard(State(s): State<AuthState>, mut req: Request, next: Next) -> 
     };
     let (status, reason, msg) = refused.unwrap_or((StatusCode::UNAUTHORIZED, "no_token", ""));
     s.metrics.http_refused(reason);
-    tracing::warn!(method = %req.method(), path = req.uri().path(), reason, "API request refused");
+    tracing::warn!(method = %req.method(), path = req.uri().path(), reason, origin = forged.as_deref().unwrap_or(""), "API request refused");
     if console_page(req.uri().path()) {
         let back = match req.method() {
             &Method::GET => req.uri().path_and_query().map_or("/", |p| p.as_str()),

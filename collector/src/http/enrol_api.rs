@@ -14,6 +14,7 @@ impl From<EnrolError> for ApiError {
     fn from(e: EnrolError) -> Self {
         let status = match &e {
             EnrolError::AgentId(_) | EnrolError::Token => StatusCode::BAD_REQUEST,
+            EnrolError::Taken(_) => StatusCode::CONFLICT,
             EnrolError::Unknown(_) => StatusCode::NOT_FOUND,
             EnrolError::Random(_) | EnrolError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -24,7 +25,9 @@ impl From<EnrolError> for ApiError {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IssueBody {
-    /// Bind the token to this agent id; none: any id may use it once.
+    /// Bind the token to this agent id (and then it may replace that
+    /// agent's key: a re-enrolment); none: any id that has no credential
+    /// yet may use it once.
     agent_id: Option<String>,
 }
 

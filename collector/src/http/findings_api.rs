@@ -76,7 +76,7 @@ pub(crate) async fn acknowledge(
 #[serde(deny_unknown_fields)]
 pub(crate) struct SnoozeQuery {
     /// Days to snooze (default 7, at most 365).
-    days: Option<i64>,
+    days: Option<super::params::Bounded<1, 365>>,
 }
 
 pub(crate) async fn snooze(
@@ -90,7 +90,7 @@ pub(crate) async fn snooze(
             format!("{}; use ?days=1..365", e.body_text()),
         )
     })?;
-    let days = q.days.unwrap_or(7).clamp(1, 365);
+    let days = q.days.map_or(7, super::params::Bounded::get);
     let until = crate::ingest::now_ms() + days * DAY_MS;
     let key = id.clone();
     let ok = with_jobs(&s, move |j| {

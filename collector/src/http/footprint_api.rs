@@ -1,9 +1,10 @@
 //! `GET /api/v1/footprint`: energy, use and manufacture emissions for the
 //! fleet, by group, by host and over time, with the coefficients used.
 
+use super::params::TimeMs;
 use super::{ApiError, AppState, blocking};
 use crate::footprint::compute::{DAY_MS, HOUR_MS};
-use crate::footprint::{FootprintConfig, GridIntensity, Window, compute};
+use crate::footprint::{FootprintConfig, GridIntensity, Window};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -22,9 +23,9 @@ pub struct Settings {
 pub struct FootprintQuery {
     /// Milliseconds since 1970; default: 24 h before `to`. Rounded down to
     /// the hour.
-    from: Option<i64>,
+    from: Option<TimeMs>,
     /// Milliseconds since 1970; default: now. Rounded up to the hour.
-    to: Option<i64>,
+    to: Option<TimeMs>,
     /// Time series step: "hour", "day" or "none"; default: hour for up to
     /// two days, day beyond.
     step: Option<String>,
@@ -35,6 +36,61 @@ pub struct FootprintQuery {
 }
 
 const MAX_SPAN_MS: i64 = 400 * DAY_MS;
+/// Footprint computations at once: each may read a year of a fleet.
+const HEAVY_AT_ONCE: usize = 2;
+static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HEAVY_AT_ONCE);
+
+/// The window a raw query string asks for, as the endpoint reads it (the
+/// `http_query` fuzz target drives this).
+pub fn window_from_query(query: &str, now_ms: i64) -> Result<Window, String> {
+    let uri: axum::http::Uri = format!("/api/v1/footprint?{query}")
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    let Query(q) = Query::<FootprintQuery>::try_from_uri(&uri).map_err(|e| e.body_text())?;
+    window(q.from, q.to, q.step.as_deref(), now_ms)
+}
+
+/// The window a query asks for: whole hours, at most 400 days, and a step
+/// that keeps the series to at most 1,488 buckets.
+pub(crate) fn window(
+    from: Option<TimeMs>,
+    to: Option<TimeMs>,
+    step: Option<&str>,
+    now: i64,
+) -> Result<Window, String> {
+    let to = to.unwrap_or(TimeMs::clamped(now)).get();
+    // Both are in 0..=MAX_TIME_MS (params.rs): no sum below can wrap.
+    let from = from.map(TimeMs::get).unwrap_or((to - DAY_MS).max(0));
+    if from >= to {
+        return Err(format!("from ({from}) must be before to ({to})"));
+    }
+    // Energy is rolled up by hour: the period is widened to whole hours
+    // (and says so in from_ms/to_ms) rather than guessing where within an
+    // hour the energy was drawn.
+    let from = from.div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let span = to - from;
+    if span > MAX_SPAN_MS {
+        return Err("the period is limited to 400 days; ask in pieces".into());
+    }
+    let step_ms = match step {
+        Some("hour") if span > 62 * DAY_MS => {
+            return Err("step=hour is limited to 62 days; use step=day".into());
+        }
+        Some("hour") => Some(HOUR_MS),
+        Some("day") => Some(DAY_MS),
+        Some("none") => None,
+        None if span <= 2 * DAY_MS => Some(HOUR_MS),
+        None => Some(DAY_MS),
+        Some(other) => return Err(format!("step={other:?}: use hour, day or none")),
+    };
+    Ok(Window {
+        from_ms: from,
+        to_ms: to,
+        step_ms,
+        now_ms: now,
+    })
+}
 
 pub(crate) async fn footprint(
     State(s): State<AppState>,
@@ -48,39 +104,29 @@ pub(crate) async fn footprint(
         ))
     })?;
     let now = crate::ingest::now_ms();
-    let to = q.to.unwrap_or(now);
-    let from = q.from.unwrap_or(to - DAY_MS);
-    if from >= to {
-        return Err(bad(format!("from ({from}) must be before to ({to})")));
-    }
-    // Energy is rolled up by hour: the period is widened to whole hours
-    // (and says so in from_ms/to_ms) rather than guessing where within an
-    // hour the energy was drawn.
-    let from = from.div_euclid(HOUR_MS) * HOUR_MS;
-    let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
-    if to - from > MAX_SPAN_MS {
-        return Err(bad(
-            "the period is limited to 400 days; ask in pieces".into()
-        ));
-    }
-    let step_ms = match q.step.as_deref() {
-        Some("hour") if to - from > 62 * DAY_MS => {
-            return Err(bad("step=hour is limited to 62 days; use step=day".into()));
-        }
-        Some("hour") => Some(HOUR_MS),
-        Some("day") => Some(DAY_MS),
-        Some("none") => None,
-        None if to - from <= 2 * DAY_MS => Some(HOUR_MS),
-        None => Some(DAY_MS),
-        Some(other) => return Err(bad(format!("step={other:?}: use hour, day or none"))),
-    };
+    let w = window(q.from, q.to, q.step.as_deref(), now).map_err(bad)?;
     let reader = s.reader.clone();
+    let settings = s.footprint.clone();
     let (host, group) = (q.host.clone(), q.group.clone());
-    let (hosts, hours) =
-        blocking(move || reader.footprint_inputs(from, to, host.as_deref(), group.as_deref()))
-            .await?;
+    // The rows are streamed and the work is bounded by the window (at most
+    // 400 days, 1,488 hourly steps) times the hosts; at most
+    // HEAVY_AT_ONCE such reads run at a time, on the blocking pool.
+    let _permit = HEAVY
+        .acquire()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let (n_hosts, report) = blocking(move || {
+        reader.footprint(
+            host.as_deref(),
+            group.as_deref(),
+            &settings.cfg,
+            &settings.grid,
+            w,
+        )
+    })
+    .await?;
     if let Some(h) = &q.host
-        && hosts.is_empty()
+        && n_hosts == 0
     {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -88,18 +134,6 @@ pub(crate) async fn footprint(
         ));
     }
     let settings = &s.footprint;
-    let report = compute(
-        &settings.cfg,
-        &settings.grid,
-        &hosts,
-        &hours,
-        Window {
-            from_ms: from,
-            to_ms: to,
-            step_ms,
-            now_ms: now,
-        },
-    );
     let mut body = serde_json::to_value(&report)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     body["coefficients"] = coefficients(settings);

@@ -6,6 +6,8 @@ pub mod campaigns_api;
 pub mod enrol_api;
 pub mod findings_api;
 pub mod footprint_api;
+pub mod origin;
+pub mod params;
 pub mod serve;
 
 use crate::console;
@@ -30,6 +32,7 @@ pub struct AppState {
     pub security: crate::config::SecurityConfig,
     /// Served over HTTPS: cookies are marked `Secure`.
     pub https: bool,
+    pub hosts: origin::AllowedHosts,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -125,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.hosts.clone(),
+            origin::host_guard,
+        ))
         .with_state(state)
 }
 
@@ -190,9 +197,9 @@ async fn agent(
 #[serde(deny_unknown_fields)]
 struct SamplesQuery {
     /// Milliseconds since the Unix epoch; default: one hour ago.
-    since: Option<i64>,
+    since: Option<params::TimeMs>,
     /// At most this many samples (default 1000, at most 10000).
-    limit: Option<u32>,
+    limit: Option<params::Bounded<1, 10_000>>,
 }
 
 async fn samples(
@@ -209,10 +216,11 @@ async fn samples(
             ),
         )
     })?;
-    let since = q
-        .since
-        .unwrap_or_else(|| crate::ingest::now_ms() - 3_600_000);
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let since = q.since.map_or_else(
+        || crate::ingest::now_ms().saturating_sub(3_600_000),
+        params::TimeMs::get,
+    );
+    let limit = q.limit.map_or(1000, |l| l.count() as u32);
     let reader = s.reader.clone();
     let key = id.clone();
     match blocking(move || reader.samples(&key, since, limit)).await? {
@@ -246,7 +254,7 @@ struct StorageQuery {
     /// Only hosts of this group label.
     group: Option<String>,
     /// How many redundant contents to list (default 50, at most 1000).
-    top: Option<usize>,
+    top: Option<params::Bounded<1, 1000>>,
 }
 
 /// The fleet's storage: categories, age, groups, content on several hosts.
@@ -262,11 +270,16 @@ async fn fleet_storage(
     })?;
     let reader = s.reader.clone();
     let group = q.group.clone();
-    let hosts = blocking(move || reader.storage_fleet(group.as_deref())).await?;
-    Ok(Json(crate::storage::fleet(
-        &hosts,
-        q.top.unwrap_or(50).clamp(1, 1000),
-    )))
+    let top = q.top.map_or(50, params::Bounded::count);
+    // Grouping every host's fingerprints is CPU work: on the blocking
+    // pool with the read, never on an async worker.
+    Ok(Json(
+        blocking(move || {
+            let hosts = reader.storage_fleet(group.as_deref())?;
+            Ok(crate::storage::fleet(&hosts, top))
+        })
+        .await?,
+    ))
 }
 
 pub(crate) fn unknown_agent(id: &str) -> ApiError {

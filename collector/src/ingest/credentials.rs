@@ -19,6 +19,10 @@ pub enum EnrolError {
         "enrolment token not valid: unknown, already used, expired, or issued for another agent; ask an admin for a new one (sobre-collector enrol --agent ID)"
     )]
     Token,
+    #[error(
+        "agent {0:?} is already enrolled: a token for any id cannot replace its key; an admin re-enrols it with a token bound to its id (sobre-collector enrol --agent ID)"
+    )]
+    Taken(String),
     #[error("no agent {0:?} has a credential")]
     Unknown(String),
     #[error("cannot generate a key: {0}")]
@@ -204,8 +208,10 @@ impl Credentials {
         Ok(token)
     }
 
-    /// Trades a valid token for a new key for `agent_id` (replacing any
-    /// earlier one: re-enrolment rotates the key).
+    /// Trades a valid token for a new key for `agent_id`. A token bound to
+    /// that id is an admin's re-enrolment and replaces any earlier key (the
+    /// key rotates); a token for any id enrols only an id that has no
+    /// credential yet (issue #21: one took over an existing agent).
     pub fn enrol(
         &self,
         conn: &dyn Db,
@@ -224,11 +230,11 @@ impl Credentials {
                 |r| r.get(0),
             )
             .optional()?;
-        match bound {
-            Some(None) => {}
-            Some(Some(b)) if b == agent_id => {}
+        let rebind = match bound {
+            Some(None) => false,
+            Some(Some(b)) if b == agent_id => true,
             _ => return Err(EnrolError::Token),
-        }
+        };
         let mut key = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
         conn.transaction(|tx| {
@@ -240,11 +246,17 @@ impl Credentials {
             if used != 1 {
                 return Err(EnrolError::Token);
             }
-            tx.execute(
+            let sql = if rebind {
                 "INSERT INTO credentials (agent_id, key, created_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (agent_id) DO UPDATE SET key = ?2, created_ms = ?3, revoked_ms = NULL",
-                args![agent_id, &key[..], now_ms],
-            )?;
+                 ON CONFLICT (agent_id) DO UPDATE SET key = ?2, created_ms = ?3, revoked_ms = NULL"
+            } else {
+                "INSERT INTO credentials (agent_id, key, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (agent_id) DO NOTHING"
+            };
+            if tx.execute(sql, args![agent_id, &key[..], now_ms])? != 1 {
+                // Rolled back: the token stays unused.
+                return Err(EnrolError::Taken(agent_id.to_owned()));
+            }
             Ok(())
         })?;
         if let Ok(mut m) = self.creds.write() {
@@ -327,6 +339,40 @@ mod tests {
     fn signed(key: &[u8; 32], agent: &str, seq: u64) -> Envelope {
         let bytes = sobre_agent::enrol::sign(key, &env(agent, seq).encode_to_vec()).expect("sign");
         Envelope::decode(&bytes[..]).expect("decode")
+    }
+
+    #[test]
+    fn an_unbound_token_no_longer_takes_over_an_existing_agent() {
+        let (_d, conn) = store();
+        let creds = Credentials::load(&conn, true).expect("load");
+        let t1 = Credentials::issue(&conn, None, 60_000, 0).expect("issue");
+        let key = creds.enrol(&conn, "ws-1", &t1, 1).expect("enrol");
+        // The attack: a token for any id, used with an enrolled one.
+        let t2 = Credentials::issue(&conn, None, 60_000, 2).expect("issue");
+        assert!(matches!(
+            creds.enrol(&conn, "ws-1", &t2, 3),
+            Err(EnrolError::Taken(id)) if id == "ws-1"
+        ));
+        assert!(creds.verify(signed(&key, "ws-1", 7)).is_ok(), "key kept");
+        let again = Credentials::load(&conn, true).expect("reload");
+        assert!(
+            again.verify(signed(&key, "ws-1", 8)).is_ok(),
+            "key kept in the store"
+        );
+        // The refused token was not spent: it still enrols a new id.
+        creds.enrol(&conn, "ws-2", &t2, 4).expect("enrol another");
+        // A revoked agent is not free for the taking either.
+        creds.revoke(&conn, "ws-2", 5).expect("revoke");
+        let t3 = Credentials::issue(&conn, None, 60_000, 6).expect("issue");
+        assert!(matches!(
+            creds.enrol(&conn, "ws-2", &t3, 7),
+            Err(EnrolError::Taken(_))
+        ));
+        // An admin's token bound to the id re-enrols it: the key rotates.
+        let t4 = Credentials::issue(&conn, Some("ws-1"), 60_000, 8).expect("issue");
+        let new_key = creds.enrol(&conn, "ws-1", &t4, 9).expect("re-enrol");
+        assert_ne!(new_key, key);
+        assert!(creds.verify(signed(&key, "ws-1", 10)).is_err());
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Telemetry for TelemetryService {
                     tracing::warn!(%peer, agent = %agent.chars().take(80).collect::<String>(), error = %e, "enrolment refused{more}");
                 }
                 Err(match e {
-                    EnrolError::Token | EnrolError::AgentId(_) => {
+                    EnrolError::Token | EnrolError::AgentId(_) | EnrolError::Taken(_) => {
                         Status::permission_denied(e.to_string())
                     }
                     _ => Status::internal(e.to_string()),

@@ -4,7 +4,6 @@
 //! replaced atomically (temp file, fsync, rename) after each batch. Not a
 //! table: the store's schema is not the sink's to migrate.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "sink.cursor";
@@ -95,13 +94,8 @@ impl Cursor {
     /// Moves the cursor and writes it durably before returning.
     pub fn advance(&mut self, rowid: i64) -> std::io::Result<()> {
         self.rowid = rowid;
-        let tmp = self.path.with_extension("cursor.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            write!(f, "target {}\nrowid {}\n", self.target, rowid)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
+        let text = format!("target {}\nrowid {}\n", self.target, rowid);
+        sobre_base::files::write_private_atomic(&self.path, text.as_bytes())
     }
 }
 

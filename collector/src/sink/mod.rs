@@ -426,7 +426,9 @@ impl Producer {
         if let Some(dir) = &self.dump {
             self.dumped += 1;
             let path = dir.join(format!("batch-{:06}.lp", self.dumped));
-            if let Err(e) = std::fs::write(&path, &lines.buf) {
+            let written = sobre_base::files::create_private(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &lines.buf));
+            if let Err(e) = written {
                 tracing::warn!(path = %path.display(), error = %e, "cannot dump a sink batch");
             }
         }
@@ -458,10 +460,7 @@ impl Producer {
             .values()
             .map(|a| (a.tags.agent.as_str(), a))
             .collect();
-        let (hosts, _) = self
-            .source
-            .reader
-            .footprint_inputs(at_ms - period, at_ms, None, None)?;
+        let hosts = self.source.reader.footprint_hosts(None, None)?;
         let report = compute(
             &self.footprint,
             &self.grid,

@@ -35,6 +35,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot create the store file {path} owner-only: {source}; check the data directory's owner and permissions"
+    )]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the SQLite store {path}: {source}")]
     Open {
         path: PathBuf,
@@ -65,7 +72,7 @@ pub struct Location {
     pub data_dir: PathBuf,
     pub sync_full: bool,
     /// `postgres://…`: the store is in PostgreSQL, shared by collectors.
-    pub postgres_url: Option<String>,
+    pub postgres_url: Option<sobre_base::Secret>,
 }
 
 impl Location {
@@ -89,7 +96,7 @@ impl Location {
     /// Opens a connection (creating and migrating the store if needed).
     pub fn open(&self) -> Result<Conn, StoreError> {
         match &self.postgres_url {
-            Some(url) => connect_postgres(url),
+            Some(url) => connect_postgres(url.expose()),
             None => Ok(Box::new(open(&self.data_dir, self.sync_full)?)),
         }
     }
@@ -97,7 +104,7 @@ impl Location {
     /// A connection for readers: read-only on SQLite.
     pub fn open_reader(&self) -> Result<Conn, StoreError> {
         match &self.postgres_url {
-            Some(url) => connect_postgres(url),
+            Some(url) => connect_postgres(url.expose()),
             None => Ok(Box::new(open_reader(&self.data_dir)?)),
         }
     }
@@ -105,7 +112,7 @@ impl Location {
     /// Where, for messages: the file, or the server without credentials.
     pub fn describe(&self) -> String {
         match &self.postgres_url {
-            Some(url) => format!("PostgreSQL {}", redact_url(url)),
+            Some(url) => format!("PostgreSQL {}", redact_url(url.expose())),
             None => self.data_dir.join(FILE).display().to_string(),
         }
     }
@@ -148,15 +155,16 @@ fn connect_postgres(url: &str) -> Result<Conn, StoreError> {
 /// Opens (creating if needed) the SQLite store and brings its schema up
 /// to date.
 pub fn open(data_dir: &Path, sync_full: bool) -> Result<db::sqlite::Sqlite, StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
-        path: data_dir.to_owned(),
-        source,
-    })?;
+    private_data_dir(data_dir)?;
     let path = data_dir.join(FILE);
     let err = |source| StoreError::Open {
         path: path.clone(),
         source,
     };
+    private_store_files(&path).map_err(|source| StoreError::CreateFile {
+        path: path.clone(),
+        source,
+    })?;
     let mut conn = rusqlite::Connection::open(&path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -169,6 +177,37 @@ pub fn open(data_dir: &Path, sync_full: bool) -> Result<db::sqlite::Sqlite, Stor
     .map_err(err)?;
     schema::migrate(&mut conn)?;
     Ok(db::sqlite::Sqlite::new(conn))
+}
+
+/// Creates `data_dir` owner-only, or takes group and other access away
+/// from it: it holds the agents' keys and the admin token (issue #21).
+pub fn private_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    sobre_base::files::create_private_dir(data_dir)
+        .and_then(|()| sobre_base::files::tighten_dir(data_dir))
+        .map_err(|source| StoreError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })
+}
+
+/// The store file exists 0600 before SQLite opens it: SQLite gives its
+/// `-wal` and `-shm` the mode of the database file. Files an older
+/// version left 0644 are tightened.
+fn private_store_files(path: &Path) -> std::io::Result<()> {
+    drop(
+        sobre_base::files::private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?,
+    );
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        sobre_base::files::tighten_file(Path::new(&p))?;
+    }
+    Ok(())
 }
 
 /// A second SQLite connection for readers; WAL lets it read while the

@@ -4,7 +4,8 @@
 use super::{Conn, StoreError};
 use crate::args;
 use crate::db::{Db, DbError, OptionalExt, Row};
-use crate::footprint::compute::{HOUR_MS, HostInput, HourRow};
+use crate::footprint::compute::{Footprint, HOUR_MS, HostInput, HourRow, Report, Window};
+use crate::footprint::{FootprintConfig, GridIntensity};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 
@@ -237,7 +238,8 @@ impl Reader {
     }
 
     /// Hosts and their hourly energy over `[from_ms, to_ms)`, for the
-    /// footprint. `host` and `group` narrow the hosts.
+    /// footprint. `host` and `group` narrow the hosts. Every row in memory:
+    /// for short periods; [`Reader::footprint`] streams them.
     pub fn footprint_inputs(
         &self,
         from_ms: i64,
@@ -245,6 +247,18 @@ impl Reader {
         host: Option<&str>,
         group: Option<&str>,
     ) -> Result<(Vec<HostInput>, Vec<HourRow>), StoreError> {
+        let hosts = self.footprint_hosts(host, group)?;
+        let mut hours = Vec::new();
+        self.with(|c| each_energy_hour(c, from_ms, to_ms, &mut |h| hours.push(h)))?;
+        Ok((hosts, hours))
+    }
+
+    /// The hosts a footprint covers, with their inventories.
+    pub fn footprint_hosts(
+        &self,
+        host: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Vec<HostInput>, StoreError> {
         self.with(|c| {
             let hosts: Vec<HostInput> = c.query_map(
                 "SELECT agent_id, hostname, first_seen_ms, inventory FROM agents ORDER BY agent_id",
@@ -259,7 +273,7 @@ impl Reader {
                     })
                 },
             )?;
-            let hosts: Vec<HostInput> = hosts
+            Ok(hosts
                 .into_iter()
                 .filter(|h| host.is_none_or(|id| h.id == id))
                 .filter(|h| {
@@ -267,25 +281,52 @@ impl Reader {
                         h.inventory.as_ref().map(|i| i.group.as_str()).unwrap_or("") == g
                     })
                 })
-                .collect();
-            let hours: Vec<HourRow> = c.query_map(
-                "SELECT a.agent_id, e.hour_ms, e.energy_j, e.measured_j, e.covered_ms
-                 FROM energy_hourly e JOIN agents a ON a.id = e.agent
-                 WHERE e.hour_ms >= ?1 AND e.hour_ms < ?2",
-                args![from_ms - HOUR_MS, to_ms],
-                |r| {
-                    Ok(HourRow {
-                        agent_id: r.get(0)?,
-                        hour_ms: r.get(1)?,
-                        energy_j: r.get(2)?,
-                        measured_j: r.get(3)?,
-                        covered_ms: r.get(4)?,
-                    })
-                },
-            )?;
-            Ok((hosts, hours))
+                .collect())
         })
     }
+
+    /// The footprint of the hosts `host`/`group` select over `w`, the hourly
+    /// rows streamed from the store one at a time: memory is one entry per
+    /// host and per time step, never one per row (issue #21: a year of a
+    /// large fleet is tens of millions of rows).
+    pub fn footprint(
+        &self,
+        host: Option<&str>,
+        group: Option<&str>,
+        cfg: &FootprintConfig,
+        grid: &GridIntensity,
+        w: Window,
+    ) -> Result<(usize, Report), StoreError> {
+        let hosts = self.footprint_hosts(host, group)?;
+        let mut f = Footprint::new(cfg, grid, &hosts, w);
+        self.with(|c| each_energy_hour(c, w.from_ms, w.to_ms, &mut |h| f.add(&h)))?;
+        Ok((hosts.len(), f.finish()))
+    }
+}
+
+/// Every `energy_hourly` row that may overlap `[from_ms, to_ms)`.
+fn each_energy_hour(
+    c: &dyn Db,
+    from_ms: i64,
+    to_ms: i64,
+    f: &mut dyn FnMut(HourRow),
+) -> Result<(), DbError> {
+    c.each(
+        "SELECT a.agent_id, e.hour_ms, e.energy_j, e.measured_j, e.covered_ms
+         FROM energy_hourly e JOIN agents a ON a.id = e.agent
+         WHERE e.hour_ms >= ?1 AND e.hour_ms < ?2",
+        args![from_ms.saturating_sub(HOUR_MS), to_ms],
+        &mut |r| {
+            f(HourRow {
+                agent_id: r.get(0)?,
+                hour_ms: r.get(1)?,
+                energy_j: r.get(2)?,
+                measured_j: r.get(3)?,
+                covered_ms: r.get(4)?,
+            });
+            Ok(())
+        },
+    )
 }
 
 fn summary(r: &Row) -> Result<AgentSummary, DbError> {
