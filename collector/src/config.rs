@@ -25,6 +25,8 @@ pub struct CollectorConfig {
     pub sink: crate::sink::SinkConfig,
     pub security: SecurityConfig,
     pub cluster: ClusterConfig,
+    /// Every listener's connection cap and timeouts (`crate::limits`).
+    pub listeners: crate::limits::ListenersConfig,
 }
 
 /// Several collectors on one PostgreSQL store (SCALING.md).
@@ -105,6 +107,7 @@ impl Default for CollectorConfig {
             nudge: crate::nudge::NudgeConfig::default(),
             sink: crate::sink::SinkConfig::default(),
             cluster: ClusterConfig::default(),
+            listeners: crate::limits::ListenersConfig::default(),
         }
     }
 }
@@ -434,6 +437,7 @@ impl CollectorConfig {
         self.detect.validate()?;
         self.nudge.validate()?;
         self.sink.validate()?;
+        self.listeners.validate()?;
         if let Some(path) = &self.footprint.grid_hourly_file {
             crate::footprint::GridIntensity::load(self.footprint.grid_g_per_kwh, path)
                 .map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@ pub mod footprint;
 pub mod http;
 pub mod ingest;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod nudge;
 pub mod sink;
@@ -90,6 +91,15 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         grid,
     };
     let metrics = Arc::new(Metrics::default());
+    let shared = limits::Shared::start(
+        &cfg.listeners,
+        limits::Running {
+            grpc: cfg.grpc.enabled,
+            mqtt: cfg.mqtt.embedded,
+            mqtt_tls: cfg.mqtt.embedded && cfg.mqtt.tls_listen.is_some(),
+        },
+        metrics.clone(),
+    );
     let location = store::Location::from_config(&cfg);
     let writer_conn = location.open()?;
     let cluster = match location.postgres_url {
@@ -204,6 +214,9 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
                 max_packet_bytes: cfg.mqtt.max_packet_bytes,
                 per_s: cfg.limits.max_envelopes_per_s,
                 burst: cfg.limits.burst,
+                connect_timeout: Duration::from_secs(cfg.listeners.mqtt_connect_timeout_s),
+                failures: Some(shared.failures.clone()),
+                budget: Some(shared.budget.clone()),
             },
             credentials.clone(),
             metrics.clone(),
@@ -217,7 +230,15 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
             .await
             .map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        tracker.spawn(guard.clone().serve(listener, cancel.clone()));
+        let plain = shared
+            .listener("mqtt", cfg.listeners.mqtt)
+            .refuse_blocked(shared.failures.clone());
+        tracker.spawn(ingest::tls_front::run(
+            Arc::new(plain),
+            listener,
+            guard.clone(),
+            cancel.clone(),
+        ));
         tracing::info!(%addr, "MQTT listening (embedded broker, through the guard)");
         mqtt_addr = Some(addr);
         if let (Some(listen), Some(cert), Some(key)) =
@@ -226,9 +247,13 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
             let acceptor = tls::acceptor(cert, key).map_err(StartError::Config)?;
             let listener = bind("MQTT over TLS", listen).await?;
             let tls_addr = local_addr(&listener, "MQTT over TLS", listen)?;
+            let front = shared
+                .listener("mqtt_tls", cfg.listeners.mqtt_tls)
+                .tls(acceptor)
+                .refuse_blocked(shared.failures.clone());
             tracker.spawn(ingest::tls_front::run(
+                Arc::new(front),
                 listener,
-                acceptor,
                 guard,
                 cancel.clone(),
             ));
@@ -281,6 +306,7 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         metrics.clone(),
         credentials.clone(),
     ));
+    tracker.spawn(limits::log::summaries(cancel.clone()));
     tracker.spawn(jobs::detect_loop(jobs.clone(), cancel.clone()));
     tracker.spawn(jobs::dispatch_loop(jobs.clone(), cancel.clone()));
     let lease = std::time::Duration::from_secs(cfg.cluster.lease_s);
@@ -311,25 +337,23 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         let listener = bind("gRPC", cfg.grpc.listen).await?;
         let addr = local_addr(&listener, "gRPC", cfg.grpc.listen)?;
         let svc = sobre_proto::v1::telemetry_server::TelemetryServer::new(
-            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone(), location.clone()),
+            ingest::grpc::TelemetryService::new(ctx.clone(), cancel.clone(), location.clone())
+                .with_failures(shared.failures.clone()),
         )
         .max_decoding_message_size(cfg.limits.max_envelope_bytes);
-        let shutdown = cancel.clone();
-        let mut server = tonic::transport::Server::builder();
-        if let Some(identity) = cfg.grpc.tls_identity().map_err(StartError::Config)? {
-            server = server
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|e| StartError::Config(format!("grpc TLS: {e}")))?;
+        let mut front = shared.listener("grpc", cfg.listeners.grpc);
+        if let (Some(cert), Some(key)) = (&cfg.grpc.tls_cert, &cfg.grpc.tls_key) {
+            // tonic's client requires HTTP/2 negotiated by ALPN.
+            front = front.tls(
+                tls::acceptor_alpn(cert, key, vec![b"h2".to_vec()])
+                    .map_err(|e| StartError::Config(format!("grpc TLS: {e}")))?,
+            );
             tracing::info!("gRPC over TLS");
         }
-        tracker.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(e) = server
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-                .await
-            {
-                tracing::error!(error = %e, "gRPC server failed");
+        tracker.spawn({
+            let (listeners, cancel) = (cfg.listeners.clone(), cancel.clone());
+            async move {
+                ingest::grpc::serve(Arc::new(front), listener, svc, &listeners, cancel).await
             }
         });
         tracing::info!(%addr, "gRPC listening");
@@ -357,25 +381,28 @@ pub async fn start(cfg: CollectorConfig, cancel: CancellationToken) -> Result<Ru
         https: cfg.http.tls_cert.is_some(),
         hosts: http::origin::AllowedHosts::new(&cfg.http.allowed_hosts),
     });
+    // The console's login counts failed attempts per source.
+    let app = app.layer(axum::Extension(shared.failures.clone()));
     let admin_token_file = tokens.admin_file.clone();
-    let shutdown = cancel.clone();
-    match (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        (Some(cert), Some(key)) => {
-            let acceptor = tls::acceptor(cert, key).map_err(StartError::Config)?;
-            tracker.spawn(http::tls::serve(http_listener, acceptor, app, shutdown));
-            tracing::info!(%http_addr, "HTTPS API listening");
-        }
-        _ => {
-            tracker.spawn(async move {
-                if let Err(e) = axum::serve(http_listener, app)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            });
-            tracing::info!(%http_addr, "HTTP API listening");
-        }
+    let mut front = shared.listener("http", cfg.listeners.http);
+    if let (Some(cert), Some(key)) = (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        front = front.tls(tls::acceptor(cert, key).map_err(StartError::Config)?);
+    }
+    let timeouts = http::serve::Timeouts {
+        header: Duration::from_secs(cfg.listeners.http_header_timeout_s),
+        request: Duration::from_secs(cfg.listeners.http_request_timeout_s),
+    };
+    tracker.spawn(http::serve::serve(
+        Arc::new(front),
+        http_listener,
+        app,
+        timeouts,
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    match cfg.http.tls_cert {
+        Some(_) => tracing::info!(%http_addr, "HTTPS API listening"),
+        None => tracing::info!(%http_addr, "HTTP API listening"),
     }
     tracker.close();
     Ok(Running {

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -37,6 +37,30 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     http_refused: Mutex<BTreeMap<&'static str, u64>>,
     mqtt_refused: Mutex<BTreeMap<&'static str, u64>>,
+    // --- Listeners (collector/src/limits) ---
+    /// Connections closed at once, by (listener, reason).
+    conn_refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Connections closed by a timeout, by (listener, phase).
+    conn_timed_out: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Failed sign-ins, and attempts refused for them, by listener.
+    auth_failed: Mutex<BTreeMap<&'static str, u64>>,
+    auth_blocked: Mutex<BTreeMap<&'static str, u64>>,
+    /// Each listener's connection cap (its permits left show how many are
+    /// open), and the open-files budget they share.
+    caps: Mutex<Vec<(&'static str, Arc<tokio::sync::Semaphore>, usize)>>,
+    fd_budget: Mutex<Option<(Arc<tokio::sync::Semaphore>, u64)>>,
+}
+
+fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, key: K) {
+    if let Ok(mut m) = m.lock() {
+        *m.entry(key).or_default() += 1;
+    }
+}
+
+fn count<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, key: &K) -> u64 {
+    m.lock()
+        .map(|m| m.get(key).copied().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 impl Metrics {
@@ -65,6 +89,57 @@ impl Metrics {
             .lock()
             .map(|m| m.get(reason).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// A connection closed at once by `listener` (`cap`, `fd_budget`,
+    /// `auth_blocked`).
+    pub fn conn_refused(&self, listener: &'static str, reason: &'static str) {
+        bump(&self.conn_refused, (listener, reason));
+    }
+
+    pub fn conn_refused_count(&self, listener: &'static str, reason: &'static str) -> u64 {
+        count(&self.conn_refused, &(listener, reason))
+    }
+
+    /// A connection of `listener` closed by a timeout (`handshake`,
+    /// `first_byte`, `idle`, `header`, `request`, `connect`, `keep_alive`).
+    pub fn conn_timed_out(&self, listener: &'static str, phase: &'static str) {
+        bump(&self.conn_timed_out, (listener, phase));
+    }
+
+    pub fn conn_timed_out_count(&self, listener: &'static str, phase: &'static str) -> u64 {
+        count(&self.conn_timed_out, &(listener, phase))
+    }
+
+    pub fn auth_failed(&self, listener: &'static str) {
+        bump(&self.auth_failed, listener);
+    }
+
+    pub fn auth_blocked(&self, listener: &'static str) {
+        bump(&self.auth_blocked, listener);
+    }
+
+    pub fn auth_blocked_count(&self, listener: &'static str) -> u64 {
+        count(&self.auth_blocked, &listener)
+    }
+
+    /// Shows `listener`'s open connections: `max` minus `cap`'s permits.
+    pub fn register_cap(
+        &self,
+        listener: &'static str,
+        cap: Arc<tokio::sync::Semaphore>,
+        max: usize,
+    ) {
+        if let Ok(mut v) = self.caps.lock() {
+            v.push((listener, cap, max));
+        }
+    }
+
+    /// Shows the descriptors connections may still take.
+    pub fn register_fd_budget(&self, budget: Arc<tokio::sync::Semaphore>, total: u64) {
+        if let Ok(mut b) = self.fd_budget.lock() {
+            *b = Some((budget, total));
+        }
     }
 
     pub fn rejected_count(&self, reason: &str) -> u64 {
@@ -172,7 +247,83 @@ impl Metrics {
                 let _ = writeln!(out, "sobre_mqtt_refused_total{{reason=\"{reason}\"}} {n}");
             }
         }
+        self.render_listeners(&mut out);
         out
+    }
+
+    fn render_listeners(&self, out: &mut String) {
+        let mut family = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            "sobre_connections_open",
+            "gauge",
+            "Connections each listener holds now.",
+        );
+        family(
+            "sobre_connections_max",
+            "gauge",
+            "Each listener's cap (listeners.<name>.max_connections).",
+        );
+        if let Ok(v) = self.caps.lock() {
+            for (l, sem, max) in v.iter() {
+                let open = max.saturating_sub(sem.available_permits());
+                let _ = writeln!(out, "sobre_connections_open{{listener=\"{l}\"}} {open}");
+                let _ = writeln!(out, "sobre_connections_max{{listener=\"{l}\"}} {max}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sobre_connections_refused_total Connections closed at once, by listener and reason.\n# TYPE sobre_connections_refused_total counter"
+        );
+        if let Ok(m) = self.conn_refused.lock() {
+            for ((l, r), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "sobre_connections_refused_total{{listener=\"{l}\",reason=\"{r}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sobre_connections_timed_out_total Connections closed by a timeout, by listener and phase.\n# TYPE sobre_connections_timed_out_total counter"
+        );
+        if let Ok(m) = self.conn_timed_out.lock() {
+            for ((l, p), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "sobre_connections_timed_out_total{{listener=\"{l}\",phase=\"{p}\"}} {n}"
+                );
+            }
+        }
+        for (name, help, m) in [
+            (
+                "sobre_auth_failures_total",
+                "Failed sign-ins, by listener.",
+                &self.auth_failed,
+            ),
+            (
+                "sobre_auth_blocked_total",
+                "Sign-ins refused because their source failed too often, by listener.",
+                &self.auth_blocked,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            if let Ok(m) = m.lock() {
+                for (l, n) in m.iter() {
+                    let _ = writeln!(out, "{name}{{listener=\"{l}\"}} {n}");
+                }
+            }
+        }
+        if let Ok(b) = self.fd_budget.lock()
+            && let Some((sem, total)) = b.as_ref()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP sobre_fd_budget Open files connections may hold (RLIMIT_NOFILE less a reserve).\n# TYPE sobre_fd_budget gauge\nsobre_fd_budget {total}\n# HELP sobre_fd_budget_free Of sobre_fd_budget, not in use.\n# TYPE sobre_fd_budget_free gauge\nsobre_fd_budget_free {}",
+                sem.available_permits()
+            );
+        }
     }
 }
 
@@ -199,5 +350,26 @@ mod tests {
                 .contains("sobre_mqtt_refused_total{reason=\"acl_publish\"} 1\n")
         );
         assert_eq!(m.mqtt_refused_count("acl_publish"), 1);
+    }
+
+    #[test]
+    fn renders_the_listeners() {
+        let m = Metrics::default();
+        let cap = Arc::new(tokio::sync::Semaphore::new(10));
+        m.register_cap("http", cap.clone(), 10);
+        let _held = cap.try_acquire_many(3).expect("permits");
+        m.conn_refused("http", "cap");
+        m.conn_timed_out("mqtt", "connect");
+        m.auth_failed("grpc");
+        let text = m.render();
+        for line in [
+            "sobre_connections_open{listener=\"http\"} 3\n",
+            "sobre_connections_max{listener=\"http\"} 10\n",
+            "sobre_connections_refused_total{listener=\"http\",reason=\"cap\"} 1\n",
+            "sobre_connections_timed_out_total{listener=\"mqtt\",phase=\"connect\"} 1\n",
+            "sobre_auth_failures_total{listener=\"grpc\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -10,11 +10,7 @@ use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Mosquitto, Transpo
 
 fn tls_collector_opts(p: &sobre_tests::tls::Pki) -> CollectorOpts {
     CollectorOpts {
-        grpc_toml: format!(
-            "tls_cert = \"{}\"\ntls_key = \"{}\"",
-            p.cert.display(),
-            p.key.display()
-        ),
+        grpc_toml: p.server_toml(),
         ..Default::default()
     }
 }
@@ -136,11 +132,7 @@ async fn the_embedded_broker_speaks_tls_through_the_collectors_front() {
     let c = Collector::start(
         &d.join("collector"),
         CollectorOpts {
-            mqtt_toml: format!(
-                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-                p.cert.display(),
-                p.key.display()
-            ),
+            mqtt_toml: p.mqtt_tls_toml(tls_port),
             ..Default::default()
         },
     )

@@ -54,7 +54,16 @@ pub struct CollectorOpts {
     /// More keys for the `[mqtt]` section (embedded or external broker,
     /// e.g. `share_group`).
     pub mqtt_toml: String,
+    /// The `[listeners]` section (`None`: [`LISTENERS_TOML`]).
+    pub listeners_toml: Option<String>,
 }
+
+/// The harness's `[listeners]`: the defaults, but failed sign-ins are not
+/// limited per source. Every test's clients come from 127.0.0.1, and its
+/// agents retry every 50-500 ms (real ones back off to a minute): one
+/// test's deliberately unenrolled agent would soon have the others
+/// refused too. `e2e/listeners.rs` tests the limit itself.
+pub const LISTENERS_TOML: &str = "failed_auth_burst = 10000\nfailed_auth_refill_s = 1\n";
 
 /// A `sobre-collector` process. Ports are chosen once, so a restart comes
 /// back where the agents expect it.
@@ -91,12 +100,13 @@ impl Collector {
         };
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let cfg = format!(
-            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n{}\n[security]\nrequire_enrolment = {}\n",
+            "data_dir = \"{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{http}\"\n{}\n[mqtt]\n{broker}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n{}\n[security]\nrequire_enrolment = {}\n[listeners]\n{}\n",
             data_dir.display(),
             opts.extra_toml,
             opts.http_toml,
             opts.grpc_toml,
             opts.enrolment,
+            opts.listeners_toml.as_deref().unwrap_or(LISTENERS_TOML),
         );
         std::fs::create_dir_all(dir).expect("collector dir");
         std::fs::write(dir.join("collector.toml"), cfg).expect("write config");

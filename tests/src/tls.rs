@@ -12,6 +12,22 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
+impl Pki {
+    /// `tls_cert` and `tls_key` for a collector's config section.
+    pub fn server_toml(&self) -> String {
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
+    /// `[mqtt]` keys for the embedded broker's TLS front on `port`.
+    pub fn mqtt_tls_toml(&self, port: u16) -> String {
+        format!("tls_listen = \"127.0.0.1:{port}\"\n{}", self.server_toml())
+    }
+}
+
 /// A CA and a server certificate for `127.0.0.1` in `dir`; `expired`
 /// dates the server certificate in the past.
 pub fn pki(dir: &Path, expired: bool) -> Pki {

@@ -83,6 +83,7 @@ fn cookie(value: &str, max_age_s: u32, secure: bool) -> HeaderValue {
 pub async fn submit(
     State(s): State<AppState>,
     ctx: Ctx,
+    sign_in: crate::limits::auth::SignIn,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> PageResult {
@@ -90,12 +91,27 @@ pub async fn submit(
     let f: Login = form(&body).map_err(|e| PageError(ctx.clone(), e))?;
     let back = safe_back(f.back.as_deref()).to_owned();
     let token = f.token.trim();
-    if s.tokens.role_of(token).is_none() {
-        s.metrics.http_refused("bad_token");
-        tracing::warn!("console sign-in with a token that is not valid");
-        let msg = ctx.t("Ce jeton n'est pas valide.", "This token is not valid.");
+    // A source that failed too often is not even compared (limits::auth).
+    let blocked = sign_in.check().is_err();
+    if blocked || s.tokens.role_of(token).is_none() {
+        let (status, msg) = if blocked {
+            let msg = ctx.t(
+                "Trop d'essais manqués depuis cette adresse : réessayez dans une minute.",
+                "Too many failed sign-ins from this address: try again in a minute.",
+            );
+            (StatusCode::TOO_MANY_REQUESTS, msg)
+        } else {
+            sign_in.failed();
+            s.metrics.http_refused("bad_token");
+            let now = std::time::Instant::now();
+            if let Some(more) = crate::limits::logs().due(("http", "bad_login"), now) {
+                tracing::warn!("console sign-in with a token that is not valid{more}");
+            }
+            let msg = ctx.t("Ce jeton n'est pas valide.", "This token is not valid.");
+            (StatusCode::UNAUTHORIZED, msg)
+        };
         return Ok(layout::respond(
-            StatusCode::UNAUTHORIZED,
+            status,
             layout::shell(
                 &ctx,
                 ctx.t("Se connecter", "Sign in"),

@@ -305,7 +305,11 @@ pub async fn guard(State(s): State<AuthState>, mut req: Request, next: Next) -> 
     };
     let (status, reason, msg) = refused.unwrap_or((StatusCode::UNAUTHORIZED, "no_token", ""));
     s.metrics.http_refused(reason);
-    tracing::warn!(method = %req.method(), path = req.uri().path(), reason, origin = forged.as_deref().unwrap_or(""), "API request refused");
+    // Anyone can send these: one line per reason and period, the rest
+    // summarised (limits/log.rs).
+    if let Some(more) = crate::limits::logs().due(("http", reason), std::time::Instant::now()) {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), reason, origin = forged.as_deref().unwrap_or(""), "API request refused{more}");
+    }
     if console_page(req.uri().path()) {
         let back = match req.method() {
             &Method::GET => req.uri().path_and_query().map_or("/", |p| p.as_str()),

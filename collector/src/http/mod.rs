@@ -8,7 +8,7 @@ pub mod findings_api;
 pub mod footprint_api;
 pub mod origin;
 pub mod params;
-pub mod tls;
+pub mod serve;
 
 use crate::console;
 use crate::metrics::Metrics;

@@ -1,6 +1,7 @@
 //! gRPC ingest: `sobre.v1.Telemetry/Connect`, one bidirectional stream per
 //! agent carrying Envelopes up and Downlinks (acks) down.
 
+use super::credentials::EnrolError;
 use super::{Event, IngestCtx, Reply, now_ms, rejected};
 use sobre_proto::v1::telemetry_server::Telemetry;
 use sobre_proto::v1::{Downlink, EnrolReply, EnrolRequest, Envelope};
@@ -9,6 +10,46 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Connections admitted by the listener, waiting for tonic to take them.
+const ADMITTED_QUEUE: usize = 64;
+
+/// Largest header block a client may send (an agent's is a few hundred
+/// bytes); h2's default is 16 MiB.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Serves `svc` on the connections `listener` admits from `tcp` (cap,
+/// TLS, first-byte and idle timeouts) until `cancel`, with HTTP/2
+/// keep-alive PINGs and a cap on streams per connection.
+pub async fn serve(
+    listener: std::sync::Arc<crate::limits::Listener>,
+    tcp: tokio::net::TcpListener,
+    svc: sobre_proto::v1::telemetry_server::TelemetryServer<TelemetryService>,
+    cfg: &crate::limits::ListenersConfig,
+    cancel: CancellationToken,
+) {
+    use std::time::Duration;
+    use tokio_stream::StreamExt;
+    let (tx, rx) = mpsc::channel::<crate::limits::Conn>(ADMITTED_QUEUE);
+    let accept = listener.serve(tcp, cancel.clone(), move |conn, _peer| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(conn).await;
+        }
+    });
+    let incoming = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(cfg.grpc_keepalive_interval_s)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(cfg.grpc_keepalive_timeout_s)))
+        .max_concurrent_streams(cfg.grpc_max_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled());
+    let (_, served) = tokio::join!(accept, server);
+    if let Err(e) = served {
+        tracing::error!(error = %e, "gRPC server failed");
+    }
+}
 
 /// Downlinks waiting to be written to one agent's stream. An ack that does
 /// not fit is dropped and counted: the agent resends, the store dedups.
@@ -20,11 +61,24 @@ pub struct TelemetryService {
     /// For enrolments (rare: a short-lived store connection each).
     /// Where enrolments are written: the store, whichever its engine.
     store: crate::store::Location,
+    /// Failed enrolments per source (`limits::auth`).
+    failures: Option<std::sync::Arc<crate::limits::AuthFailures>>,
 }
 
 impl TelemetryService {
     pub fn new(ctx: IngestCtx, cancel: CancellationToken, store: crate::store::Location) -> Self {
-        TelemetryService { ctx, cancel, store }
+        TelemetryService {
+            ctx,
+            cancel,
+            store,
+            failures: None,
+        }
+    }
+
+    /// Refuses `Enrol` from sources that failed too often.
+    pub fn with_failures(mut self, f: std::sync::Arc<crate::limits::AuthFailures>) -> Self {
+        self.failures = Some(f);
+        self
     }
 }
 
@@ -53,10 +107,13 @@ impl Telemetry for TelemetryService {
     }
 
     async fn enrol(&self, request: Request<EnrolRequest>) -> Result<Response<EnrolReply>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let addr = request.remote_addr();
+        let failures = self.failures.as_ref().zip(addr.map(|a| a.ip()));
+        if let Some((f, ip)) = failures {
+            f.check(ip, "grpc")
+                .map_err(|b| Status::resource_exhausted(b.to_string()))?;
+        }
+        let peer = addr.map_or_else(|| "unknown".into(), |a| a.to_string());
         let req = request.into_inner();
         let (creds, store) = (self.ctx.credentials.clone(), self.store.clone());
         let agent = req.agent_id.clone();
@@ -70,7 +127,18 @@ impl Telemetry for TelemetryService {
             Ok(key) => Ok(Response::new(EnrolReply { key: key.to_vec() })),
             Err(e) => {
                 self.ctx.metrics.rejected("enrol_refused");
-                tracing::warn!(%peer, agent = %agent.chars().take(80).collect::<String>(), error = %e, "enrolment refused");
+                if let Some((f, ip)) = failures
+                    && matches!(
+                        e,
+                        EnrolError::Token | EnrolError::AgentId(_) | EnrolError::Taken(_)
+                    )
+                {
+                    f.record(ip, "grpc");
+                }
+                let now = std::time::Instant::now();
+                if let Some(more) = crate::limits::logs().due(("grpc", "enrol_refused"), now) {
+                    tracing::warn!(%peer, agent = %agent.chars().take(80).collect::<String>(), error = %e, "enrolment refused{more}");
+                }
                 Err(if e.is_refusal() {
                     Status::permission_denied(e.to_string())
                 } else {

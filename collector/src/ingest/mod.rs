@@ -270,18 +270,26 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Records a refusal: one counter, and one warn line with the reason
-/// (for rate-limited agents, only the lines the limiter asks for).
+/// Records a refusal: one counter, and a warn line with the reason (for
+/// rate-limited agents, only the lines the limiter asks for; for the
+/// rest, one per transport and reason per period, `limits::log`: anyone
+/// can send unsigned envelopes over gRPC).
 pub fn rejected(metrics: &Metrics, transport: &'static str, source: &str, why: &Reject) {
     metrics.rejected(why.label());
-    if let Reject::RateLimited { log: None, .. } = why {
-        return;
-    }
+    let more = match why {
+        Reject::RateLimited { log: None, .. } => return,
+        Reject::RateLimited { .. } => None,
+        _ => match crate::limits::logs().due((transport, why.label()), std::time::Instant::now()) {
+            None => return,
+            more => more,
+        },
+    };
+    let more = more.map(|m| m.to_string()).unwrap_or_default();
     tracing::warn!(
         transport,
         source,
         reason = why.label(),
-        "envelope refused: {why}"
+        "envelope refused: {why}{more}"
     );
 }
 

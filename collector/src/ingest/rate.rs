@@ -53,6 +53,24 @@ impl RateLimit {
         self.take(agent, now).is_ok()
     }
 
+    /// Whether `key` holds a whole token at `now`, without taking it:
+    /// `Err` with the time until one is back. An unknown key has a full
+    /// bucket (and is not remembered).
+    pub fn peek(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let Ok(m) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let Some(b) = m.get(key) else {
+            return Ok(());
+        };
+        let tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_s)
+            .min(self.burst);
+        if tokens >= 1.0 {
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64((1.0 - tokens) / self.per_s))
+    }
+
     /// Like [`allow`](Self::allow); a refusal says whether to log it:
     /// `Some(n)` for the first refusal of an agent and then at most once
     /// per [`LOG_EVERY`], `n` counting the refusals since the last line
@@ -170,6 +188,19 @@ mod tests {
         let t2 = t0 + LOG_EVERY;
         assert_eq!(r.take("flood", t2), Err(Some(101)));
         assert_eq!(r.take("flood", t2), Err(None));
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let r = RateLimit::new(1.0, 2.0);
+        let t0 = Instant::now();
+        assert_eq!(r.peek("a", t0), Ok(()), "unknown: a full bucket");
+        for _ in 0..5 {
+            assert_eq!(r.peek("a", t0), Ok(()));
+        }
+        assert!(r.allow("a", t0) && r.allow("a", t0));
+        assert_eq!(r.peek("a", t0), Err(Duration::from_secs(1)));
+        assert_eq!(r.peek("a", t0 + Duration::from_secs(1)), Ok(()));
     }
 
     #[test]

@@ -12,26 +12,20 @@ pub mod packet;
 mod relay;
 
 use super::credentials::Credentials;
-use super::rate::{LOG_EVERY, RateLimit};
+use super::rate::RateLimit;
+use crate::limits::{AuthFailures, Budget, logs};
 use crate::metrics::Metrics;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use acl::Refusal;
 
 /// The user name the guard signs in to rumqttd with (its password is
 /// [`InternalAuth`]'s, new at each start).
 pub const GUARD_USER: &str = "sobre-guard";
-
-/// A client must send its CONNECT within this long.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Who may sign in to rumqttd's internal listener: the collector's own
 /// client (its per-start password, `Credentials::own_mqtt_password`) and
@@ -85,6 +79,15 @@ pub struct Settings {
     /// `limits.max_envelopes_per_s` and `limits.burst`, per agent.
     pub per_s: f64,
     pub burst: f64,
+    /// `listeners.mqtt_connect_timeout_s`: a client's CONNECT must come
+    /// within this.
+    pub connect_timeout: Duration,
+    /// Where failed sign-ins are counted per source (none in unit tests).
+    pub failures: Option<Arc<AuthFailures>>,
+    /// The open-files budget: an admitted client costs two more
+    /// descriptors (the guard's connection to rumqttd and rumqttd's end of
+    /// it, both in this process).
+    pub budget: Option<Budget>,
 }
 
 pub struct Guard {
@@ -95,7 +98,6 @@ pub struct Guard {
     /// not refill it. Its own buckets, not ingest's: a packet let through
     /// here is charged again, after its MAC, by `IngestCtx::admit`.
     rate: RateLimit,
-    logs: LogGate,
 }
 
 impl Guard {
@@ -105,21 +107,6 @@ impl Guard {
             settings,
             credentials,
             metrics,
-            logs: LogGate::default(),
-        }
-    }
-
-    /// Accepts plain MQTT connections until `cancel`.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
-        while let Some((tcp, peer)) = crate::tls::accept(&listener, "MQTT", &cancel).await {
-            let _ = tcp.set_nodelay(true);
-            let (guard, cancel) = (self.clone(), cancel.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = guard.relay(tcp, peer) => {}
-                }
-            });
         }
     }
 
@@ -130,14 +117,19 @@ impl Guard {
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
         if let Err(r) = relay::run(&self, client, peer).await {
-            self.metrics.mqtt_refused(r.why.label());
-            if let Some(n) = self.logs.due(r.why.label(), &r.client_id, Instant::now()) {
+            let reason = r.why.label();
+            self.metrics.mqtt_refused(reason);
+            if let (Refusal::NotEnrolled, Some(f)) = (&r.why, &self.settings.failures) {
+                f.record(peer.ip(), "mqtt");
+            }
+            // One line per reason and period, whatever the client id: a
+            // stranger varying it must not fill the disk.
+            if let Some(more) = logs().due(("mqtt", reason), Instant::now()) {
                 tracing::warn!(
                     %peer,
                     client_id = ?r.client_id,
-                    reason = r.why.label(),
-                    refused = n,
-                    "MQTT client refused by the guard: {}",
+                    reason,
+                    "MQTT client refused by the guard: {}{more}",
                     r.why
                 );
             }
@@ -159,43 +151,6 @@ impl Guard {
     }
 }
 
-/// At most one log line per (reason, client id) per [`LOG_EVERY`]: a
-/// client reconnecting to break the same rule again must not fill the
-/// disk. Each line counts the refusals since the previous one.
-#[derive(Default)]
-struct LogGate {
-    last: Mutex<HashMap<String, (Instant, u64)>>,
-}
-
-/// Keys kept at most; past it the gate starts afresh.
-const MAX_LOG_KEYS: usize = 10_000;
-
-impl LogGate {
-    fn due(&self, reason: &str, client_id: &str, now: Instant) -> Option<u64> {
-        let Ok(mut m) = self.last.lock() else {
-            return Some(1);
-        };
-        if m.len() >= MAX_LOG_KEYS {
-            m.clear();
-        }
-        let key = format!("{reason} {client_id}");
-        match m.get_mut(&key) {
-            None => {
-                m.insert(key, (now, 0));
-                Some(1)
-            }
-            Some((at, held)) if now.saturating_duration_since(*at) >= LOG_EVERY => {
-                *at = now;
-                Some(std::mem::take(held) + 1)
-            }
-            Some((_, held)) => {
-                *held += 1;
-                None
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,16 +168,5 @@ mod tests {
         assert!(!auth.allows("sobre-agent-a1", GUARD_USER, "own-pw"));
         assert!(!auth.allows("sobre-agent-a1", "", ""));
         assert!(!format!("{auth:?}").contains(&guard_pw), "never printed");
-    }
-
-    #[test]
-    fn refusals_are_logged_once_per_period_per_client_and_reason() {
-        let g = LogGate::default();
-        let t0 = Instant::now();
-        assert_eq!(g.due("acl_publish", "c1", t0), Some(1));
-        assert_eq!(g.due("acl_publish", "c1", t0), None);
-        assert_eq!(g.due("acl_subscribe", "c1", t0), Some(1));
-        assert_eq!(g.due("acl_publish", "c2", t0), Some(1));
-        assert_eq!(g.due("acl_publish", "c1", t0 + LOG_EVERY), Some(2));
     }
 }

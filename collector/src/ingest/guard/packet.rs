@@ -58,6 +58,7 @@ pub fn parse(header: FixedHeader, frame: &[u8]) -> Result<Packet<'_>, PacketErro
     let kind = header.packet_type().map_err(malformed)?;
     Ok(match kind {
         PacketType::Connect => {
+            connect_flags(frame)?;
             let c = v4::Connect::read(header, Bytes::copy_from_slice(frame)).map_err(malformed)?;
             if c.protocol != Protocol::V4 {
                 return Err(PacketError::ProtocolLevel);
@@ -88,6 +89,40 @@ pub fn parse(header: FixedHeader, frame: &[u8]) -> Result<Packet<'_>, PacketErro
     })
 }
 
+/// The fixed header's length: the type byte and a remaining length of 1
+/// to 4 bytes, the last without its high bit (`frame` checked it).
+fn header_len(frame: &[u8]) -> Option<usize> {
+    Some(2 + frame.get(1..)?.iter().take(4).position(|b| b & 0x80 == 0)?)
+}
+
+/// What rumqttc's CONNECT parser lets through and MQTT 3.1.1 refuses: the
+/// fixed header's flags must be 0 (§2.2.2), the connect flags' reserved
+/// bit 0 (§3.1.2.3: "the Server MUST ... disconnect the Client if it is
+/// not zero"), and without a will its QoS and retain bits 0 (§3.1.2.6).
+fn connect_flags(frame: &[u8]) -> Result<(), PacketError> {
+    let bad = |why: &str| PacketError::Malformed(format!("CONNECT: {why}"));
+    let first = *frame.first().ok_or_else(|| bad("empty frame"))?;
+    if first & 0x0f != 0 {
+        return Err(bad("fixed header flags are reserved"));
+    }
+    let header = header_len(frame).ok_or_else(|| bad("remaining length"))?;
+    let name_len = match frame.get(header..header + 2) {
+        Some([hi, lo]) => usize::from(u16::from_be_bytes([*hi, *lo])),
+        _ => return Err(bad("no protocol name")),
+    };
+    // Protocol name, then its level, then the connect flags.
+    let flags = *frame
+        .get(header + 2 + name_len + 1)
+        .ok_or_else(|| bad("no connect flags"))?;
+    if flags & 0x01 != 0 {
+        return Err(bad("the reserved connect flag is set"));
+    }
+    if flags & 0x04 == 0 && flags & 0x38 != 0 {
+        return Err(bad("will QoS or retain without a will"));
+    }
+    Ok(())
+}
+
 /// The topic of a whole PUBLISH frame, in place: after the fixed header
 /// (type byte, 1 to 4 length bytes), a 2-byte big-endian length and the
 /// topic; then, at QoS 1 and 2, a non-zero packet id. What rumqttd and
@@ -99,15 +134,7 @@ fn publish_topic(frame: &[u8]) -> Result<&str, PacketError> {
     if qos == 3 {
         return Err(bad("QoS 3"));
     }
-    // `frame` checked the remaining length: at most 4 bytes, the last
-    // without its high bit.
-    let header = 1
-        + frame[1..]
-            .iter()
-            .take(4)
-            .position(|b| b & 0x80 == 0)
-            .ok_or_else(|| bad("remaining length"))?
-        + 1;
+    let header = header_len(frame).ok_or_else(|| bad("remaining length"))?;
     let rest = frame.get(header..).ok_or_else(|| bad("no topic"))?;
     let (len, rest) = match rest {
         [hi, lo, rest @ ..] => (usize::from(u16::from_be_bytes([*hi, *lo])), rest),
@@ -270,6 +297,29 @@ pub(crate) mod tests {
             let ours = publish_topic(&bytes).ok().map(str::to_owned);
             proptest::prop_assert_eq!(ours, theirs);
         }
+    }
+
+    #[test]
+    fn a_reserved_connect_flag_reached_authentication() {
+        let mut c = v4::Connect::new("sobre-agent-a1");
+        c.set_login("a1", "pw");
+        let good = encode(v4::Packet::Connect(c));
+        assert!(matches!(read(&good), Ok(Some((_, Packet::Connect(_))))));
+        // Protocol name "MQTT" (2 + 4 bytes) and level after the 2-byte
+        // fixed header: the flags are byte 9.
+        assert_eq!(good[9] & 0xc0, 0xc0, "user name and password flags");
+        let mut reserved = good.clone();
+        reserved[9] |= 0x01;
+        assert!(
+            matches!(read(&reserved), Err(PacketError::Malformed(m)) if m.contains("reserved connect flag")),
+            "refused as a protocol error, before anyone checks the password"
+        );
+        let mut header = good.clone();
+        header[0] |= 0x02;
+        assert!(matches!(read(&header), Err(PacketError::Malformed(_))));
+        let mut will_qos = good.clone();
+        will_qos[9] |= 0x08;
+        assert!(matches!(read(&will_qos), Err(PacketError::Malformed(_))));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::acl::{Acl, Refusal, truncate};
 use super::packet::{self, Packet};
-use super::{CONNECT_TIMEOUT, GUARD_USER, Guard};
+use super::{GUARD_USER, Guard};
 use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::FixedHeader;
 use rumqttc::mqttbytes::v4::{Connect, Login};
@@ -83,16 +83,17 @@ where
         client_id: String::new(),
     };
     let first = max.min(MAX_CONNECT_BYTES);
-    let connect =
-        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut cr, &mut buf, first)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(Stop::Refused(why))) => return Err(anonymous(why)),
-            Ok(Err(Stop::Io)) => return Ok(()),
-            Err(_) => {
-                tracing::debug!(%peer, "MQTT client sent no CONNECT in time");
-                return Ok(());
-            }
-        };
+    let wait = g.settings.connect_timeout;
+    let connect = match tokio::time::timeout(wait, read_connect(&mut cr, &mut buf, first)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(Stop::Refused(why))) => return Err(anonymous(why)),
+        Ok(Err(Stop::Io)) => return Ok(()),
+        Err(_) => {
+            g.metrics.conn_timed_out("mqtt", "connect");
+            tracing::debug!(%peer, "MQTT client sent no CONNECT in time");
+            return Ok(());
+        }
+    };
     let client_id = truncate(&connect.client_id);
     let refused = |why| Refused {
         why,
@@ -107,12 +108,8 @@ where
             return Err(refused(why));
         }
     };
-    let upstream = match TcpStream::connect(g.settings.broker).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(broker = %g.settings.broker, error = %e, "the embedded broker is unreachable from the MQTT guard");
-            return Ok(());
-        }
+    let Some((upstream, fds)) = upstream(g, &mut cw).await else {
+        return Ok(());
     };
     let _ = upstream.set_nodelay(true);
     let (ur, uw) = upstream.into_split();
@@ -125,9 +122,11 @@ where
     if let Err(e) = inner.write(&mut signed_in) {
         return Err(refused(Refusal::Protocol(e.to_string())));
     }
-    let up = pump_up(g, &acl, &mut cr, uw, buf, signed_in);
+    let keep_alive = keep_alive_limit(inner.keep_alive);
+    let up = pump_up(g, &acl, &mut cr, uw, buf, signed_in, keep_alive);
     let down = pump_down(&ur, &mut cw);
     tokio::pin!(up, down);
+    let _fds = fds;
     tokio::select! {
         r = &mut up => match r {
             // The client closed: let its last packets and the broker's
@@ -142,6 +141,42 @@ where
         // The broker closed (or the client stopped reading): end both.
         _ = &mut down => Ok(()),
     }
+}
+
+/// The guard's own connection to rumqttd for an admitted client, and the
+/// two descriptors it costs in the open-files budget (the guard's end and
+/// rumqttd's, both in this process). `None` when the budget is spent
+/// (the client gets CONNACK 3, server unavailable, and retries with
+/// backoff) or the broker is unreachable.
+async fn upstream<W: AsyncWrite + Unpin>(
+    g: &Guard,
+    cw: &mut W,
+) -> Option<(TcpStream, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    let fds = match &g.settings.budget {
+        Some(b) => match b.take(2) {
+            Some(p) => Some(p),
+            None => {
+                let _ = cw.write_all(&packet::connack(3)).await;
+                g.metrics.conn_refused("mqtt", "fd_budget");
+                return None;
+            }
+        },
+        None => None,
+    };
+    match TcpStream::connect(g.settings.broker).await {
+        Ok(s) => Some((s, fds)),
+        Err(e) => {
+            tracing::error!(broker = %g.settings.broker, error = %e, "the embedded broker is unreachable from the MQTT guard");
+            None
+        }
+    }
+}
+
+/// MQTT 3.1.1 §3.1.2.10: a client silent for one and a half times its
+/// keep-alive is disconnected; 0 turns the mechanism off (the listener's
+/// idle timeout still applies).
+fn keep_alive_limit(keep_alive_s: u16) -> Option<Duration> {
+    (keep_alive_s > 0).then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500))
 }
 
 /// Reads up to the client's first packet, which must be a CONNECT.
@@ -213,6 +248,7 @@ async fn pump_up<R, W>(
     mut w: W,
     mut buf: BytesMut,
     connect: BytesMut,
+    keep_alive: Option<Duration>,
 ) -> Result<(), Stop>
 where
     R: AsyncRead + Unpin,
@@ -253,7 +289,17 @@ where
             buf = BytesMut::new();
         }
         reserve(&mut buf);
-        if r.read_buf(&mut buf).await? == 0 {
+        let read = match keep_alive {
+            Some(limit) => match tokio::time::timeout(limit, r.read_buf(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    g.metrics.conn_timed_out("mqtt", "keep_alive");
+                    return Err(Stop::Io);
+                }
+            },
+            None => r.read_buf(&mut buf).await?,
+        };
+        if read == 0 {
             let _ = w.shutdown().await;
             return Ok(());
         }

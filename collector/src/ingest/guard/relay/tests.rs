@@ -35,6 +35,9 @@ async fn rig(required: bool, burst: f64) -> Rig {
         max_packet_bytes: 1 << 20,
         per_s: 1e-6,
         burst,
+        connect_timeout: Duration::from_secs(30),
+        failures: None,
+        budget: None,
     };
     Rig {
         guard: Arc::new(Guard::new(settings, credentials, metrics.clone())),
