@@ -58,6 +58,10 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         samples: u32,
     },
+    /// A scheduled scan in a process of its own, started by the agent
+    /// (`scan::child`): not for people.
+    #[command(name = "scan-child", hide = true)]
+    ScanChild,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,7 +83,16 @@ fn main() -> anyhow::Result<()> {
         Command::Cleanup(args) => sobre_agent::cleanup::cli::run(&cfg, args, cli.config.is_some()),
         Command::Nudges { json } => nudges(&cfg, json),
         Command::Cost { samples } => cost(&cfg, samples.max(1)),
+        Command::ScanChild => Ok(sobre_agent::scan::child::serve()?),
         Command::Run => {
+            // Scheduled scans in a process of their own: what they take is
+            // given back when they end (issue 23).
+            match std::env::current_exe() {
+                Ok(exe) => sobre_agent::scan::child::use_child_process(exe),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot find the agent's binary; scans run in the agent")
+                }
+            }
             // One thread: the agent is idle nearly all the time.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
