@@ -181,14 +181,22 @@ fn cost(cfg: &AgentConfig, n: u32) -> anyhow::Result<()> {
         usage.sample(interval)?;
     }
     rows.push(("usage", cpu()? - t0, w0.elapsed()));
+    // The agent's own footprint, read for every envelope.
+    let mut probe = FootprintProbe::new(roots.clone());
+    let t0 = cpu()?;
+    let w0 = Instant::now();
+    for _ in 0..n {
+        probe.sample(Duration::ZERO)?;
+    }
+    rows.push(("footprint", cpu()? - t0, w0.elapsed()));
     let per_core = |cpu_s: f64| cpu_s / f64::from(n) / interval.as_secs_f64() * 100.0;
     println!(
-        "probe    samples  CPU µs/sample  wall µs/sample  share of one core at {} ms",
+        "probe     samples  CPU µs/sample  wall µs/sample  share of one core at {} ms",
         cfg.interval_ms
     );
     for (name, cpu_s, wall) in rows {
         println!(
-            "{name:<8} {n:>7}  {:>13.1}  {:>14.1}  {:.5} %",
+            "{name:<9} {n:>7}  {:>13.1}  {:>14.1}  {:.5} %",
             cpu_s / f64::from(n) * 1e6,
             wall.as_secs_f64() / f64::from(n) * 1e6,
             per_core(cpu_s)
