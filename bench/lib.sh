@@ -97,6 +97,9 @@ status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/nul
 io_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
 # utime + stime; the comm field may hold spaces, so count from after ')'.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0; }
+# cutime + cstime: the CPU of the children it waited for (the agent's scan
+# processes).
+child_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $14 + $15 }' || echo 0; }
 
 # CPU time of a process in ms, to the nanosecond: the sum over its live
 # threads of the scheduler's run time (ticks of 10 ms are too coarse for a

@@ -58,6 +58,10 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         samples: u32,
     },
+    /// A scheduled scan in a process of its own, started by the agent
+    /// (`scan::child`): not for people.
+    #[command(name = "scan-child", hide = true)]
+    ScanChild,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,7 +83,16 @@ fn main() -> anyhow::Result<()> {
         Command::Cleanup(args) => sobre_agent::cleanup::cli::run(&cfg, args, cli.config.is_some()),
         Command::Nudges { json } => nudges(&cfg, json),
         Command::Cost { samples } => cost(&cfg, samples.max(1)),
+        Command::ScanChild => Ok(sobre_agent::scan::child::serve()?),
         Command::Run => {
+            // Scheduled scans in a process of their own: what they take is
+            // given back when they end (issue 23).
+            match std::env::current_exe() {
+                Ok(exe) => sobre_agent::scan::child::use_child_process(exe),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot find the agent's binary; scans run in the agent")
+                }
+            }
             // One thread: the agent is idle nearly all the time.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -168,14 +181,22 @@ fn cost(cfg: &AgentConfig, n: u32) -> anyhow::Result<()> {
         usage.sample(interval)?;
     }
     rows.push(("usage", cpu()? - t0, w0.elapsed()));
+    // The agent's own footprint, read for every envelope.
+    let mut probe = FootprintProbe::new(roots.clone());
+    let t0 = cpu()?;
+    let w0 = Instant::now();
+    for _ in 0..n {
+        probe.sample(Duration::ZERO)?;
+    }
+    rows.push(("footprint", cpu()? - t0, w0.elapsed()));
     let per_core = |cpu_s: f64| cpu_s / f64::from(n) / interval.as_secs_f64() * 100.0;
     println!(
-        "probe    samples  CPU µs/sample  wall µs/sample  share of one core at {} ms",
+        "probe     samples  CPU µs/sample  wall µs/sample  share of one core at {} ms",
         cfg.interval_ms
     );
     for (name, cpu_s, wall) in rows {
         println!(
-            "{name:<8} {n:>7}  {:>13.1}  {:>14.1}  {:.5} %",
+            "{name:<9} {n:>7}  {:>13.1}  {:>14.1}  {:.5} %",
             cpu_s / f64::from(n) * 1e6,
             wall.as_secs_f64() / f64::from(n) * 1e6,
             per_core(cpu_s)

@@ -32,6 +32,9 @@ struct Shared {
     nudges: crate::nudges::NudgeBox,
     spool: Mutex<Spool>,
     bytes_sent: AtomicU64,
+    /// The highest peak RSS of a scan process so far (scans in a process
+    /// of their own: `scan::child`).
+    scan_peak_rss: AtomicU64,
     /// Something new is in the spool.
     wake: Notify,
     /// The collector asked for an inventory.
@@ -99,6 +102,7 @@ pub async fn run<T: Transport>(
         nudges: crate::nudges::NudgeBox::new(cfg.nudges_path()),
         spool: Mutex::new(spool),
         bytes_sent: AtomicU64::new(0),
+        scan_peak_rss: AtomicU64::new(0),
         wake: Notify::new(),
         inventory_wanted: Notify::new(),
         campaigns: campaign_tx,
@@ -168,6 +172,10 @@ impl Sampler {
             }
         };
         footprint.bytes_sent = shared.bytes_sent.load(Relaxed);
+        // The agent's peak is that of its scan processes too.
+        footprint.peak_rss_bytes = footprint
+            .peak_rss_bytes
+            .max(shared.scan_peak_rss.load(Relaxed));
         append(shared, body, Some(footprint));
     }
 
@@ -281,17 +289,17 @@ fn campaign_ctx(cfg: &AgentConfig, shared: &Arc<Shared>) -> crate::campaign::Ctx
 
 /// Scheduled storage scans: the first after `first_delay_ms`, then every
 /// `interval_ms`; each summary goes through the spool like any report.
-/// Stopping the agent stops a scan in progress (its index keeps what it
-/// did, the next scan resumes from it).
+/// Each scan runs in a process of its own when the binary asked for it
+/// (`scan::child`), so its memory is given back when it ends. Stopping the
+/// agent stops a scan in progress (its index keeps what it did, the next
+/// scan resumes from it).
 async fn scan_loop(shared: Arc<Shared>, cfg: AgentConfig, cancel: CancellationToken) {
     let st = &cfg.storage;
-    let scan_cfg = match crate::scan::ScanConfig::from_storage(st) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "storage scans disabled: fix [storage] in the config");
-            return;
-        }
-    };
+    // Checked once here, so a bad section is said at start, not daily.
+    if let Err(e) = crate::scan::ScanConfig::from_storage(st) {
+        tracing::error!(error = %e, "storage scans disabled: fix [storage] in the config");
+        return;
+    }
     let mut wait = Duration::from_millis(st.first_delay_ms);
     loop {
         tokio::select! {
@@ -300,26 +308,31 @@ async fn scan_loop(shared: Arc<Shared>, cfg: AgentConfig, cancel: CancellationTo
         }
         wait = Duration::from_millis(st.interval_ms.max(60_000));
         let _scanning = shared.scan_lock.lock().await;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(crate::scan::child::Stop::default());
         let job = tokio::task::spawn_blocking({
-            let (c, stop) = (scan_cfg.clone(), stop.clone());
-            move || crate::scan::scan_summary(&c, &stop)
+            let (st, stop) = (st.clone(), stop.clone());
+            move || crate::scan::child::scan_summary(&st, &stop)
         });
         let stopper = {
             let (cancel, stop) = (cancel.clone(), stop.clone());
             tokio::spawn(async move {
                 cancel.cancelled().await;
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                stop.stop();
             })
         };
         let result = job.await;
         stopper.abort();
         match result {
-            Ok(Ok(summary)) => {
+            Ok(Ok(scanned)) => {
+                let summary = scanned.summary;
+                shared
+                    .scan_peak_rss
+                    .fetch_max(scanned.peak_rss_bytes, Relaxed);
                 tracing::info!(
                     files = summary.files,
                     bytes = summary.bytes,
                     complete = summary.complete,
+                    scan_peak_rss_bytes = scanned.peak_rss_bytes,
                     "storage summary spooled"
                 );
                 append(&shared, Body::Storage(summary), None);

@@ -36,15 +36,30 @@ async fn wait_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Logs to stderr, colours only on a terminal; `SOBRE_LOG` (an
-/// `EnvFilter`) overrides `default_filter`.
+/// Logs to stderr, colours only on a terminal; `SOBRE_LOG` (a list of
+/// `target=level` or `level`, e.g. `info,sobre_agent=debug`) overrides
+/// `default_filter`. A `Targets` filter, not an `EnvFilter`: the same
+/// syntax as every SOBRE_LOG the docs show, without the regex engine the
+/// latter links in (issue 23: about 0.3 MB of the agent's binary, and of
+/// its resident code pages).
 pub fn init_logging(default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SOBRE_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let from_env = std::env::var("SOBRE_LOG")
+        .ok()
+        .map(|s| s.parse::<Targets>());
+    if let Some(Err(e)) = &from_env {
+        // Logging is not set up yet: say it plainly on stderr.
+        eprintln!("SOBRE_LOG ignored ({e}): use e.g. SOBRE_LOG=info,sobre_agent=debug");
+    }
+    let filter = from_env
+        .and_then(Result::ok)
+        .or_else(|| default_filter.parse().ok())
+        .unwrap_or_default();
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(filter)
         .init();
 }

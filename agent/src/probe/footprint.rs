@@ -49,7 +49,9 @@ impl Probe for FootprintProbe {
     }
 }
 
-/// utime + stime (fields 14 and 15 of `/proc/PID/stat`) in clock ticks.
+/// utime + stime + cutime + cstime (fields 14 to 17 of `/proc/PID/stat`)
+/// in clock ticks: the agent's CPU time and that of the scan processes it
+/// started and waited for (`scan::child`), which are part of its cost.
 ///
 /// Field 2, the command name, is in parentheses and may itself contain
 /// spaces and parentheses, so fields are counted after the *last* `)`: the
@@ -59,32 +61,31 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let mut fields = after_comm.split_whitespace().skip(14 - 3);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime.saturating_add(stime))
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(
+        utime
+            .saturating_add(stime)
+            .saturating_add(cutime)
+            .saturating_add(cstime),
+    )
 }
 
 /// (VmHWM, VmRSS) of `/proc/PID/status` in bytes; 0 when absent (kernel
 /// threads have neither).
 fn parse_status_rss(status: &str) -> (u64, u64) {
-    let (mut hwm, mut rss) = (0, 0);
-    for line in status.lines() {
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        let kb = || -> u64 {
-            value
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                .saturating_mul(1024)
-        };
-        match key {
-            "VmHWM" => hwm = kb(),
-            "VmRSS" => rss = kb(),
-            _ => {}
-        }
-    }
-    (hwm, rss)
+    (status_bytes(status, "VmHWM"), status_bytes(status, "VmRSS"))
+}
+
+/// One `kB` field of `/proc/PID/status` (`VmHWM`, `RssFile`...) in bytes;
+/// 0 when absent.
+pub fn status_bytes(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        .saturating_mul(1024)
 }
 
 #[cfg(test)]
@@ -94,8 +95,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn stat_line(comm: &str, utime: u64, stime: u64) -> String {
+        stat_line_children(comm, utime, stime, 0, 0)
+    }
+
+    fn stat_line_children(comm: &str, utime: u64, stime: u64, cutime: u64, cstime: u64) -> String {
         format!(
-            "4242 ({comm}) S 1 4242 4242 0 -1 4194560 1500 0 0 0 {utime} {stime} 0 0 \
+            "4242 ({comm}) S 1 4242 4242 0 -1 4194560 1500 0 0 0 {utime} {stime} {cutime} {cstime} \
              20 0 3 0 123456 10000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 \
              17 1 0 0 0 0 0\n"
         )
@@ -116,10 +121,24 @@ mod tests {
         assert_eq!(parse_cpu_ticks("no parenthesis"), None);
     }
 
+    /// Issue 23: the agent's scans run in a child process; its CPU time
+    /// (reaped: cutime, cstime) is the agent's cost too.
+    #[test]
+    fn cpu_of_scan_children_is_counted() {
+        assert_eq!(
+            parse_cpu_ticks(&stat_line_children("sobre-agent", 10, 5, 300, 40)),
+            Some(355)
+        );
+    }
+
     #[test]
     fn status_rss_in_bytes() {
         assert_eq!(parse_status_rss(STATUS), (12345 * 1024, 10000 * 1024));
         assert_eq!(parse_status_rss("Name:\tkthreadd\n"), (0, 0));
+        assert_eq!(
+            status_bytes("VmRSS:\t 3 kB\nRssFile:\t 2 kB\n", "RssFile"),
+            2048
+        );
     }
 
     #[test]

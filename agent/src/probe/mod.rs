@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod cpuinfo;
 pub mod display;
-mod footprint;
+pub(crate) mod footprint;
 mod hardware;
 mod inventory;
 pub mod power;

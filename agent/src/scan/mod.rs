@@ -21,6 +21,7 @@
 //! between stages and when cancelled, so the next scan resumes from the
 //! index.
 
+pub mod child;
 pub mod cli;
 mod group;
 mod hash;
@@ -88,6 +89,8 @@ pub enum ScanError {
     Config(String),
     #[error("cannot start the scan's threads: {0}")]
     Threads(#[source] io::Error),
+    #[error("scan process: {0}")]
+    Child(String),
 }
 
 impl ScanConfig {
