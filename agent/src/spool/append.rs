@@ -258,7 +258,10 @@ impl Spool {
         match written {
             Ok(()) => self.mark_failed = false,
             Err(e) => {
+                // A stale mark must not be trusted at the next open: without
+                // it, seqs continue from the reservation there.
                 self.mark = None;
+                let _ = fs::remove_file(&path);
                 if !self.mark_failed {
                     tracing::warn!(
                         path = %path.display(),

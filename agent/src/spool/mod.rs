@@ -8,8 +8,10 @@
 //!   after every entry was acked and deleted, and whatever damage the files
 //!   took: before a seq is used it is covered by a durable reservation in
 //!   `state` (moved [`RESERVE_BLOCK`](append::RESERVE_BLOCK) seqs ahead at a
-//!   time, so one small write per 1024 appends), and at open the next seq is
-//!   above the reservation, the mark and every seq still on disk. When the
+//!   time, so one small write per 1024 appends). At open the next seq is
+//!   above every seq still on disk and the mark's end, which is exact (so a
+//!   restart leaves no gap); when the mark is damaged or missing, it is the
+//!   reservation. When the
 //!   directory holds no state at all (first start, or it was wiped) the first
 //!   seq is at least `unix_time_ms * 1000`: a re-installed agent starts far
 //!   above anything an older install could have reached (at one envelope

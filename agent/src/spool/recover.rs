@@ -294,8 +294,8 @@ fn plan(
 }
 
 /// Above every seq that may have been handed out: in segment names and
-/// records, in the ack log, the mark's end, the state's reservation, and
-/// the clock when there is no state.
+/// records, in the ack log and the mark's end; the state's reservation
+/// when the mark is not whole, and the clock when there is no state.
 fn next_seq(names: &[u64], plans: &[Planned], books: &Books) -> u64 {
     let found = plans
         .iter()
@@ -304,15 +304,20 @@ fn next_seq(names: &[u64], plans: &[Planned], books: &Books) -> u64 {
         .chain(books.acked_sorted.last().copied())
         .max()
         .map_or(0, |h| h.saturating_add(1));
-    let mut next = found.max(books.mark.map_or(0, |m| m.end));
-    match books.state {
-        Some(st) => next = next.max(st.next_seq),
-        None => next = next.max(clock_seq_floor()),
+    let next = found.max(books.mark.map_or(0, |m| m.end));
+    match (books.state, books.mark_whole) {
+        // Both slots of the mark are intact: its end is exact (it is
+        // written after each record, and removed if a write fails), so a
+        // restart leaves no gap in the seqs.
+        (Some(_), true) => next,
+        (Some(st), false) => {
+            if books.mark.is_some() {
+                tracing::warn!("spool mark file is damaged; seqs continue from the reservation");
+            }
+            next.max(st.next_seq)
+        }
+        (None, _) => next.max(clock_seq_floor()),
     }
-    if !books.mark_whole && books.mark.is_some() {
-        tracing::warn!("spool mark file is damaged; seqs continue from the reservation");
-    }
-    next
 }
 
 /// Segment files by first seq; deletes leftover temp files and takes group

@@ -208,7 +208,7 @@ fn a_truncated_last_record_is_cut_away_and_counted_at_every_offset() {
         assert_eq!(s.read(c).expect("read"), None);
         // `c` was appended (its append returned): its loss is counted.
         assert_eq!(s.stats().dropped_total, 1, "cut at {cut}");
-        // Cut back to whole records, and sealed: the seqs move on.
+        // Cut back to whole records, and sealed: its end stays known.
         assert_eq!(
             fs::metadata(tmp.path().join(&name)).expect("seg").len(),
             start + format::SEAL_LEN
@@ -278,10 +278,9 @@ fn garbage_after_the_last_record_is_cut_away() {
         assert_eq!(s.pending(), vec![a, b, c], "{what}");
         assert_payloads(&s, &[a, b, c]);
         assert_eq!(s.stats().dropped_total, 0, "{what}");
-        // Cut back to its records, sealed at open (the seqs move on).
         assert_eq!(
             fs::metadata(tmp.path().join(&name)).expect("seg").len(),
-            full + format::SEAL_LEN,
+            full,
             "{what}"
         );
         let n = push(&mut s);

@@ -289,7 +289,28 @@ fn a_torn_write_that_never_returned_is_cut_away_uncounted() {
     let mut s = open(tmp.path());
     assert_eq!(s.pending(), vec![a]);
     assert_eq!(s.stats().dropped_total, 0);
-    assert!(s.append(|_, _| vec![1]).expect("append") > b);
+    // `b` never left: its append did not return, so it was not sent and
+    // its seq may go to the next envelope.
+    assert_eq!(s.append(|_, _| vec![1]).expect("append"), b);
+}
+
+#[test]
+fn a_restart_leaves_no_gap_in_the_seqs_and_a_damaged_mark_never_reuses_one() {
+    let tmp = scratch();
+    let mut s = open(tmp.path());
+    let a = s.append(|seq, _| payload(seq, 5)).expect("append");
+    drop(s);
+    let mut s = open(tmp.path());
+    let b = s.append(|seq, _| payload(seq, 5)).expect("append");
+    assert_eq!(b, a + 1, "the mark is exact: no gap");
+    drop(s);
+    damage(&tmp.path().join(format::MARK_FILE), Damage::Flip(60));
+    // And the newest segment emptied: only the reservation knows `b`.
+    damage(&tmp.path().join(format::segment_name(a)), Damage::Cut(0));
+    let mut s = open(tmp.path());
+    let c = s.append(|seq, _| payload(seq, 5)).expect("append");
+    assert!(c > b, "{c} reuses a seq up to {b}");
+    assert!(c <= b + 2 * append::RESERVE_BLOCK);
 }
 
 #[test]
