@@ -19,6 +19,7 @@ mod influx;
 mod nudges;
 mod quickstart;
 mod security;
+mod spool_damage;
 mod storage;
 mod store;
 mod tls;
