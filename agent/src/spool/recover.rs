@@ -39,6 +39,13 @@ struct Books {
 }
 
 impl Books {
+    /// One past the last seq whose append returned. With one slot of the
+    /// mark damaged, the other may be one write behind: one more.
+    fn mark_end(&self) -> Option<u64> {
+        let behind = u64::from(!self.mark_whole);
+        self.mark.map(|m| m.end.saturating_add(behind))
+    }
+
     /// Seqs in `[lo, hi)` that were not acked: records lost there.
     fn unacked(&self, lo: u64, hi: u64) -> u64 {
         if hi <= lo {
@@ -266,7 +273,7 @@ fn plan(
     }
     let end = match (found.seal, next) {
         (Some(seal), _) => Some(seal),
-        (None, None) => books.mark.map(|m| m.end.saturating_sub(1)),
+        (None, None) => books.mark_end().map(|e| e.saturating_sub(1)),
         (None, Some(n)) if first_seq >= sealed_from || found.damaged_tail > 0 => {
             Some(n.saturating_sub(1))
         }
@@ -304,7 +311,7 @@ fn next_seq(names: &[u64], plans: &[Planned], books: &Books) -> u64 {
         .chain(books.acked_sorted.last().copied())
         .max()
         .map_or(0, |h| h.saturating_add(1));
-    let next = found.max(books.mark.map_or(0, |m| m.end));
+    let next = found.max(books.mark_end().unwrap_or(0));
     match (books.state, books.mark_whole) {
         // Both slots of the mark are intact: its end is exact (it is
         // written after each record, and removed if a write fails), so a
