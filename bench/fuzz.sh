@@ -9,7 +9,9 @@
 # Targets (fuzz/fuzz_targets/): envelope_decode (uplink bytes → checked
 # envelope), config_parse (TOML → agent and collector config, validated),
 # line_protocol (store rows → InfluxDB line protocol, parsed back),
-# http_query (API query strings → a bounded footprint window).
+# http_query (API query strings → a bounded footprint window),
+# spool_recover (damaged or arbitrary agent spool files → recovery: opens,
+# never reuses a seq, keeps intact records, counts lost ones).
 # Needs the nightly toolchain (rustup toolchain install nightly); installs
 # cargo-fuzz (crates.io) if it is missing. Targets run one after the other
 # (one core). Seeds are fuzz/corpus/<target>/ (committed) and, for
@@ -22,7 +24,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-ALL=(envelope_decode config_parse line_protocol http_query)
+ALL=(envelope_decode config_parse line_protocol http_query spool_recover)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 WORK=$ROOT/target/fuzz-corpus
 # -O: release, as fast as the sink runs; -a: debug assertions and

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod bounds;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
@@ -257,25 +259,14 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    /// The collector accepts at most 2,000 fingerprints or paths per
-    /// summary, in a 64 KiB envelope.
+    /// The checks that are not numeric ranges (those are in [`bounds`]:
+    /// the collector accepts at most 2,000 fingerprints or 500 paths per
+    /// summary, in a 64 KiB envelope).
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.cpu_budget_percent > 0.0 && self.cpu_budget_percent <= 100.0) {
-            return Err("storage.cpu_budget_percent must be in (0, 100]".into());
-        }
-        if !(1..=64).contains(&self.threads) {
-            return Err("storage.threads must be 1 to 64".into());
-        }
         if let Some(k) = &self.fingerprint_key
             && (k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             return Err("storage.fingerprint_key must be 64 hexadecimal characters".into());
-        }
-        if self.max_fingerprints > 2000 {
-            return Err("storage.max_fingerprints must be at most 2000".into());
-        }
-        if self.max_paths > 500 {
-            return Err("storage.max_paths must be at most 500 (the envelope is 64 KiB)".into());
         }
         if let Some(r) = self.roots.iter().find(|r| !r.is_absolute()) {
             return Err(format!(
@@ -292,9 +283,6 @@ impl StorageConfig {
             return Err(
                 "storage.exclude and storage.temp_patterns may not hold empty patterns".into(),
             );
-        }
-        if self.interval_ms < 60_000 {
-            return Err("storage.interval_ms must be at least 60000".into());
         }
         Ok(())
     }
@@ -351,23 +339,22 @@ impl AgentConfig {
         }
         let curve = &self.power.cpu_curve;
         if curve.len() < 2
-            || curve
-                .iter()
-                .any(|(l, f)| !l.is_finite() || !f.is_finite() || *f < 0.0)
+            || curve.len() > 101
+            || curve.iter().any(|&(l, f)| {
+                !(0.0..=100.0).contains(&l) || !(0.0..=10.0).contains(&f) // NaN is in no range
+            })
             || curve.windows(2).any(|w| w[0].0 >= w[1].0)
         {
-            return Err("power.cpu_curve needs at least two [load %, fraction of TDP] points, loads increasing, fractions >= 0".into());
+            return Err("power.cpu_curve needs 2 to 101 [load %, fraction of TDP] points, loads from 0 to 100 and increasing, fractions from 0 to 10".into());
         }
-        if self.interval_ms < 10 {
-            return Err("interval_ms must be at least 10".into());
-        }
+        bounds::check_all(self)?;
         self.storage.validate()?;
         let t = &self.transport;
-        if t.max_inflight == 0 {
-            return Err("transport.max_inflight must be at least 1".into());
-        }
-        if t.backoff_min_ms == 0 || t.backoff_min_ms > t.backoff_max_ms {
-            return Err("transport.backoff_min_ms must be > 0 and <= backoff_max_ms".into());
+        if t.backoff_min_ms > t.backoff_max_ms {
+            return Err(format!(
+                "transport.backoff_min_ms = {} is above transport.backoff_max_ms = {}",
+                t.backoff_min_ms, t.backoff_max_ms
+            ));
         }
         match t.kind {
             TransportKind::Mqtt => {

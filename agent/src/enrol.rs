@@ -6,8 +6,7 @@
 use crate::config::AgentConfig;
 use sobre_proto::v1::EnrolRequest;
 use sobre_proto::v1::telemetry_client::TelemetryClient;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
@@ -62,21 +61,11 @@ pub fn save(path: &Path, key: &[u8; 32]) -> Result<(), EnrolError> {
         path: path.display().to_string(),
         err,
     };
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| io("create the folder of", e))?;
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sobre_base::files::ensure_private_dir(d).map_err(|e| io("create the folder of", e))?;
     }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("create", e))?;
-    f.write_all(format!("{}\n", hex(key)).as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
+    sobre_base::files::write_private_atomic(path, format!("{}\n", hex(key)).as_bytes())
+        .map_err(|e| io("write", e))
 }
 
 /// One enrolment attempt.

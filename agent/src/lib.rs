@@ -14,4 +14,7 @@ pub use sobre_base::shutdown;
 pub mod spool;
 pub mod transport;
 
+#[cfg(all(test, unix))]
+mod file_modes_tests;
+
 pub use runtime::{AgentError, run, run_configured};

@@ -56,19 +56,20 @@ impl NudgeBox {
         let torn = std::fs::read(&self.path)
             .map(|b| b.last().is_some_and(|c| *c != b'\n'))
             .unwrap_or(false);
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sobre_base::files::ensure_private_dir(dir).map_err(|e| self.err(e))?;
         }
         let line = serde_json::to_string(&KeptNudge {
             nudge: n.clone(),
             received_at_ms: now_ms,
         })
         .map_err(|e| self.err(std::io::Error::other(e)))?;
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = sobre_base::files::private_options()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| self.err(e))?;
+        sobre_base::files::tighten_file(&self.path).map_err(|e| self.err(e))?;
         // One write of one line: a crash leaves at most a torn last line,
         // which `list` skips.
         let text = if torn {

@@ -17,17 +17,38 @@ pub const DIR_MODE: u32 = 0o700;
 /// The mode of every file Sobre creates.
 pub const FILE_MODE: u32 = 0o600;
 
+/// The umask the process started with, kept by [`restrict_umask`]
+/// (`u32::MAX`: not called).
+static INHERITED_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
 /// Makes every file and folder this process creates from now on
-/// owner-only, whatever umask it was started with. Returns the old umask.
+/// owner-only, whatever umask it was started with. Returns the old umask,
+/// which [`inherited_umask`] keeps.
 pub fn restrict_umask() -> u32 {
     #[cfg(unix)]
     {
         use rustix::fs::Mode;
-        rustix::process::umask(Mode::from_raw_mode(0o077)).bits() as u32
+        let old = rustix::process::umask(Mode::from_raw_mode(0o077)).bits() as u32;
+        let _ = INHERITED_UMASK.compare_exchange(
+            u32::MAX,
+            old,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        old
     }
     #[cfg(not(unix))]
     {
         0
+    }
+}
+
+/// The umask of whoever started the process (before [`restrict_umask`]),
+/// or 022 if it was never called: what the person's own `mkdir` would use.
+pub fn inherited_umask() -> u32 {
+    match INHERITED_UMASK.load(std::sync::atomic::Ordering::Relaxed) {
+        u32::MAX => 0o022,
+        m => m,
     }
 }
 
@@ -46,6 +67,65 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     set_mode(dir, DIR_MODE)?;
     Ok(())
+}
+
+/// Creates `dir` and any missing parents, each new one 0700, and leaves
+/// every folder that already exists as it is: for the folder of a file
+/// Sobre keeps somewhere it does not own (the parent of the spool, a
+/// trash can).
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    create_missing(dir, DIR_MODE)
+}
+
+/// Creates `dir` and any missing parents the way the person who started
+/// the process would have: mode 0777 minus their umask (not Sobre's
+/// 077). For folders of the person's own, such as the parent of a file put
+/// back from the trash.
+pub fn create_dir_as_user(dir: &Path) -> io::Result<()> {
+    create_missing(dir, 0o777 & !inherited_umask())
+}
+
+/// Creates the missing folders down to `dir`, each set to `mode` whatever
+/// the umask; existing ones are not touched.
+fn create_missing(dir: &Path, mode: u32) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while fs::symlink_metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {
+                #[cfg(unix)]
+                set_mode(d, mode)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    if !fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is not a folder", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `from` to a new `to`, 0600 (not `from`'s mode), synced.
+pub fn copy_private(from: &Path, to: &Path) -> io::Result<u64> {
+    let mut src = File::open(from)?;
+    let _ = fs::remove_file(to);
+    let mut dst = create_private_new(to)?;
+    let n = io::copy(&mut src, &mut dst)?;
+    dst.sync_all()?;
+    Ok(n)
 }
 
 /// Takes group and other access away from an existing folder of Sobre's
@@ -166,6 +246,32 @@ mod tests {
         assert_eq!(mode(&nested), 0o700);
         assert_eq!(mode(&f), 0o600);
         assert_eq!(mode(&g), 0o600);
+    }
+
+    #[test]
+    fn kept_folders_are_left_alone_and_the_persons_get_their_umask() {
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        let d = tempfile::tempdir().expect("tempdir");
+        set_mode(d.path(), 0o755).expect("chmod");
+        ensure_private_dir(&d.path().join("x/y")).expect("mkdir");
+        // Never called restrict_umask here: the person's umask is 022.
+        create_dir_as_user(&d.path().join("home/docs")).expect("mkdir");
+        let f = d.path().join("x/copy");
+        fs::write(d.path().join("src"), b"abc").expect("write");
+        set_mode(&d.path().join("src"), 0o644).expect("chmod");
+        assert_eq!(copy_private(&d.path().join("src"), &f).expect("copy"), 3);
+        rustix::process::umask(old);
+        assert_eq!(mode(d.path()), 0o755, "an existing folder is not changed");
+        assert_eq!(mode(&d.path().join("x")), 0o700);
+        assert_eq!(mode(&d.path().join("x/y")), 0o700);
+        assert_eq!(mode(&d.path().join("home")), 0o755);
+        assert_eq!(mode(&d.path().join("home/docs")), 0o755);
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(fs::read(&f).expect("read"), b"abc");
+        assert!(
+            ensure_private_dir(&d.path().join("src")).is_err(),
+            "a file is not a folder"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub ack_dropped: AtomicU64,
     /// Store transactions committed.
     pub commits: AtomicU64,
+    /// Envelopes agents reported dropped from their spools (the rises of
+    /// their footprints' `spool_dropped`).
+    pub agent_spool_dropped: AtomicU64,
     /// Store transactions that failed (the batch is retried).
     pub commit_errors: AtomicU64,
     // --- InfluxDB sink (collector/src/sink) ---
@@ -180,6 +183,11 @@ impl Metrics {
             "sobre_acks_dropped_total",
             "Acks that could not be delivered; the agent resends.",
             &self.ack_dropped,
+        );
+        counter(
+            "sobre_agent_spool_dropped_total",
+            "Envelopes agents reported dropped from their spools (full, or damaged on disk): lost data.",
+            &self.agent_spool_dropped,
         );
         counter(
             "sobre_store_commits_total",

@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
     for r in &input.rows {
         let row = sample_row(r);
         points::sample(&mut lines, &tags, &row, &carbon);
-        // One tag generation for the whole input: the tags never change here.
+        // One host, its tags never change: one generation.
         keys.sample(&mut fast, &tags, 0, &row, &carbon);
         let mut t = host_tags(&tags);
         push_tag(&mut t, "source", row.power_source.as_deref());

@@ -22,6 +22,7 @@ mod nudges;
 mod quickstart;
 mod security;
 mod siege;
+mod spool_damage;
 mod storage;
 mod store;
 mod tls;

@@ -103,13 +103,11 @@ impl Book {
     }
 
     fn save(&self) -> Result<(), CampaignError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        sobre_base::files::create_private_dir(&self.dir).map_err(io_err("create", &self.dir))?;
         let path = self.dir.join("state.json");
-        let tmp = self.dir.join("state.json.tmp");
         // Serialising plain data cannot fail.
         let json = serde_json::to_vec_pretty(&self.entries).unwrap_or_default();
-        std::fs::write(&tmp, json).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))
+        sobre_base::files::write_private_atomic(&path, &json).map_err(io_err("write", &path))
     }
 
     fn baseline_dir(&self, id: &str) -> PathBuf {
@@ -231,12 +229,12 @@ pub fn step(
         .ok_or_else(|| CampaignError::Index("the scan keeps no index".into()))?;
     let base_dir = book_dir.join(&entry.id);
     if entry.baseline_at_ms.is_none() || !base_dir.join(scan::index::FILE_NAME).exists() {
-        std::fs::create_dir_all(&base_dir).map_err(io_err("create", &base_dir))?;
+        sobre_base::files::create_private_dir(&base_dir).map_err(io_err("create", &base_dir))?;
         let (from, tmp) = (
             index_dir.join(scan::index::FILE_NAME),
             base_dir.join("files.idx.tmp"),
         );
-        std::fs::copy(&from, &tmp).map_err(io_err("copy", &from))?;
+        sobre_base::files::copy_private(&from, &tmp).map_err(io_err("copy", &from))?;
         std::fs::rename(&tmp, base_dir.join(scan::index::FILE_NAME))
             .map_err(io_err("rename", &tmp))?;
     }

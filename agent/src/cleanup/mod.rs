@@ -10,7 +10,7 @@ use crate::scan::rules::Category;
 use crate::scan::{EntryKind, Hash, Index, IndexEntry, IndexError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -283,13 +283,10 @@ impl Journal {
     /// (its files stay in the trash, restorable from the desktop).
     fn create(dir: &Path) -> Result<Journal, CleanupError> {
         let path = dir.join(JOURNAL);
-        fs::create_dir_all(dir).map_err(Journal::err(dir, "create the folder of"))?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(Journal::err(&path, "create"))?;
+        sobre_base::files::create_private_dir(dir)
+            .map_err(Journal::err(dir, "create the folder of"))?;
+        let mut f =
+            sobre_base::files::create_private(&path).map_err(Journal::err(&path, "create"))?;
         writeln!(f, "{JOURNAL_HEADER}").map_err(Journal::err(&path, "write"))?;
         Ok(Journal { f, path })
     }

@@ -4,10 +4,12 @@
 //! move is a rename and desktops can restore it too. Never a copy, never a
 //! delete.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
+
+use sobre_base::files;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,11 +101,7 @@ impl Trash {
         };
         let (files, info) = (can.join("files"), can.join("info"));
         for d in [&files, &info] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(d)
-                .map_err(io(d, "create the trash folder"))?;
+            files::ensure_private_dir(d).map_err(io(d, "create the trash folder"))?;
         }
         let name = path.file_name().unwrap_or(path.as_os_str());
         let text = format!(
@@ -120,7 +118,7 @@ impl Trash {
             let mut info_name = candidate.clone();
             info_name.push(".trashinfo");
             let (dst, info_file) = (files.join(&candidate), info.join(&info_name));
-            let f = OpenOptions::new()
+            let f = files::private_options()
                 .write(true)
                 .create_new(true)
                 .open(&info_file);
@@ -160,7 +158,9 @@ impl Trash {
             });
         }
         if let Some(parent) = t.original.parent() {
-            fs::create_dir_all(parent).map_err(io(parent, "recreate"))?;
+            // A folder of the person's, gone meanwhile: made as their own
+            // mkdir would (their umask), not private like Sobre's files.
+            files::create_dir_as_user(parent).map_err(io(parent, "recreate"))?;
         }
         let md = fs::symlink_metadata(&t.file).map_err(io(&t.file, "find in the trash"))?;
         if md.is_dir() {

@@ -334,6 +334,13 @@ pub fn scan(
     let mut poll = || progress(counters.snapshot());
     let mut rules = cfg.rules.clone();
     if let Some(dir) = &cfg.index_dir {
+        // An index an older version left readable by all: owner-only now.
+        let idx = dir.join(index::FILE_NAME);
+        if let Err(e) =
+            sobre_base::files::tighten_dir(dir).and(sobre_base::files::tighten_file(&idx))
+        {
+            tracing::debug!(error = %e, "cannot make the storage index owner-only");
+        }
         rules
             .exclude_paths
             .push(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));

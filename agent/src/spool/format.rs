@@ -11,12 +11,26 @@ pub(super) const ACK_RECORD: u64 = 12;
 /// `[magic 8][next_seq u64][dropped_total u64][dropped_below u64][crc32 u32]`.
 pub(super) const STATE_LEN: u64 = 36;
 
+/// The `len` of a seal frame, `[SEAL_MARK][crc32][last seq]` without a
+/// payload: the last thing in a segment that will get no more records.
+pub(super) const SEAL_MARK: u32 = u32::MAX;
+pub(super) const SEAL_LEN: u64 = RECORD_HEADER;
+/// Payloads are shorter than [`SEAL_MARK`], so a seal is never a record.
+pub(super) const MAX_PAYLOAD: u64 = SEAL_MARK as u64 - 1;
+/// One slot of the mark file: `[magic 8][gen u64][end u64][dropped_total
+/// u64][sealed_from u64][crc32 u32][zero u32]`.
+pub(super) const MARK_SLOT: u64 = 48;
+/// Two slots, written in turn in place.
+pub(super) const MARK_LEN: u64 = 2 * MARK_SLOT;
+
 pub(super) const STATE_FILE: &str = "state";
 pub(super) const ACKS_FILE: &str = "acks.log";
+pub(super) const MARK_FILE: &str = "mark";
 pub(super) const SEGMENT_EXT: &str = ".seg";
 pub(super) const TMP_EXT: &str = ".tmp";
 
 const STATE_MAGIC: &[u8; 8] = b"SOBRSPL1";
+const MARK_MAGIC: &[u8; 8] = b"SOBRMRK1";
 const SEGMENT_DIGITS: usize = 20;
 
 /// Checksum of one segment record: covers the length, the seq and the payload,
@@ -38,6 +52,11 @@ pub(super) fn encode_record(seq: u64, len: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+/// The frame that closes a segment: `last_seq` is the seq of its last record.
+pub(super) fn encode_seal(last_seq: u64) -> Vec<u8> {
+    encode_record(last_seq, SEAL_MARK, &[])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +107,9 @@ pub(super) fn decode_acks(bytes: &[u8]) -> (Vec<u64>, u64) {
 /// The small `state` file, always replaced whole (temp file + rename).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct State {
-    /// No seq below this was ever handed out (a lower bound for the next seq).
+    /// No seq at or above this was ever handed out: the reservation, a
+    /// lower bound for the next seq at open. It is moved up a block of
+    /// seqs at a time, before the first seq of the block is used.
     pub next_seq: u64,
     /// Unacked entries deleted to stay within `max_bytes`, since the spool
     /// directory was created.
@@ -124,6 +145,69 @@ impl State {
             dropped_below: u64_at(24)?,
         })
     }
+}
+
+/// One slot of the `mark` file, rewritten in place after every append (the
+/// two slots in turn, so a torn write leaves the other one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Mark {
+    /// Write generation; the valid slot with the highest one is current.
+    pub generation: u64,
+    /// One past the highest seq whose append returned `Ok`: the records
+    /// below it that recovery cannot read are counted as dropped.
+    pub end: u64,
+    /// A copy of the state's `dropped_total`, so that the counter survives
+    /// a lost or corrupt state file.
+    pub dropped_total: u64,
+    /// Segments whose first seq is at least this were written by a version
+    /// that seals them: such a non-newest segment without its seal lost
+    /// its tail.
+    pub sealed_from: u64,
+}
+
+impl Mark {
+    pub(super) fn encode(&self) -> [u8; MARK_SLOT as usize] {
+        let mut out = [0; MARK_SLOT as usize];
+        out[..8].copy_from_slice(MARK_MAGIC);
+        out[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        out[16..24].copy_from_slice(&self.end.to_le_bytes());
+        out[24..32].copy_from_slice(&self.dropped_total.to_le_bytes());
+        out[32..40].copy_from_slice(&self.sealed_from.to_le_bytes());
+        let crc = crc32fast::hash(&out[..40]);
+        out[40..44].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Mark> {
+        let b: &[u8; MARK_SLOT as usize] = b.try_into().ok()?;
+        let u64_at = |i: usize| b[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+        let crc = b[40..44].try_into().ok().map(u32::from_le_bytes)?;
+        if &b[..8] != MARK_MAGIC || crc32fast::hash(&b[..40]) != crc {
+            return None;
+        }
+        Some(Mark {
+            generation: u64_at(8)?,
+            end: u64_at(16)?,
+            dropped_total: u64_at(24)?,
+            sealed_from: u64_at(32)?,
+        })
+    }
+}
+
+/// The current mark of a mark file, and whether both slots were valid
+/// (otherwise the current one may be one write behind).
+pub(super) fn decode_mark(b: &[u8]) -> (Option<Mark>, bool) {
+    let slot = |i: u64| {
+        let at = (i * MARK_SLOT) as usize;
+        b.get(at..at + MARK_SLOT as usize).and_then(Mark::decode)
+    };
+    let (a, c) = (slot(0), slot(1));
+    let whole = a.is_some() && c.is_some() && b.len() as u64 == MARK_LEN;
+    let best = match (a, c) {
+        (Some(a), Some(c)) => Some(if c.generation > a.generation { c } else { a }),
+        (a, c) => a.or(c),
+    };
+    (best, whole)
 }
 
 /// `00000000000000000042.seg`: zero-padded so that names sort like seqs.
@@ -184,6 +268,25 @@ mod tests {
         assert_eq!(State::decode(&b[..35]), None);
         b[20] ^= 1;
         assert_eq!(State::decode(&b), None);
+    }
+
+    #[test]
+    fn the_mark_keeps_its_newest_valid_slot() {
+        let m = |generation| Mark {
+            generation,
+            end: 100 + generation,
+            dropped_total: 3,
+            sealed_from: 7,
+        };
+        let mut file = [m(4).encode(), m(5).encode()].concat();
+        assert_eq!(decode_mark(&file), (Some(m(5)), true));
+        file[MARK_SLOT as usize + 17] ^= 1;
+        assert_eq!(decode_mark(&file), (Some(m(4)), false));
+        assert_eq!(decode_mark(&file[..30]), (None, false));
+        assert_eq!(decode_mark(&[0; MARK_LEN as usize]), (None, false));
+        // A seal is never mistaken for a record: its length is out of range.
+        assert!(u64::from(SEAL_MARK) > MAX_PAYLOAD);
+        assert_eq!(encode_seal(9).len() as u64, SEAL_LEN);
     }
 
     #[test]

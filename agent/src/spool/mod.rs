@@ -4,39 +4,65 @@
 //!
 //! # Guarantees
 //!
-//! - **Seqs** are strictly increasing and never reused, also across restarts
-//!   and after every entry was acked and deleted. When the directory holds no
-//!   state at all (first start, or it was wiped) the first seq is
-//!   `unix_time_ms * 1000`: a re-installed agent starts far above anything an
-//!   older install could have reached (at one envelope every 10 s, the old
-//!   counter would need ~300 000 years to catch up with the clock), so the
-//!   collector never mistakes a new envelope for one it already stored.
+//! - **Seqs** are strictly increasing and never reused, also across restarts,
+//!   after every entry was acked and deleted, and whatever damage the files
+//!   took: before a seq is used it is covered by a durable reservation in
+//!   `state` (moved [`RESERVE_BLOCK`](append::RESERVE_BLOCK) seqs ahead at a
+//!   time, so one small write per 1024 appends). At open the next seq is
+//!   above every seq still on disk and the mark's end, which is exact (so a
+//!   restart leaves no gap); when the mark is damaged or missing, it is the
+//!   reservation. When the
+//!   directory holds no state at all (first start, or it was wiped) the first
+//!   seq is at least `unix_time_ms * 1000`: a re-installed agent starts far
+//!   above anything an older install could have reached (at one envelope
+//!   every 10 s, the old counter would need ~300 000 years to catch up with
+//!   the clock), so the collector never mistakes a new envelope for one it
+//!   already stored.
 //! - **Crash safety** (`kill -9` at any instant, or power loss with
 //!   `fsync = true`): a torn last record is detected by its length and CRC-32
 //!   and cut away at [`Spool::open`] with a warning; nothing half-written is
 //!   ever returned. Delivery is at-least-once: an ack lost in a crash makes
 //!   its entry pending again, and the collector deduplicates by seq.
+//! - **Damage** (a flipped byte, a zeroed run, a truncated or emptied file
+//!   anywhere): recovery skips a damaged region by looking for the next valid
+//!   frame (length, CRC-32, seq in order) at every following offset, keeps
+//!   every record it can read, and adds every unacked record it cannot read
+//!   to `dropped_total`, once (damaged segments are rewritten clean). Records
+//!   of one segment have consecutive seqs, so a region lost exactly the seqs
+//!   between the records around it; a segment's end is told by its seal, or
+//!   for the newest by the mark. Not counted: a whole segment file deleted
+//!   by hand. Over-counted (never under): a segment that lost both its tail
+//!   and its seal, when seqs were skipped after it (a failed append, a
+//!   restart), or a crash during recovery itself.
 //! - **Bounded disk**: [`SpoolStats::disk_bytes`] (segments + ack log +
-//!   state) never exceeds `max_bytes` (a compaction briefly adds one temp
-//!   file no larger than the compacted ack log). When an append would exceed it, whole
-//!   oldest segments are deleted first; their still-unacked entries are
-//!   added to [`SpoolStats::dropped_total`], which is persisted.
+//!   state + mark) never exceeds `max_bytes` (a compaction briefly adds one
+//!   temp file no larger than the compacted ack log). When an append would
+//!   exceed it, whole oldest segments are deleted first; their still-unacked
+//!   entries are added to [`SpoolStats::dropped_total`], which is persisted.
 //! - **Small memory**: only an index of 9 bytes per entry is kept in memory;
 //!   payloads are read from disk by [`Spool::read`].
 //! - **Small writes**: appends and acks only append to files (one
-//!   `write_all` each, plus `sync_data` with `fsync`). Whole files are only
-//!   rewritten when tiny (`state`, 36 bytes, at open and when segments are
-//!   dropped) or when the ack log is compacted (about once per 1024 acks).
+//!   `write_all` each, plus `sync_data` with `fsync`), and an append rewrites
+//!   one 48-byte slot of the mark in place. Whole files are only rewritten
+//!   when tiny (`state`, 36 bytes, at open, once per 1024 appends and when
+//!   segments are dropped), when damaged, or when the ack log is compacted
+//!   (about once per 1024 acks).
+//! - **Owner-only**: the directory is 0700 and every file 0600 whatever the
+//!   umask (`sobre_base::files`); files of an older version are tightened
+//!   at open.
 //!
 //! # On-disk layout (all integers little-endian, CRC-32 IEEE)
 //!
 //! - `NNNNNNNNNNNNNNNNNNNN.seg` — segment files named by the zero-padded seq
 //!   of their first record. Records are `[len u32][crc32 u32][seq u64]
-//!   [payload; len]`, the CRC covering `len`, `seq` and the payload. A new
+//!   [payload; len]`, the CRC covering `len`, `seq` and the payload; their
+//!   seqs are consecutive. A segment that gets no more records ends with a
+//!   seal, `[u32::MAX][crc32][seq of its last record]`. A new
 //!   segment is started when the current one would grow past
 //!   `max_bytes / 8`, clamped to [4 KiB, 1 MiB] and to at most
 //!   `max_bytes / 4` (so that dropping one segment never empties a small
-//!   spool). A segment is deleted once all its records are acked (the newest
+//!   spool), or when the next seq does not follow its last one. A segment is
+//!   deleted once all its records are acked (the newest
 //!   one only once a newer one exists, or at open), or when it is the oldest
 //!   one and room is needed.
 //! - `acks.log` — `[seq u64][crc32 u32 of the seq]` per acked seq, appended
@@ -46,34 +72,43 @@
 //!   is needed.
 //! - `state` — `[magic "SOBRSPL1"][next_seq u64][dropped_total u64]
 //!   [dropped_below u64][crc32 u32]`, replaced atomically (temp + rename).
-//!   It is written at open and before any deletion that could remove the
-//!   highest seq or unacked entries. The next seq at open is the maximum of
-//!   its `next_seq` and one past every seq found in segment names, records
-//!   and the ack log, so it survives every segment being deleted.
+//!   `next_seq` is the reservation: no seq at or above it was handed out.
+//!   It is written at open, before a seq at the reservation is used, and
+//!   before any deletion that could remove unacked entries.
 //!   `dropped_below` makes a drop idempotent: if the agent dies after
 //!   recording a drop but before deleting the segment, the segment is
 //!   deleted at the next open and not counted twice.
+//! - `mark` — two 48-byte slots `[magic "SOBRMRK1"][generation][end]
+//!   [dropped_total][sealed_from][crc32][0u32]`, rewritten in turn in place
+//!   after every append (a torn write leaves the other): `end` is one past
+//!   the last seq whose append returned, so recovery knows how many records
+//!   the newest segment held; `dropped_total` survives a lost `state`.
 //! - `*.tmp` — leftovers of an interrupted replacement, deleted at open.
 //!
 //! To keep `disk_bytes ≤ max_bytes` whatever is acked later, each record is
-//! budgeted with the 12 bytes its future ack will take in the ack log.
+//! budgeted with the 12 bytes its future ack will take in the ack log, and
+//! each unsealed segment with its seal.
 //!
 //! One `Spool` must own a directory at a time (the agent opens it once).
 
+mod append;
 mod disk;
 mod error;
 mod format;
 mod reclaim;
 mod recover;
+mod scan;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_damage;
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use format::{ACK_RECORD, RECORD_HEADER, STATE_LEN};
+use format::{ACK_RECORD, MARK_LEN, RECORD_HEADER, SEAL_LEN, STATE_LEN};
 
 /// The smallest accepted `max_bytes`: the state file plus one envelope of a
 /// few hundred bytes with its record header and its future ack.
@@ -124,8 +159,10 @@ struct Segment {
     acked: Vec<bool>,
     /// Slots not acked.
     live: u64,
-    /// File length (only complete records).
+    /// File length: its records, and its seal if `sealed`.
     bytes: u64,
+    /// Ends with a seal: it gets no more records.
+    sealed: bool,
 }
 
 impl Segment {
@@ -138,10 +175,11 @@ impl Segment {
     }
 
     fn payload_len(&self, i: usize) -> u64 {
+        let records_end = self.bytes - if self.sealed { SEAL_LEN } else { 0 };
         let end = self
             .slots
             .get(i + 1)
-            .map_or(self.bytes, |s| u64::from(s.offset));
+            .map_or(records_end, |s| u64::from(s.offset));
         end - u64::from(self.slots[i].offset) - RECORD_HEADER
     }
 
@@ -177,6 +215,19 @@ pub struct Spool {
     pending: u64,
     pending_bytes: u64,
     next_seq: u64,
+    /// No seq at or above this was handed out (the state file's `next_seq`).
+    reserved: u64,
+    /// One past the highest seq appended with success (the mark's `end`).
+    appended_end: u64,
+    /// Segments not sealed: each is budgeted its future seal.
+    unsealed: u64,
+    /// Handle on the mark file, and its last generation written.
+    mark: Option<File>,
+    mark_generation: u64,
+    /// The last mark write failed (warned once).
+    mark_failed: bool,
+    /// See [`format::Mark::sealed_from`].
+    sealed_from: u64,
     dropped_total: u64,
     dropped_below: u64,
 }
@@ -200,123 +251,6 @@ impl Spool {
     /// if `max_bytes` was lowered).
     pub fn open(cfg: SpoolConfig) -> Result<Spool, SpoolError> {
         Spool::recover(cfg)
-    }
-
-    /// Assigns the next seq, calls `build(seq, floor)` to get the bytes,
-    /// appends them durably (fsync if `cfg.fsync`) and returns the seq.
-    ///
-    /// `floor` is the lowest seq still pending once this entry is appended:
-    /// the oldest unacked entry, or `seq` itself if there is none. It is
-    /// computed before `build` runs, so if this append then has to drop the
-    /// oldest segments to stay within `max_bytes`, `floor` may name a dropped
-    /// seq: it is never above the true floor, which is what a collector
-    /// forgetting its dedup state below `floor` needs.
-    ///
-    /// The seq is spent even if the append fails: seqs are never reused.
-    pub fn append(&mut self, build: impl FnOnce(u64, u64) -> Vec<u8>) -> Result<u64, SpoolError> {
-        let seq = self.next_seq;
-        self.next_seq = seq.checked_add(1).ok_or_else(|| SpoolError::SeqExhausted {
-            dir: self.cfg.dir.clone(),
-        })?;
-        let floor = self.oldest_pending().unwrap_or(seq);
-        let payload = build(seq, floor);
-
-        let max_len = self.max_payload_len();
-        let len = payload.len() as u64;
-        let len32 = u32::try_from(len).ok().filter(|_| len <= max_len);
-        let Some(len32) = len32 else {
-            return Err(SpoolError::TooLarge {
-                dir: self.cfg.dir.clone(),
-                len,
-                max_bytes: self.cfg.max_bytes,
-                max_len,
-            });
-        };
-        let record_len = RECORD_HEADER + len;
-        self.make_room(record_len + ACK_RECORD)?;
-
-        let record = format::encode_record(seq, len32, &payload);
-        drop(payload);
-        let fsync = self.cfg.fsync;
-        let target = self.segment_target;
-        let tail = self.segments.back().and_then(|s| {
-            let fits = s.bytes + record_len <= target;
-            let delta = u32::try_from(seq - s.first_seq).ok()?;
-            let offset = u32::try_from(s.bytes).ok()?;
-            (fits && !self.roll_next).then_some(Slot { delta, offset })
-        });
-        if let Some(slot) = tail {
-            let path = self.segment_path(newest_first_seq(&self.segments));
-            let file = match self.active_file() {
-                Ok(f) => f,
-                Err(e) => {
-                    self.roll_next = true;
-                    return Err(e);
-                }
-            };
-            let written = file
-                .write_all(&record)
-                .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
-            if let Err(e) = written {
-                // Keep the file a sequence of whole records for the next append.
-                if file.set_len(u64::from(slot.offset)).is_err() {
-                    self.active = None;
-                    self.roll_next = true;
-                }
-                return Err(disk::io_err(&path, "append to", e));
-            }
-            if let Some(seg) = self.segments.back_mut() {
-                seg.slots.push(slot);
-                seg.acked.push(false);
-                seg.live += 1;
-                seg.bytes += record_len;
-            }
-        } else {
-            let path = self.segment_path(seq);
-            let created = OpenOptions::new()
-                .append(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| disk::io_err(&path, "create", e))?;
-            let mut file = created;
-            let written = file
-                .write_all(&record)
-                .and_then(|()| if fsync { file.sync_data() } else { Ok(()) })
-                .map_err(|e| disk::io_err(&path, "append to", e))
-                .and_then(|()| {
-                    if fsync {
-                        disk::sync_dir(&self.cfg.dir)
-                    } else {
-                        Ok(())
-                    }
-                });
-            if let Err(e) = written {
-                drop(file);
-                let _ = fs::remove_file(&path);
-                return Err(e);
-            }
-            self.segments.push_back(Segment {
-                first_seq: seq,
-                slots: vec![Slot {
-                    delta: 0,
-                    offset: 0,
-                }],
-                acked: vec![false],
-                live: 1,
-                bytes: record_len,
-            });
-            self.active = Some(file);
-            self.roll_next = false;
-        }
-        self.records += 1;
-        self.segment_bytes += record_len;
-        self.pending += 1;
-        self.pending_bytes += len;
-        if tail.is_none() {
-            // The previous segment is no longer the newest: free it if acked.
-            self.delete_acked_segments(false);
-        }
-        Ok(seq)
     }
 
     /// Marks seqs as committed by the collector; unknown and already acked
@@ -438,7 +372,7 @@ impl Spool {
         SpoolStats {
             pending: self.pending,
             pending_bytes: self.pending_bytes,
-            disk_bytes: self.segment_bytes + self.ack_records * ACK_RECORD + STATE_LEN,
+            disk_bytes: self.segment_bytes + self.ack_records * ACK_RECORD + STATE_LEN + MARK_LEN,
             dropped_total: self.dropped_total,
         }
     }
@@ -447,8 +381,8 @@ impl Spool {
     fn max_payload_len(&self) -> u64 {
         self.cfg
             .max_bytes
-            .saturating_sub(STATE_LEN + RECORD_HEADER + ACK_RECORD)
-            .min(u64::from(u32::MAX))
+            .saturating_sub(STATE_LEN + MARK_LEN + RECORD_HEADER + ACK_RECORD + SEAL_LEN)
+            .min(format::MAX_PAYLOAD)
     }
 
     fn segment_path(&self, first_seq: u64) -> PathBuf {
@@ -490,7 +424,7 @@ impl Spool {
         match &mut self.active {
             Some(f) => Ok(f),
             slot @ None => {
-                let f = OpenOptions::new()
+                let f = sobre_base::files::private_options()
                     .append(true)
                     .open(&path)
                     .map_err(|e| disk::io_err(&path, "open", e))?;
@@ -504,7 +438,7 @@ impl Spool {
         match &mut self.acks {
             Some(f) => Ok(f),
             slot @ None => {
-                let f = OpenOptions::new()
+                let f = sobre_base::files::private_options()
                     .append(true)
                     .create(true)
                     .open(&path)

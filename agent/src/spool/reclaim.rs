@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::ErrorKind;
 
-use super::format::{self, ACK_RECORD, STATE_LEN, State};
+use super::format::{self, ACK_RECORD, MARK_LEN, SEAL_LEN, STATE_LEN, State};
 use super::{Segment, Spool, SpoolError, disk};
 
 impl Spool {
@@ -15,12 +15,16 @@ impl Spool {
     /// What the bound is checked against: each record is charged the ack it
     /// may get later, so acks can never push the files over `max_bytes`.
     pub(super) fn budget_used(&self) -> u64 {
-        self.segment_bytes + (self.records + self.stale_acks()) * ACK_RECORD + STATE_LEN
+        self.segment_bytes
+            + self.unsealed * SEAL_LEN
+            + (self.records + self.stale_acks()) * ACK_RECORD
+            + STATE_LEN
+            + MARK_LEN
     }
 
     pub(super) fn state(&self) -> State {
         State {
-            next_seq: self.next_seq,
+            next_seq: self.reserved,
             dropped_total: self.dropped_total,
             dropped_below: self.dropped_below,
         }
@@ -36,6 +40,9 @@ impl Spool {
         let n = seg.slots.len() as u64;
         self.records -= n;
         self.segment_bytes -= seg.bytes;
+        if !seg.sealed {
+            self.unsealed -= 1;
+        }
         self.acked_live -= n - seg.live;
         self.pending -= seg.live;
         self.pending_bytes -= (0..seg.slots.len())
@@ -80,6 +87,11 @@ impl Spool {
             }
             if newest {
                 self.active = None; // closed before deleting: needed on Windows
+                // The one before becomes the newest: sealed, its end stays
+                // known (the mark's end is beyond it).
+                if let Some(before) = si.checked_sub(1) {
+                    self.seal(before);
+                }
             }
             if self.delete_segment_file(self.segments[si].first_seq) {
                 self.forget_segment(si);
@@ -112,6 +124,9 @@ impl Spool {
         while used + need > max && count < self.segments.len() {
             let seg = &self.segments[count];
             used -= seg.bytes + seg.slots.len() as u64 * ACK_RECORD;
+            if !seg.sealed {
+                used -= SEAL_LEN;
+            }
             dropped += seg.live;
             count += 1;
         }
@@ -127,6 +142,7 @@ impl Spool {
             disk::write_state(&self.cfg.dir, &state, self.cfg.fsync)?;
             self.dropped_total = state.dropped_total;
             self.dropped_below = state.dropped_below;
+            self.write_mark();
             for _ in 0..count {
                 if let Some(seg) = self.forget_segment(0) {
                     self.delete_segment_file(seg.first_seq);

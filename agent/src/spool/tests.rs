@@ -191,7 +191,7 @@ fn three_entries() -> (tempfile::TempDir, [u64; 3]) {
 }
 
 #[test]
-fn a_torn_last_record_is_cut_away_at_every_offset() {
+fn a_truncated_last_record_is_cut_away_and_counted_at_every_offset() {
     let (template, [a, b, c]) = three_entries();
     let seg = segments(template.path())[0].clone();
     let name = seg.file_name().expect("name").to_owned();
@@ -206,9 +206,12 @@ fn a_torn_last_record_is_cut_away_at_every_offset() {
         assert_eq!(s.pending(), vec![a, b], "cut at {cut}");
         assert_payloads(&s, &[a, b]);
         assert_eq!(s.read(c).expect("read"), None);
+        // `c` was appended (its append returned): its loss is counted.
+        assert_eq!(s.stats().dropped_total, 1, "cut at {cut}");
+        // Cut back to whole records, and sealed: its end stays known.
         assert_eq!(
             fs::metadata(tmp.path().join(&name)).expect("seg").len(),
-            start
+            start + format::SEAL_LEN
         );
         let n = push(&mut s);
         assert!(n > b);
@@ -274,6 +277,7 @@ fn garbage_after_the_last_record_is_cut_away() {
         let mut s = open(tmp.path(), BIG);
         assert_eq!(s.pending(), vec![a, b, c], "{what}");
         assert_payloads(&s, &[a, b, c]);
+        assert_eq!(s.stats().dropped_total, 0, "{what}");
         assert_eq!(
             fs::metadata(tmp.path().join(&name)).expect("seg").len(),
             full,

@@ -44,6 +44,8 @@ pub struct Writer {
     batch_max: usize,
     /// Woken after a commit that brought an agent online (queued nudges).
     online: Option<Arc<tokio::sync::Notify>>,
+    /// What each agent reported dropped from its spool.
+    spool_drops: spool_drops::SpoolDrops,
 }
 
 impl Writer {
@@ -57,9 +59,11 @@ impl Writer {
                 agent_state,
             )?);
         }
+        let spool_drops = spool_drops::SpoolDrops::load(&conn)?;
         Ok(Writer {
             conn,
             agents,
+            spool_drops,
             node: None,
             metrics,
             batch_max,
@@ -158,6 +162,12 @@ impl Writer {
             n.notify_one();
         }
         self.agents.extend(staged);
+        for ev in batch {
+            if let Event::Envelope { env, .. } = ev {
+                let rise = self.spool_drops.observe(env);
+                self.metrics.agent_spool_dropped.fetch_add(rise, Relaxed);
+            }
+        }
         self.metrics.stored.fetch_add(stored, Relaxed);
         self.metrics.duplicates.fetch_add(dups, Relaxed);
         self.metrics.commits.fetch_add(1, Relaxed);
@@ -501,5 +511,6 @@ fn push_ack(acks: &mut Vec<AckBatch>, agent_id: &str, reply: &Reply, seq: u64) {
     }
 }
 
+mod spool_drops;
 #[cfg(test)]
 mod tests;

@@ -34,8 +34,9 @@ impl Writer {
         roots: &[PathBuf],
     ) -> Result<Writer, IndexError> {
         let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        fs::create_dir_all(dir).map_err(io_err(dir, "create the index directory"))?;
-        let f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        sobre_base::files::create_private_dir(dir)
+            .map_err(io_err(dir, "create the index directory"))?;
+        let f = sobre_base::files::create_private(&tmp).map_err(io_err(&tmp, "create"))?;
         let w = BufWriter::with_capacity(256 * 1024, f);
         let mut w = Writer {
             w,
