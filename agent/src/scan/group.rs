@@ -18,6 +18,9 @@ use std::time::Duration;
 /// Marks a file that has no slot.
 pub(crate) const NO_SLOT: u32 = u32::MAX;
 
+/// Files hashed per device in one round of [`Ctx::run_io`].
+const ROUND: usize = 16_384;
+
 /// What is known of one candidate file's content.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Slot {
@@ -334,17 +337,46 @@ impl Ctx<'_> {
             })
             .collect();
         let per = self.opts.threads.max(1);
-        let total = devs.len() * per;
+        let longest = devs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        // In rounds: each round's outcomes (32 B each) wait in memory until
+        // it ends, not every job's (5.7 MB for 180,000 prefix hashes).
+        for end in (1..=longest.div_ceil(ROUND)).map(|r| r * ROUND) {
+            for (_, next) in &devs {
+                next.store(end - ROUND, Relaxed);
+            }
+            let results = self.round(stage, &devs, end, per, poll)?;
+            for (s, r) in results.into_iter().flatten() {
+                self.record(stage, s, r);
+            }
+            if self.cancel.load(Relaxed) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of [`Ctx::run_io`]: each device's jobs up to `end`.
+    #[allow(clippy::type_complexity)]
+    fn round(
+        &self,
+        stage: Stage,
+        devs: &[(Vec<u32>, AtomicUsize)],
+        end: usize,
+        per: usize,
+        poll: &mut dyn FnMut(),
+    ) -> io::Result<Vec<Vec<(u32, Result<Hash, HashFail>)>>> {
+        let (w, slots) = (self.w, &self.d.slots);
+        let file = |s: u32| &w.files[slots[s as usize].file as usize];
         let budget = self.opts.budget;
         let (counters, cancel) = (self.counters, self.cancel);
-        let results = run_workers(
-            total,
+        run_workers(
+            devs.len() * per,
             |i| {
                 let (list, next) = &devs[i / per];
                 let (mut out, mut buf, mut pacer) = (Vec::new(), Vec::new(), Pacer::new(budget));
                 loop {
                     let k = next.fetch_add(1, Relaxed);
-                    if k >= list.len() || cancel.load(Relaxed) {
+                    if k >= list.len().min(end) || cancel.load(Relaxed) {
                         break;
                     }
                     let f = file(list[k]);
@@ -363,11 +395,7 @@ impl Ctx<'_> {
             },
             self.opts.poll,
             poll,
-        )?;
-        for (s, r) in results.into_iter().flatten() {
-            self.record(stage, s, r);
-        }
-        Ok(())
+        )
     }
 
     fn record(&mut self, stage: Stage, s: u32, r: Result<Hash, HashFail>) {
