@@ -21,26 +21,7 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 /// Files hashed per device in one round of [`Ctx::run_io`].
 const ROUND: usize = 16_384;
 
-/// What is known of one candidate file's content.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Slot {
-    pub file: u32,
-    pub prefix: Option<Hash>,
-    pub suffix: Option<Hash>,
-    pub full: Option<Hash>,
-    /// Its content was read in this scan.
-    pub read: bool,
-}
-
-impl Slot {
-    fn get(&self, s: Stage) -> Option<Hash> {
-        match s {
-            Stage::Prefix => self.prefix,
-            Stage::Suffix => self.suffix,
-            Stage::Full => self.full,
-        }
-    }
-}
+pub(crate) use super::slots::Slots;
 
 /// Candidates of the same size, and so far of the same hashes.
 struct Group {
@@ -61,7 +42,7 @@ pub(crate) struct DedupOptions<'a> {
 /// identical, at least two physical files.
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    pub slots: Vec<Slot>,
+    pub slots: Slots,
     /// For each file of the walk, its slot or [`NO_SLOT`].
     pub slot_of: Vec<u32>,
     pub groups: Vec<Vec<u32>>,
@@ -167,10 +148,7 @@ impl Ctx<'_> {
         for (i, s) in slot_of.iter_mut().enumerate() {
             if *s == WANTED {
                 *s = slots.len() as u32;
-                slots.push(Slot {
-                    file: i as u32,
-                    ..Slot::default()
-                });
+                slots.push(i as u32);
             }
         }
         let groups = order
@@ -199,21 +177,17 @@ impl Ctx<'_> {
             ..
         } = &mut self.d;
         let whole = prior(&mut |k| {
-            let Some(slot) = slot_of
-                .get(k.file as usize)
-                .and_then(|&s| slots.get_mut(s as usize))
-            else {
+            let Some(&slot) = slot_of.get(k.file as usize).filter(|&&s| s != NO_SLOT) else {
                 return;
             };
-            if slot.prefix.is_none() && slot.full.is_none() {
+            let [prefix, _, full] = slots.hashes(slot);
+            if prefix.is_none() && full.is_none() {
                 *reused += 1;
             }
-            [slot.prefix, slot.suffix, slot.full] = k.hashes;
+            slots.set_all(slot, k.hashes);
         });
         if !whole {
-            for s in slots.iter_mut() {
-                (s.prefix, s.suffix, s.full) = (None, None, None);
-            }
+            slots.clear_hashes();
             *reused = 0;
         }
         tracing::debug!(reused = *reused, "scan: hashes taken from the index");
@@ -244,13 +218,10 @@ impl Ctx<'_> {
                 *whole = true;
                 continue;
             }
-            let first = g
-                .slots
-                .first()
-                .map(|&s| self.d.slots[s as usize].get(stage));
+            let first = g.slots.first().map(|&s| self.d.slots.get(s, stage));
             let mut one = first.is_some_and(|h| h.is_some());
             for &s in &g.slots {
-                let h = self.d.slots[s as usize].get(stage);
+                let h = self.d.slots.get(s, stage);
                 if h.is_none() {
                     jobs.push(s);
                 }
@@ -283,7 +254,7 @@ impl Ctx<'_> {
             keyed.extend(
                 g.slots
                     .iter()
-                    .filter_map(|&s| slots[s as usize].get(stage).map(|h| (h, s))),
+                    .filter_map(|&s| slots.get(s, stage).map(|h| (h, s))),
             );
             keyed.sort_unstable();
             if keyed.len() == g.slots.len()
@@ -310,7 +281,7 @@ impl Ctx<'_> {
     fn full_hash_large(&mut self, large: Vec<u32>, poll: &mut dyn FnMut()) -> io::Result<()> {
         let jobs = large
             .into_iter()
-            .filter(|&s| self.d.slots[s as usize].full.is_none())
+            .filter(|&s| self.d.slots.full(s).is_none())
             .collect();
         self.run_io(Stage::Full, jobs, poll)
     }
@@ -400,12 +371,13 @@ impl Ctx<'_> {
 
     fn record(&mut self, stage: Stage, s: u32, r: Result<Hash, HashFail>) {
         let size = self.size(s);
-        let slot = &mut self.d.slots[s as usize];
         let h = match r {
             Ok(h) => h,
             Err(HashFail::Cancelled) => return,
             Err(fail) => {
-                let path = self.w.path(&self.w.files[slot.file as usize]);
+                let path = self
+                    .w
+                    .path(&self.w.files[self.d.slots[s as usize].file as usize]);
                 let (kind, error) = match fail {
                     HashFail::Io(e) if e.kind() == io::ErrorKind::NotFound => {
                         self.d.vanished += 1;
@@ -427,19 +399,12 @@ impl Ctx<'_> {
                 return;
             }
         };
-        if !slot.read {
-            slot.read = true;
+        if self.d.slots.mark_read(s) {
             self.counters.hashed_files.fetch_add(1, Relaxed);
         }
-        match stage {
-            Stage::Prefix => {
-                slot.prefix = Some(h);
-                if size <= BLOCK {
-                    slot.full = Some(h);
-                }
-            }
-            Stage::Suffix => slot.suffix = Some(h),
-            Stage::Full => slot.full = Some(h),
+        self.d.slots.set(s, stage, h);
+        if stage == Stage::Prefix && size <= BLOCK {
+            self.d.slots.set(s, Stage::Full, h);
         }
     }
 }
