@@ -10,7 +10,6 @@ use super::pace::Pacer;
 use super::walk::FileRec;
 use super::walk::Walked;
 use super::{Counters, Issue, IssueKind, run_workers};
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -296,16 +295,13 @@ impl Ctx<'_> {
         let file = |s: u32| &w.files[slots[s as usize].file as usize];
         let todo: u64 = jobs.iter().map(|&s| read_len(stage, file(s).size)).sum();
         self.counters.to_hash_bytes.fetch_add(todo, Relaxed);
-        let mut by_dev: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-        for s in jobs {
-            by_dev.entry(file(s).dev).or_default().push(s);
-        }
-        let devs: Vec<(Vec<u32>, AtomicUsize)> = by_dev
-            .into_values()
-            .map(|mut v| {
-                v.sort_unstable_by_key(|&s| file(s).ino);
-                (v, AtomicUsize::new(0))
-            })
+        // Sorted in place by device, then inode: one list, not a copy
+        // per device beside it.
+        let mut jobs = jobs;
+        jobs.sort_unstable_by_key(|&s| (file(s).dev, file(s).ino));
+        let devs: Vec<(&[u32], AtomicUsize)> = jobs
+            .chunk_by(|&a, &b| file(a).dev == file(b).dev)
+            .map(|l| (l, AtomicUsize::new(0)))
             .collect();
         let per = self.opts.threads.max(1);
         let longest = devs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
@@ -331,7 +327,7 @@ impl Ctx<'_> {
     fn round(
         &self,
         stage: Stage,
-        devs: &[(Vec<u32>, AtomicUsize)],
+        devs: &[(&[u32], AtomicUsize)],
         end: usize,
         per: usize,
         poll: &mut dyn FnMut(),
