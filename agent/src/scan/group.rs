@@ -10,7 +10,6 @@ use super::pace::Pacer;
 use super::walk::FileRec;
 use super::walk::Walked;
 use super::{Counters, Issue, IssueKind, run_workers};
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -18,26 +17,10 @@ use std::time::Duration;
 /// Marks a file that has no slot.
 pub(crate) const NO_SLOT: u32 = u32::MAX;
 
-/// What is known of one candidate file's content.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Slot {
-    pub file: u32,
-    pub prefix: Option<Hash>,
-    pub suffix: Option<Hash>,
-    pub full: Option<Hash>,
-    /// Its content was read in this scan.
-    pub read: bool,
-}
+/// Files hashed per device in one round of [`Ctx::run_io`].
+const ROUND: usize = 16_384;
 
-impl Slot {
-    fn get(&self, s: Stage) -> Option<Hash> {
-        match s {
-            Stage::Prefix => self.prefix,
-            Stage::Suffix => self.suffix,
-            Stage::Full => self.full,
-        }
-    }
-}
+pub(crate) use super::slots::Slots;
 
 /// Candidates of the same size, and so far of the same hashes.
 struct Group {
@@ -58,7 +41,7 @@ pub(crate) struct DedupOptions<'a> {
 /// identical, at least two physical files.
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    pub slots: Vec<Slot>,
+    pub slots: Slots,
     /// For each file of the walk, its slot or [`NO_SLOT`].
     pub slot_of: Vec<u32>,
     pub groups: Vec<Vec<u32>>,
@@ -164,10 +147,7 @@ impl Ctx<'_> {
         for (i, s) in slot_of.iter_mut().enumerate() {
             if *s == WANTED {
                 *s = slots.len() as u32;
-                slots.push(Slot {
-                    file: i as u32,
-                    ..Slot::default()
-                });
+                slots.push(i as u32);
             }
         }
         let groups = order
@@ -196,21 +176,17 @@ impl Ctx<'_> {
             ..
         } = &mut self.d;
         let whole = prior(&mut |k| {
-            let Some(slot) = slot_of
-                .get(k.file as usize)
-                .and_then(|&s| slots.get_mut(s as usize))
-            else {
+            let Some(&slot) = slot_of.get(k.file as usize).filter(|&&s| s != NO_SLOT) else {
                 return;
             };
-            if slot.prefix.is_none() && slot.full.is_none() {
+            let [prefix, _, full] = slots.hashes(slot);
+            if prefix.is_none() && full.is_none() {
                 *reused += 1;
             }
-            [slot.prefix, slot.suffix, slot.full] = k.hashes;
+            slots.set_all(slot, k.hashes);
         });
         if !whole {
-            for s in slots.iter_mut() {
-                (s.prefix, s.suffix, s.full) = (None, None, None);
-            }
+            slots.clear_hashes();
             *reused = 0;
         }
         tracing::debug!(reused = *reused, "scan: hashes taken from the index");
@@ -241,13 +217,10 @@ impl Ctx<'_> {
                 *whole = true;
                 continue;
             }
-            let first = g
-                .slots
-                .first()
-                .map(|&s| self.d.slots[s as usize].get(stage));
+            let first = g.slots.first().map(|&s| self.d.slots.get(s, stage));
             let mut one = first.is_some_and(|h| h.is_some());
             for &s in &g.slots {
-                let h = self.d.slots[s as usize].get(stage);
+                let h = self.d.slots.get(s, stage);
                 if h.is_none() {
                     jobs.push(s);
                 }
@@ -280,7 +253,7 @@ impl Ctx<'_> {
             keyed.extend(
                 g.slots
                     .iter()
-                    .filter_map(|&s| slots[s as usize].get(stage).map(|h| (h, s))),
+                    .filter_map(|&s| slots.get(s, stage).map(|h| (h, s))),
             );
             keyed.sort_unstable();
             if keyed.len() == g.slots.len()
@@ -307,7 +280,7 @@ impl Ctx<'_> {
     fn full_hash_large(&mut self, large: Vec<u32>, poll: &mut dyn FnMut()) -> io::Result<()> {
         let jobs = large
             .into_iter()
-            .filter(|&s| self.d.slots[s as usize].full.is_none())
+            .filter(|&s| self.d.slots.full(s).is_none())
             .collect();
         self.run_io(Stage::Full, jobs, poll)
     }
@@ -322,29 +295,55 @@ impl Ctx<'_> {
         let file = |s: u32| &w.files[slots[s as usize].file as usize];
         let todo: u64 = jobs.iter().map(|&s| read_len(stage, file(s).size)).sum();
         self.counters.to_hash_bytes.fetch_add(todo, Relaxed);
-        let mut by_dev: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-        for s in jobs {
-            by_dev.entry(file(s).dev).or_default().push(s);
-        }
-        let devs: Vec<(Vec<u32>, AtomicUsize)> = by_dev
-            .into_values()
-            .map(|mut v| {
-                v.sort_unstable_by_key(|&s| file(s).ino);
-                (v, AtomicUsize::new(0))
-            })
+        // Sorted in place by device, then inode: one list, not a copy
+        // per device beside it.
+        let mut jobs = jobs;
+        jobs.sort_unstable_by_key(|&s| (file(s).dev, file(s).ino));
+        let devs: Vec<(&[u32], AtomicUsize)> = jobs
+            .chunk_by(|&a, &b| file(a).dev == file(b).dev)
+            .map(|l| (l, AtomicUsize::new(0)))
             .collect();
         let per = self.opts.threads.max(1);
-        let total = devs.len() * per;
+        let longest = devs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        // In rounds: each round's outcomes (32 B each) wait in memory until
+        // it ends, not every job's (5.7 MB for 180,000 prefix hashes).
+        for end in (1..=longest.div_ceil(ROUND)).map(|r| r * ROUND) {
+            for (_, next) in &devs {
+                next.store(end - ROUND, Relaxed);
+            }
+            let results = self.round(stage, &devs, end, per, poll)?;
+            for (s, r) in results.into_iter().flatten() {
+                self.record(stage, s, r);
+            }
+            if self.cancel.load(Relaxed) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of [`Ctx::run_io`]: each device's jobs up to `end`.
+    #[allow(clippy::type_complexity)]
+    fn round(
+        &self,
+        stage: Stage,
+        devs: &[(&[u32], AtomicUsize)],
+        end: usize,
+        per: usize,
+        poll: &mut dyn FnMut(),
+    ) -> io::Result<Vec<Vec<(u32, Result<Hash, HashFail>)>>> {
+        let (w, slots) = (self.w, &self.d.slots);
+        let file = |s: u32| &w.files[slots[s as usize].file as usize];
         let budget = self.opts.budget;
         let (counters, cancel) = (self.counters, self.cancel);
-        let results = run_workers(
-            total,
+        run_workers(
+            devs.len() * per,
             |i| {
                 let (list, next) = &devs[i / per];
                 let (mut out, mut buf, mut pacer) = (Vec::new(), Vec::new(), Pacer::new(budget));
                 loop {
                     let k = next.fetch_add(1, Relaxed);
-                    if k >= list.len() || cancel.load(Relaxed) {
+                    if k >= list.len().min(end) || cancel.load(Relaxed) {
                         break;
                     }
                     let f = file(list[k]);
@@ -363,21 +362,18 @@ impl Ctx<'_> {
             },
             self.opts.poll,
             poll,
-        )?;
-        for (s, r) in results.into_iter().flatten() {
-            self.record(stage, s, r);
-        }
-        Ok(())
+        )
     }
 
     fn record(&mut self, stage: Stage, s: u32, r: Result<Hash, HashFail>) {
         let size = self.size(s);
-        let slot = &mut self.d.slots[s as usize];
         let h = match r {
             Ok(h) => h,
             Err(HashFail::Cancelled) => return,
             Err(fail) => {
-                let path = self.w.path(&self.w.files[slot.file as usize]);
+                let path = self
+                    .w
+                    .path(&self.w.files[self.d.slots[s as usize].file as usize]);
                 let (kind, error) = match fail {
                     HashFail::Io(e) if e.kind() == io::ErrorKind::NotFound => {
                         self.d.vanished += 1;
@@ -399,19 +395,12 @@ impl Ctx<'_> {
                 return;
             }
         };
-        if !slot.read {
-            slot.read = true;
+        if self.d.slots.mark_read(s) {
             self.counters.hashed_files.fetch_add(1, Relaxed);
         }
-        match stage {
-            Stage::Prefix => {
-                slot.prefix = Some(h);
-                if size <= BLOCK {
-                    slot.full = Some(h);
-                }
-            }
-            Stage::Suffix => slot.suffix = Some(h),
-            Stage::Full => slot.full = Some(h),
+        self.d.slots.set(s, stage, h);
+        if stage == Stage::Prefix && size <= BLOCK {
+            self.d.slots.set(s, Stage::Full, h);
         }
     }
 }

@@ -32,6 +32,7 @@ mod prior;
 mod report;
 pub mod rules;
 mod save;
+mod slots;
 mod walk;
 
 #[cfg(test)]

@@ -296,7 +296,7 @@ fn fingerprints(
         if f.size < min.max(1) || s == NO_SLOT {
             continue;
         }
-        if let Some(full) = d.slots[s as usize].full {
+        if let Some(full) = d.slots.full(s) {
             *by_content.entry((f.size, full)).or_default() += 1;
         }
     }

@@ -94,7 +94,7 @@ fn add_entries(
             path.extend_from_slice(part);
         }
         let s = d.slot_of[i];
-        let slot = (s != group::NO_SLOT).then(|| &d.slots[s as usize]);
+        let [prefix, suffix, full] = d.slots.hashes(s);
         out.add(&index::EntryRef {
             path: &path,
             kind: EntryKind::File,
@@ -103,9 +103,9 @@ fn add_entries(
             ino: f.ino,
             size: f.size,
             mtime_ns: f.mtime_ns,
-            prefix: slot.and_then(|s| s.prefix),
-            suffix: slot.and_then(|s| s.suffix),
-            full: slot.and_then(|s| s.full),
+            prefix,
+            suffix,
+            full,
         })?;
     }
     for (kind, list, cat) in [
@@ -276,9 +276,9 @@ impl<'w> Unchanged<'w> {
             cats.get(i) == Some(&c) && (d.slot_of[i] != group::NO_SLOT || (bits, check) == (0, 0))
         });
         files_same
-            && d.slots.iter().all(|s| {
+            && d.slots.iter().enumerate().all(|(i, s)| {
                 let old = self.old.get(s.file as usize).map(|&(_, b, c)| (b, c));
-                old == Some(hash_check([s.prefix, s.suffix, s.full]))
+                old == Some(hash_check(d.slots.hashes(i as u32)))
             })
     }
 }

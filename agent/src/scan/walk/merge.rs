@@ -86,24 +86,8 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
         .collect();
     // Files: each directory's run, in directory order (no global sort),
     // one record per physical file: the first name in path order wins.
-    // Without following links only files with several names can repeat.
     runs.sort_unstable_by_key(|r| (remap[r.0 as usize], r.1, r.2));
-    out.files
-        .reserve_exact(parts.iter().map(|l| l.out.files.len()).sum());
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    for (dir, part, start, n) in runs {
-        let files = parts[usize::from(part)].out.files.get(start..start + n);
-        for f in files.unwrap_or_default() {
-            if (f.multi_link || follow) && !seen.insert((f.dev, f.ino)) {
-                out.stats.hard_link_names += 1;
-                continue;
-            }
-            let mut f = f.clone();
-            f.dir = remap[dir as usize];
-            f.name.part = part;
-            out.files.push(f);
-        }
-    }
+    out.files = in_tree_order(&mut parts, &runs, &remap, follow, &mut out.stats);
     drop(parts);
     for o in out.empty_dirs.iter_mut().chain(out.broken_links.iter_mut()) {
         o.dir = remap[o.dir as usize];
@@ -112,6 +96,79 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
     out.broken_links
         .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));
     out
+}
+
+/// The workers' files in one vector, in the order of `runs` (sorted), one
+/// record per physical file: without following links only files with
+/// several names can repeat. In place: the largest worker's vector is
+/// kept, the others' appended to it, and each record moved once to its
+/// place (its rank held for the while in `dir`), so every record is held
+/// once, not copied into a second vector (9.6 MB for 200,000 files).
+fn in_tree_order(
+    parts: &mut [Local],
+    runs: &[(u32, u16, usize, usize)],
+    remap: &[u32],
+    follow: bool,
+    stats: &mut super::WalkStats,
+) -> Vec<super::FileRec> {
+    let big = (0..parts.len())
+        .max_by_key(|&w| parts[w].out.files.len())
+        .unwrap_or(0);
+    let mut offset = vec![0usize; parts.len()];
+    let mut files = parts
+        .get_mut(big)
+        .map(|l| std::mem::take(&mut l.out.files))
+        .unwrap_or_default();
+    for (w, l) in parts.iter_mut().enumerate() {
+        if w != big {
+            offset[w] = files.len();
+            files.append(&mut std::mem::take(&mut l.out.files));
+        }
+    }
+    const UNPLACED: u32 = u32::MAX;
+    for f in files.iter_mut() {
+        f.dir = UNPLACED;
+    }
+    // Each run's directory and how many of its files are kept, in order.
+    let mut kept: Vec<(u32, usize)> = Vec::with_capacity(runs.len());
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut rank = 0u32;
+    for &(dir, part, start, n) in runs {
+        let at = offset[usize::from(part)] + start;
+        let mut k = 0;
+        for f in files.get_mut(at..at + n).unwrap_or_default() {
+            if (f.multi_link || follow) && !seen.insert((f.dev, f.ino)) {
+                stats.hard_link_names += 1;
+                continue;
+            }
+            f.dir = rank;
+            f.name.part = part;
+            rank += 1;
+            k += 1;
+        }
+        kept.push((remap[dir as usize], k));
+    }
+    let n_kept = rank as usize;
+    for f in files.iter_mut().filter(|f| f.dir == UNPLACED) {
+        f.dir = rank;
+        rank += 1;
+    }
+    // Each swap puts one record at its place (its rank).
+    for i in 0..files.len() {
+        while let Some(to) = Some(files[i].dir as usize).filter(|&to| to != i && to < files.len()) {
+            files.swap(i, to);
+        }
+    }
+    files.truncate(n_kept);
+    files.shrink_to_fit();
+    let mut at = 0;
+    for (dir, k) in kept {
+        for f in files.get_mut(at..at + k).unwrap_or_default() {
+            f.dir = dir;
+        }
+        at += k;
+    }
+    files
 }
 
 /// The directories depth first, each one's subdirectories in the order
