@@ -2,6 +2,11 @@
 //! for the few places that print or parse one (H. Hinnant's algorithms),
 //! shared by the agent and the collector.
 
+/// The latest instant Sobre takes from outside (a request, a campaign):
+/// 9999-12-31T23:59:59.999Z, in milliseconds since 1970. Sums and
+/// differences of a few times up to it cannot overflow an i64.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01.
 pub fn from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -131,27 +131,31 @@ pub fn copy_private(from: &Path, to: &Path) -> io::Result<u64> {
 /// Takes group and other access away from an existing folder of Sobre's
 /// own (a data dir made by an older version with 0755). Never widens.
 pub fn tighten_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            set_mode(dir, mode & 0o700)?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    tighten(dir)
 }
 
 /// Takes group and other access away from an existing file of Sobre's
 /// (a store or spool made by an older version with 0644).
 pub fn tighten_file(path: &Path) -> io::Result<()> {
-    match fs::metadata(path) {
-        Ok(_) => tighten_dir(path),
+    match tighten(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        r => r,
     }
+}
+
+/// Group and other bits off `path`, with one `stat`.
+fn tighten(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            set_mode(path, mode & 0o700)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Open options that create a file 0600 (and nothing wider whatever the

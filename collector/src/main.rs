@@ -136,11 +136,7 @@ fn enrol_cmd(
             "id", "for", "uses", "state"
         );
         for t in enrol_tokens::list(conn, 1000)? {
-            let who = t
-                .agent_id
-                .clone()
-                .or_else(|| t.group.as_ref().map(|g| format!("group {g}")))
-                .unwrap_or_else(|| "any new id".into());
+            let who = enrol_tokens::audience(t.agent_id.as_deref(), t.group.as_deref());
             let state = match (t.revoked_ms, t.expires_ms <= now, t.uses >= t.uses_max) {
                 (Some(_), ..) => "revoked",
                 (_, true, _) => "expired",
@@ -173,11 +169,7 @@ fn enrol_cmd(
     println!("{token}");
     eprintln!(
         "enrolment token {id} for {}, {} use(s), valid {} h: set it as [enrol] token in the agents' config",
-        spec.agent_id
-            .as_deref()
-            .map(str::to_owned)
-            .or_else(|| spec.group.as_ref().map(|g| format!("group {g}")))
-            .unwrap_or_else(|| "any new agent id".into()),
+        enrol_tokens::audience(spec.agent_id.as_deref(), spec.group.as_deref()),
         spec.uses,
         ttl_ms / 3_600_000
     );

@@ -167,7 +167,7 @@ impl NewCampaign {
         }
         // Times far outside any campaign's life would make its report's
         // arithmetic wrap: 1970 to the end of year 9999, as the API's.
-        const MAX_TIME_MS: i64 = 253_402_300_799_999;
+        use sobre_base::civil::MAX_TIME_MS;
         for (key, v) in [
             ("starts_at_ms", self.starts_at_ms),
             ("ends_at_ms", self.ends_at_ms),

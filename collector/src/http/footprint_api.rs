@@ -115,7 +115,7 @@ pub(crate) async fn footprint(
         .acquire()
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let (n_hosts, report) = blocking(move || {
+    let report = blocking(move || {
         reader.footprint(
             host.as_deref(),
             group.as_deref(),
@@ -125,8 +125,9 @@ pub(crate) async fn footprint(
         )
     })
     .await?;
+    // One entry per host the query selected.
     if let Some(h) = &q.host
-        && n_hosts == 0
+        && report.hosts.is_empty()
     {
         return Err(ApiError(
             StatusCode::NOT_FOUND,

@@ -40,11 +40,9 @@ impl AllowedHosts {
     /// Whether a `Host` header value (name or address, with or without a
     /// port) is one of ours.
     pub fn allows(&self, host: &str) -> bool {
-        let name = host_name(host);
+        let name = host_name(host).to_ascii_lowercase();
         let bare = name.trim_start_matches('[').trim_end_matches(']');
-        bare.parse::<IpAddr>().is_ok()
-            || self.names.contains(&name.to_ascii_lowercase())
-            || name.to_ascii_lowercase().ends_with(".localhost")
+        bare.parse::<IpAddr>().is_ok() || self.names.contains(&name) || name.ends_with(".localhost")
     }
 }
 

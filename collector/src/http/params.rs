@@ -7,7 +7,7 @@
 use serde::{Deserialize, Deserializer};
 
 /// The latest instant the API takes: 9999-12-31T23:59:59.999Z.
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+pub use sobre_base::civil::MAX_TIME_MS;
 
 /// An instant in a request: milliseconds since 1970-01-01 UTC, from 1970
 /// to the end of year 9999. Differences of two are at most ~3.2e14: no

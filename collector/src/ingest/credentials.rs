@@ -315,12 +315,7 @@ fn read_all(conn: &dyn Db) -> Result<HashMap<String, Cred>, DbError> {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, crate::store::Conn) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conn: crate::store::Conn =
-            Box::new(crate::store::open(dir.path(), false).expect("store"));
-        (dir, conn)
-    }
+    use crate::store::test_store as store;
 
     fn env(agent: &str, seq: u64) -> Envelope {
         Envelope {

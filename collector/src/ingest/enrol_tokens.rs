@@ -49,6 +49,16 @@ pub struct Use {
     pub at_ms: i64,
 }
 
+/// Who a token is for, as lists and messages say it: the agent id, the
+/// group, or any new id.
+pub fn audience(agent_id: Option<&str>, group: Option<&str>) -> String {
+    match (agent_id, group) {
+        (Some(a), _) => a.to_owned(),
+        (None, Some(g)) => format!("group {g}"),
+        (None, None) => "any new agent id".into(),
+    }
+}
+
 pub(crate) fn hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
@@ -233,12 +243,7 @@ mod tests {
     use super::*;
     use crate::ingest::credentials::Credentials;
 
-    fn store() -> (tempfile::TempDir, crate::store::Conn) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conn: crate::store::Conn =
-            Box::new(crate::store::open(dir.path(), false).expect("store"));
-        (dir, conn)
-    }
+    use crate::store::test_store as store;
 
     fn group(uses: u32) -> Spec {
         Spec {

@@ -223,3 +223,11 @@ pub fn open_reader(data_dir: &Path) -> Result<db::sqlite::Sqlite, StoreError> {
     conn.pragma_update(None, "query_only", true).map_err(err)?;
     Ok(db::sqlite::Sqlite::new(conn))
 }
+
+/// A fresh SQLite store in a temporary folder, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_store() -> (tempfile::TempDir, Conn) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn: Conn = Box::new(open(dir.path(), false).expect("store"));
+    (dir, conn)
+}

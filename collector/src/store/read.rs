@@ -296,11 +296,11 @@ impl Reader {
         cfg: &FootprintConfig,
         grid: &GridIntensity,
         w: Window,
-    ) -> Result<(usize, Report), StoreError> {
+    ) -> Result<Report, StoreError> {
         let hosts = self.footprint_hosts(host, group)?;
         let mut f = Footprint::new(cfg, grid, &hosts, w);
         self.with(|c| each_energy_hour(c, w.from_ms, w.to_ms, &mut |h| f.add(&h)))?;
-        Ok((hosts.len(), f.finish()))
+        Ok(f.finish())
     }
 }
 
