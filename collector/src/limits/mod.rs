@@ -58,12 +58,11 @@ impl Shared {
             tracing::warn!(
                 caps_need = need,
                 budget = budget.total(),
-                "the listeners' caps (listeners.*.max_connections; an MQTT connection takes 3 descriptors) \
-                 add up to more than the open-files limit leaves for connections ({} of {:?}): past it, \
-                 every listener refuses new connections (reason fd_budget). Raise the hard limit \
-                 (systemd LimitNOFILE=) or lower the caps",
-                budget.total(),
-                nofile.now
+                open_files_limit = nofile.now.unwrap_or(0),
+                "the listeners' caps (listeners.*.max_connections; an MQTT connection takes 3 \
+                 descriptors) add up to more than the open-files limit leaves for connections: \
+                 past it, every listener refuses new connections (reason fd_budget). Raise the \
+                 hard limit (systemd LimitNOFILE=) or lower the caps"
             );
         }
         Shared {
