@@ -216,6 +216,25 @@ pub struct StorageConfig {
     pub max_paths: usize,
 }
 
+/// Folders whose contents are caches ("temp"). On Windows also the
+/// browsers' and Windows' own: `%TEMP%` (`AppData\Local\Temp`),
+/// `INetCache`, Chromium's and Firefox's `Cache`/`cache2`, `GPUCache`,
+/// `Code Cache`.
+fn default_cache_dirs() -> Vec<String> {
+    let mut d = vec![".cache", ".thumbnails", "__pycache__"];
+    if cfg!(windows) {
+        d.extend([
+            "Temp",
+            "INetCache",
+            "Cache",
+            "cache2",
+            "GPUCache",
+            "Code Cache",
+        ]);
+    }
+    d.into_iter().map(String::from).collect()
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
@@ -246,9 +265,7 @@ impl Default for StorageConfig {
             ]
             .map(String::from)
             .to_vec(),
-            cache_dirs: [".cache", ".thumbnails", "__pycache__"]
-                .map(String::from)
-                .to_vec(),
+            cache_dirs: default_cache_dirs(),
             fingerprint_key: None,
             fingerprint_min_bytes: 100 * 1024 * 1024,
             max_fingerprints: 1000,

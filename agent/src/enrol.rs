@@ -161,15 +161,18 @@ mod tests {
 
     #[test]
     fn the_key_is_kept_owner_only_and_read_back() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state/credential");
         assert_eq!(load(&path).expect("absent"), None);
         let key = [7u8; 32];
         save(&path, &key).expect("save");
         assert_eq!(load(&path).expect("load"), Some(key));
-        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         std::fs::write(&path, "short").expect("damage");
         assert!(matches!(load(&path), Err(EnrolError::Damaged(_))));
     }

@@ -12,6 +12,7 @@ pub mod runtime;
 pub mod scan;
 pub use sobre_base::shutdown;
 pub mod spool;
+mod sys;
 pub mod transport;
 
 #[cfg(all(test, unix))]

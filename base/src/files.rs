@@ -5,8 +5,8 @@
 //! libraries (SQLite's `-wal` and `-shm`, rustls' key logs, temporary
 //! files) are owner-only too; the functions here do not rely on it.
 //!
-//! On Windows the folder's inherited ACL decides (the service's state
-//! folder under `%ProgramData%` is restricted at install time).
+//! On Windows, modes do not exist: a folder Sobre creates gets an
+//! owner-only ACL instead (`acl`), which the files made in it inherit.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -66,6 +66,8 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     b.create(dir)?;
     #[cfg(unix)]
     set_mode(dir, DIR_MODE)?;
+    #[cfg(windows)]
+    crate::acl::protect(dir)?;
     Ok(())
 }
 
@@ -102,6 +104,10 @@ fn create_missing(dir: &Path, mode: u32) -> io::Result<()> {
             Ok(()) => {
                 #[cfg(unix)]
                 set_mode(d, mode)?;
+                #[cfg(windows)]
+                if mode == DIR_MODE {
+                    crate::acl::protect(d)?;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
@@ -162,6 +168,7 @@ fn tighten(path: &Path) -> io::Result<()> {
 /// umask). Add `.write(true)`, `.append(true)`, `.create(true)` or
 /// `.create_new(true)` as needed.
 pub fn private_options() -> OpenOptions {
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut o = OpenOptions::new();
     #[cfg(unix)]
     {

@@ -5,6 +5,8 @@
 //! logging; calendar dates; MQTT broker URLs and their TLS. What the agent
 //! and the collector share lives here, so that neither imports the other.
 
+#[cfg(windows)]
+pub mod acl;
 pub mod civil;
 pub mod config;
 pub mod duration;

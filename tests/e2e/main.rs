@@ -26,6 +26,7 @@ mod spool_damage;
 mod storage;
 mod store;
 mod tls;
+mod windows;
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use self::postgres::Postgres;
+pub mod wine;
 pub use procs::{Agent, AgentOpts, Collector, CollectorOpts, Mosquitto, Transport};
 
 /// A binary built from this workspace, next to the test executable's

@@ -288,6 +288,8 @@ pub struct AgentOpts {
     pub mqtt_scheme: &'static str,
     /// More keys for the `[transport]` section (e.g. `ca_file`).
     pub transport_toml: String,
+    /// Run `sobre-agent.exe` under Wine instead (see [`crate::wine`]).
+    pub windows: bool,
 }
 
 impl AgentOpts {
@@ -303,7 +305,18 @@ impl AgentOpts {
             grpc_scheme: "http",
             mqtt_scheme: "mqtt",
             transport_toml: String::new(),
+            windows: false,
         }
+    }
+}
+
+/// A path as the agent sees it: under Wine, on its `Z:` drive (the
+/// Linux root), in TOML's escaping.
+fn path_for(p: &Path, windows: bool) -> String {
+    if windows {
+        crate::wine::path(p).replace('\\', "\\\\")
+    } else {
+        p.display().to_string()
     }
 }
 
@@ -312,6 +325,7 @@ pub struct Agent {
     pub dir: PathBuf,
     pub id: String,
     child: Option<Child>,
+    windows: bool,
 }
 
 impl Agent {
@@ -327,8 +341,8 @@ impl Agent {
             iv = opts.interval_ms,
             extra = opts.extra_toml,
             ack = opts.ack_timeout_ms,
-            spool = dir.join("spool").display(),
-            index = dir.join("index").display(),
+            spool = path_for(&dir.join("spool"), opts.windows),
+            index = path_for(&dir.join("index"), opts.windows),
             storage = opts.storage_toml.as_deref().unwrap_or("enabled = false"),
             enrol = opts.enrol_toml,
             scheme = opts.grpc_scheme,
@@ -341,6 +355,7 @@ impl Agent {
             dir: dir.to_owned(),
             id: opts.id.clone(),
             child: None,
+            windows: opts.windows,
         };
         a.restart();
         a
@@ -348,8 +363,16 @@ impl Agent {
 
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "agent already running");
-        let mut cmd = Command::new(bin("sobre-agent"));
-        cmd.arg("--config").arg(self.dir.join("agent.toml"));
+        let config = self.dir.join("agent.toml");
+        let mut cmd = if self.windows {
+            let mut c = crate::wine::command(&crate::wine::agent_exe());
+            c.arg("--config").arg(crate::wine::path(&config));
+            c
+        } else {
+            let mut c = Command::new(bin("sobre-agent"));
+            c.arg("--config").arg(config);
+            c
+        };
         self.child = Some(spawn_logged(&mut cmd, &self.dir.join("agent.log")));
     }
 

@@ -8,14 +8,13 @@ pub mod trash;
 
 use crate::scan::rules::Category;
 use crate::scan::{EntryKind, Hash, Index, IndexEntry, IndexError};
+use crate::sys::name::{bytes, os_str};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use trash::{Trash, TrashError, Trashed, percent_decode, percent_encode};
+use trash::{Trash, TrashError, Trashed, percent_decode, percent_encode, restore};
 
 /// The journal of the last clean-up, in the index directory.
 pub const JOURNAL: &str = "cleanup.journal";
@@ -177,16 +176,14 @@ pub fn review(idx: &Index, sel: &Selection) -> Vec<Candidate> {
 fn unchanged(e: &IndexEntry) -> Result<(), String> {
     let md = fs::symlink_metadata(&e.path)
         .map_err(|err| format!("gone or unreadable since the scan ({err})"))?;
-    let mtime = md
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(md.mtime_nsec());
+    let id = crate::sys::ident(&e.path, &md)
+        .map_err(|err| format!("gone or unreadable since the scan ({err})"))?;
     let kind_ok = match e.kind {
         EntryKind::File => md.is_file() && md.len() == e.size,
         EntryKind::EmptyDir => md.is_dir(),
         EntryKind::BrokenLink => md.file_type().is_symlink(),
     };
-    if !kind_ok || md.dev() != e.dev || md.ino() != e.ino || mtime != e.mtime_ns {
+    if !kind_ok || id.dev != e.dev || id.ino != e.ino || id.mtime_ns != e.mtime_ns {
         return Err("changed since the scan".into());
     }
     if e.kind == EntryKind::EmptyDir
@@ -292,7 +289,7 @@ impl Journal {
     }
 
     fn record(&mut self, t: &Trashed) -> Result<(), CleanupError> {
-        let enc = |p: &Path| percent_encode(p.as_os_str().as_bytes());
+        let enc = |p: &Path| percent_encode(bytes(p.as_os_str()));
         writeln!(
             self.f,
             "{}\t{}\t{}",
@@ -345,7 +342,7 @@ pub fn undo(journal_dir: &Path) -> Result<Undone, CleanupError> {
         }
         let parts: Option<Vec<PathBuf>> = line
             .split('\t')
-            .map(|p| percent_decode(p).map(|b| PathBuf::from(std::ffi::OsStr::from_bytes(&b))))
+            .map(|p| percent_decode(p).map(|b| PathBuf::from(&*os_str(&b))))
             .collect();
         match parts.as_deref() {
             Some([original, file, info]) => moves.push(Trashed {
@@ -360,7 +357,7 @@ pub fn undo(journal_dir: &Path) -> Result<Undone, CleanupError> {
     let mut done = Undone::default();
     let mut left = Vec::new();
     for t in moves.into_iter().rev() {
-        match Trash::restore(&t) {
+        match restore(&t) {
             Ok(()) => done.restored.push(t.original),
             Err(e) => {
                 done.failed.push(e.to_string());
@@ -384,5 +381,5 @@ pub fn undo(journal_dir: &Path) -> Result<Undone, CleanupError> {
     Ok(done)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;

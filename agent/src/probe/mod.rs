@@ -11,20 +11,29 @@ mod cpuinfo;
 pub mod display;
 pub(crate) mod footprint;
 mod hardware;
+#[cfg(unix)]
 mod inventory;
 pub mod power;
 mod procfs;
 mod sessions;
+#[cfg(unix)]
 mod usage;
+#[cfg(any(windows, test))]
+mod windows;
 
 #[cfg(test)]
 pub(crate) mod fixture;
 
 pub use display::monitors;
+#[cfg(unix)]
 pub use footprint::FootprintProbe;
+#[cfg(unix)]
 pub use inventory::InventoryProbe;
 pub use power::{ModelCoefficients, PowerProbe, PowerSample};
+#[cfg(unix)]
 pub use usage::UsageProbe;
+#[cfg(windows)]
+pub use windows::{FootprintProbe, InventoryProbe, UsageProbe};
 
 /// Where the probes find the kernel's and the OS's files.
 #[derive(Debug, Clone, PartialEq, Eq)]

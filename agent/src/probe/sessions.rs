@@ -1,8 +1,7 @@
 //! Who is at the machine: the USER_PROCESS records of utmp, and the idle
 //! time of their terminals computed like `w` does (now − the tty's atime).
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use crate::sys::name::os_str;
 use std::path::{Component, Path};
 use std::time::SystemTime;
 
@@ -71,7 +70,8 @@ pub(crate) fn sessions(utmp: &[u8], dev: &Path, now: SystemTime) -> Sessions {
 /// `None` when `line` is not a plain relative path or cannot be stat'ed
 /// (X sessions have `:0`, which is no device).
 fn tty_idle_s(dev: &Path, line: &[u8], now: SystemTime) -> Option<u32> {
-    let rel = Path::new(OsStr::from_bytes(line));
+    let rel = os_str(line);
+    let rel = Path::new(&*rel);
     let plain = !line.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
     if !plain {
         return None;

@@ -5,7 +5,6 @@ use super::{Phase, Progress, ScanConfig, human, scan};
 use crate::config::AgentConfig;
 use anyhow::Context;
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -39,9 +38,7 @@ pub struct ScanArgs {
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    crate::sys::privileged()
 }
 
 /// Where the CLI keeps its index: `--index-dir`, else `storage.index_dir`
@@ -78,17 +75,25 @@ pub fn cancel_on_signal() -> Arc<AtomicBool> {
                 return;
             };
             rt.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
+                #[cfg(unix)]
                 let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
                 ) else {
                     return;
                 };
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                #[cfg(unix)]
+                let mut stop = async || {
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                };
+                #[cfg(windows)]
+                let stop = async || {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                stop().await;
                 eprintln!("\nstopping: saving what was hashed (again to quit at once)");
                 f.store(true, Relaxed);
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                stop().await;
                 std::process::exit(130);
             });
         });

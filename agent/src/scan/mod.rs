@@ -35,7 +35,7 @@ mod save;
 mod slots;
 mod walk;
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 pub(crate) mod tests;
 
 pub use hash::{BLOCK, Hash, fingerprint};
@@ -48,7 +48,6 @@ use crate::config::StorageConfig;
 use serde::Serialize;
 use sobre_proto::v1::StorageSummary;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
@@ -158,11 +157,9 @@ pub fn parse_key(hex: &str) -> Option<[u8; 32]> {
 
 /// The users' home folders: as root, those of /etc/passwd's human users
 /// (uid 1000 to 59999) that exist; otherwise `$HOME`.
+#[cfg(unix)]
 pub fn default_roots() -> Vec<PathBuf> {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    if root {
+    if crate::sys::privileged() {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let homes: Vec<PathBuf> = passwd
             .lines()
@@ -178,6 +175,34 @@ pub fn default_roots() -> Vec<PathBuf> {
         }
     }
     std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect()
+}
+
+/// The users' profile folders: with the machine's rights (the service),
+/// every folder of `%SystemDrive%\Users` but the shared ones and the
+/// junctions Windows keeps there for old programs; otherwise
+/// `%USERPROFILE%`.
+#[cfg(windows)]
+pub fn default_roots() -> Vec<PathBuf> {
+    const SHARED: [&str; 4] = ["Public", "Default", "Default User", "All Users"];
+    if crate::sys::privileged() {
+        let drive = std::env::var_os("SystemDrive").unwrap_or_else(|| "C:".into());
+        let users = PathBuf::from(drive).join("\\Users");
+        let homes: Vec<PathBuf> = std::fs::read_dir(&users)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir() && !t.is_symlink()))
+            .filter(|e| !SHARED.iter().any(|s| e.file_name().eq_ignore_ascii_case(s)))
+            .map(|e| e.path())
+            .collect();
+        if !homes.is_empty() {
+            return homes;
+        }
+    }
+    std::env::var_os("USERPROFILE")
         .map(PathBuf::from)
         .into_iter()
         .collect()

@@ -2,8 +2,8 @@
 //! the proto), name patterns, and the flags a directory passes to what it
 //! holds (cache, trash, downloads).
 
+use crate::sys::name::bytes;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// One year for age buckets and `cold_years`: 365.25 days.
@@ -202,18 +202,19 @@ impl Rules {
     }
 }
 
-/// `~/.local/share/Trash` (the freedesktop home trash), or a per-volume
-/// `.Trash`/`.Trash-<uid>` directory.
+/// `~/.local/share/Trash` (the freedesktop home trash), a per-volume
+/// `.Trash`/`.Trash-<uid>` directory, or Windows' Recycle Bin
+/// (`$Recycle.Bin` at the top of each volume).
 fn is_trash_dir(name: &OsStr, path: &Path) -> bool {
-    let n = name.as_bytes();
-    if n == b".Trash" || n.starts_with(b".Trash-") {
+    let n = bytes(name);
+    if n == b".Trash" || n.starts_with(b".Trash-") || n.eq_ignore_ascii_case(b"$Recycle.Bin") {
         return true;
     }
     n == b"Trash" && path.parent().is_some_and(|p| p.ends_with(".local/share"))
 }
 
 fn matches_any(globs: &[Glob], name: &OsStr) -> bool {
-    globs.iter().any(|g| g.matches(name.as_bytes()))
+    globs.iter().any(|g| g.matches(bytes(name)))
 }
 
 /// A shell-like pattern on one file name: `*` any run of bytes, `?` one

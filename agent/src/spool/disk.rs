@@ -1,7 +1,9 @@
 //! File-level helpers of the spool: error mapping, atomic replacement,
 //! directory fsync, and reading the small files at open.
 
-use std::fs::{self, File, OpenOptions};
+#[cfg(unix)]
+use std::fs::File;
+use std::fs::{self, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::path::Path;
 
@@ -55,7 +57,7 @@ pub(super) fn replace_file(
         let _ = fs::remove_file(&tmp);
         return Err(io_err(&tmp, "write", e));
     }
-    if let Err(e) = fs::rename(&tmp, &dst) {
+    if let Err(e) = crate::sys::rename_durable(&tmp, &dst) {
         let _ = fs::remove_file(&tmp);
         return Err(io_err(&dst, "replace", e));
     }

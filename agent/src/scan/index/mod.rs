@@ -28,9 +28,7 @@ pub(crate) use write::Writer;
 
 use super::hash::Hash;
 use super::rules::Cats;
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "files.idx";
@@ -152,7 +150,7 @@ pub fn load(dir: &Path) -> Result<Option<Index>, IndexError> {
     let mut entries = Vec::new();
     let idx = read(dir, |e| {
         entries.push(IndexEntry {
-            path: PathBuf::from(OsStr::from_bytes(e.path)),
+            path: PathBuf::from(&*crate::sys::name::os_str(e.path)),
             kind: e.kind,
             cats: e.cats,
             dev: e.dev,
@@ -220,7 +218,7 @@ mod tests {
         let paths: Vec<_> = idx
             .entries
             .iter()
-            .map(|e| e.path.as_os_str().as_bytes().to_vec())
+            .map(|e| crate::sys::name::bytes(e.path.as_os_str()).to_vec())
             .collect();
         assert_eq!(
             paths,
@@ -297,7 +295,7 @@ mod tests {
         let got: Vec<&[u8]> = idx
             .entries
             .iter()
-            .map(|e| e.path.as_os_str().as_bytes())
+            .map(|e| crate::sys::name::bytes(e.path.as_os_str()))
             .collect();
         let want: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         assert_eq!(got, want);

@@ -4,10 +4,9 @@
 
 use super::{EntryKind, EntryRef, FILE_NAME, Index, IndexError, MAGIC, io_err, unzigzag};
 use crate::scan::rules::Cats;
-use std::ffi::OsStr;
+use crate::sys::name::os_str;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Bytes read from the file at a time.
@@ -170,7 +169,7 @@ fn entries(r: &mut Body, each: &mut impl FnMut(EntryRef<'_>)) -> Result<Index, F
     let n_roots = r.get()?;
     for _ in 0..n_roots.min(4096) {
         let n = r.get()? as usize;
-        idx.roots.push(PathBuf::from(OsStr::from_bytes(r.take(n)?)));
+        idx.roots.push(PathBuf::from(&*os_str(r.take(n)?)));
     }
     let mut path: Vec<u8> = Vec::new();
     let mut count = 0u64;

@@ -7,7 +7,6 @@ use crate::scan::hash::{self, Hash};
 use crate::scan::walk::shared_prefix;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Streams a new index into `dir`; [`Writer::finish`] makes it the index.
@@ -57,7 +56,7 @@ impl Writer {
         put(&mut b, u64::from(complete));
         put(&mut b, roots.len() as u64);
         for r in roots {
-            let r = r.as_os_str().as_bytes();
+            let r = crate::sys::name::bytes(r.as_os_str());
             put(&mut b, r.len() as u64);
             b.extend_from_slice(r);
         }

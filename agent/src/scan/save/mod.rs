@@ -6,7 +6,7 @@ use super::hash::Hash;
 use super::index::{self, EntryKind, EntryRef, Index, IndexError};
 use super::rules::{self, Category, Cats};
 use super::{group, ms, walk};
-use std::os::unix::ffi::OsStrExt;
+use crate::sys::name::{bytes, os_str};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -49,7 +49,8 @@ pub(super) fn save_index(
     // hand on wrong hashes under a fresh checksum.
     let mut keep = Vec::new();
     let read = index::read(dir, |e| {
-        let p = Path::new(std::ffi::OsStr::from_bytes(e.path));
+        let p = os_str(e.path);
+        let p = Path::new(&*p);
         let covered = roots.iter().any(|r| p.starts_with(r));
         if !covered || (!complete && e.kind == EntryKind::File && !seen.contains(&(e.dev, e.ino))) {
             keep.push(index::OwnedEntry::new(&e));
@@ -119,7 +120,7 @@ fn add_entries(
         for o in list {
             let p = w.other_path(o);
             out.add(&index::EntryRef {
-                path: p.as_os_str().as_bytes(),
+                path: bytes(p.as_os_str()),
                 kind,
                 cats: cat.bit(),
                 dev: o.dev,
@@ -138,9 +139,9 @@ fn add_entries(
 /// A file's path in the index: its folder, a slash, its name.
 fn file_path<'w>(w: &'w walk::Walked, f: &walk::FileRec) -> [&'w [u8]; 3] {
     [
-        w.dirs[f.dir as usize].as_os_str().as_bytes(),
+        bytes(w.dirs[f.dir as usize].as_os_str()),
         b"/",
-        w.name(f).as_bytes(),
+        w.name_bytes(f),
     ]
 }
 
@@ -231,7 +232,7 @@ impl<'w> Unchanged<'w> {
                     && e.cats == cat.bit()
                     && (e.dev, e.ino, e.size, e.mtime_ns) == (o.dev, o.ino, 0, o.mtime_ns)
                     && (e.prefix, e.suffix, e.full) == (None, None, None)
-                    && e.path == w.other_path(o).as_os_str().as_bytes()
+                    && e.path == bytes(w.other_path(o).as_os_str())
             })
         };
         self.differs = !same;
@@ -256,7 +257,7 @@ impl<'w> Unchanged<'w> {
                 .roots
                 .iter()
                 .zip(roots)
-                .all(|(a, b)| a.as_os_str().as_bytes() == b.as_os_str().as_bytes());
+                .all(|(a, b)| bytes(a.as_os_str()) == bytes(b.as_os_str()));
         if self.differs || self.seen != total || !old.complete || !same_roots {
             return false;
         }
@@ -283,5 +284,5 @@ impl<'w> Unchanged<'w> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;

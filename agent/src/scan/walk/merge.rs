@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 /// times faster: a separator sorts before any other byte. The same for the
 /// walk's paths (joined names: no `//`, no `.` components).
 fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
-    use std::os::unix::ffi::OsStrExt;
-    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    use crate::sys::name::bytes;
+    let (a, b) = (bytes(a.as_os_str()), bytes(b.as_os_str()));
     let i = shared_prefix(a, b);
     let key = |p: &[u8]| p.get(i).map(|&c| if c == b'/' { 0 } else { c });
     key(a).cmp(&key(b))

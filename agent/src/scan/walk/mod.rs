@@ -9,11 +9,15 @@
 //! directory's stats through `batch`, and `merge` puts their finds in path
 //! order.
 
+#[cfg(unix)]
+mod batch;
+#[cfg(windows)]
+#[path = "batch_none.rs"]
 mod batch;
 mod dir;
 mod merge;
 mod queue;
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;
 
 pub(crate) use merge::shared_prefix;
@@ -21,13 +25,13 @@ pub(crate) use merge::shared_prefix;
 use super::pace::Pacer;
 use super::rules::{Cats, Rules};
 use super::{Counters, Issue, IssueKind, run_workers};
+use crate::sys::{self, name::os_str};
 use queue::{Job, Queue};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -123,15 +127,20 @@ pub(crate) struct Walked {
 }
 
 impl Walked {
-    pub fn name(&self, f: &FileRec) -> &OsStr {
+    /// A file's name as the walk keeps it (see [`sys::name`]).
+    pub fn name_bytes(&self, f: &FileRec) -> &[u8] {
         let n = f.name;
         let part = self.names.get(usize::from(n.part)).map_or(&[][..], |p| p);
         let at = n.at as usize;
-        OsStr::from_bytes(part.get(at..at + usize::from(n.len)).unwrap_or_default())
+        part.get(at..at + usize::from(n.len)).unwrap_or_default()
+    }
+
+    pub fn name(&self, f: &FileRec) -> Cow<'_, OsStr> {
+        os_str(self.name_bytes(f))
     }
 
     pub fn path(&self, f: &FileRec) -> PathBuf {
-        self.dirs[f.dir as usize].join(self.name(f))
+        self.dirs[f.dir as usize].join(&*self.name(f))
     }
 
     pub fn other_path(&self, o: &OtherRec) -> PathBuf {
@@ -175,10 +184,13 @@ pub(crate) enum Kind {
     Other,
 }
 
-impl From<&Metadata> for Meta {
-    fn from(md: &Metadata) -> Meta {
+impl Meta {
+    /// What `path` is, from its metadata (the link itself if `md` is a
+    /// link's).
+    pub fn of(path: &Path, md: &fs::Metadata) -> io::Result<Meta> {
         let ft = md.file_type();
-        Meta {
+        let id = sys::ident(path, md)?;
+        Ok(Meta {
             kind: if ft.is_file() {
                 Kind::File
             } else if ft.is_dir() {
@@ -188,12 +200,12 @@ impl From<&Metadata> for Meta {
             } else {
                 Kind::Other
             },
-            dev: md.dev(),
-            ino: md.ino(),
+            dev: id.dev,
+            ino: id.ino,
             size: md.len(),
-            mtime_ns: mtime_ns(md),
-            nlink: md.nlink(),
-        }
+            mtime_ns: id.mtime_ns,
+            nlink: id.nlink,
+        })
     }
 }
 
@@ -323,7 +335,10 @@ fn seed_root<'a>(shared: &Shared<'a>, root: &Path, local: &mut Local, jobs: &mut
         .ancestors()
         .filter_map(|a| a.file_name().map(|n| shared.opts.rules.dir_flags(n, a)))
         .fold(0, |acc, f| acc | f);
-    let md = Meta::from(&md);
+    let md = match Meta::of(root, &md) {
+        Ok(md) => md,
+        Err(e) => return issue(&mut local.out, root, &e),
+    };
     if md.kind == Kind::Dir {
         if shared.opts.follow_symlinks && !mark_visited(shared, &md) {
             return;
@@ -340,7 +355,14 @@ fn seed_root<'a>(shared: &Shared<'a>, root: &Path, local: &mut Local, jobs: &mut
         let id = shared.next_id.fetch_add(1, Relaxed);
         local.dirs.push((id, parent.to_owned()));
         local.tops.push(id);
-        add_file(&mut local.out, shared.opts, id, name.as_bytes(), &md, flags);
+        add_file(
+            &mut local.out,
+            shared.opts,
+            id,
+            sys::name::bytes(name),
+            &md,
+            flags,
+        );
         local.runs.push((id, local.out.files.len() - 1, 1));
         shared.counters.files.fetch_add(1, Relaxed);
         shared.counters.bytes.fetch_add(md.size, Relaxed);
@@ -354,7 +376,10 @@ fn mark_visited(shared: &Shared<'_>, md: &Meta) -> bool {
     v.insert((md.dev, md.ino))
 }
 
-pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
+/// A file's modification time in ns (the tests' reference).
+#[cfg(all(test, unix))]
+pub(crate) fn mtime_ns(md: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
     md.mtime()
         .saturating_mul(1_000_000_000)
         .saturating_add(md.mtime_nsec())
@@ -369,7 +394,7 @@ fn add_file(out: &mut Walked, opts: &WalkOptions<'_>, dir: u32, name: &[u8], md:
     let names = &mut out.names[0];
     let (Ok(at), Ok(len)) = (u32::try_from(names.len()), u16::try_from(name.len())) else {
         let e = io::Error::other("too many names in one scan worker");
-        return issue(out, Path::new(OsStr::from_bytes(name)), &e);
+        return issue(out, Path::new(&*os_str(name)), &e);
     };
     names.extend_from_slice(name);
     out.files.push(FileRec {
@@ -380,13 +405,9 @@ fn add_file(out: &mut Walked, opts: &WalkOptions<'_>, dir: u32, name: &[u8], md:
         size: md.size,
         mtime_ns: md.mtime_ns,
         multi_link: md.nlink > 1,
-        cats: opts.rules.file_cats(
-            OsStr::from_bytes(name),
-            flags,
-            md.size,
-            md.mtime_ns,
-            opts.now_ns,
-        ),
+        cats: opts
+            .rules
+            .file_cats(&os_str(name), flags, md.size, md.mtime_ns, opts.now_ns),
     });
 }
 

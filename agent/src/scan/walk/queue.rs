@@ -235,6 +235,14 @@ impl Crew {
 }
 
 /// CPU time of the whole process, every thread.
+#[cfg(windows)]
+fn process_cpu() -> Duration {
+    let t = crate::sys::win::process_use().map_or(0, |u| u.cpu_100ns);
+    Duration::from_nanos(t.saturating_mul(100))
+}
+
+/// CPU time of the whole process, every thread.
+#[cfg(unix)]
 fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(

@@ -5,6 +5,8 @@ use super::*;
 use crate::scan::Glob;
 use crate::scan::tests::{blob, config};
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::symlink;
 
 /// A file as compared: path, (dev, inode), size, mtime, several names.
@@ -267,7 +269,7 @@ fn a_folder_listed_but_not_stated_is_not_entered_on_another_filesystem() {
         counters: &counters,
         cancel: &cancel,
     };
-    let md = Meta::from(&slash);
+    let md = Meta::of(Path::new("/"), &slash).expect("meta of /");
     let mut root = Job::root(0, PathBuf::from("/"), &md, 0);
     let parent = dir::open(&shared, &mut root)
         .expect("open /")

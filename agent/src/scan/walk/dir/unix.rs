@@ -1,4 +1,4 @@
-//! Reading one directory through descriptors: opened relative to its
+//! Linux: reading one directory through descriptors: opened relative to its
 //! parent's descriptor (one name to resolve, not a whole path), listed
 //! with `getdents64` into one buffer per worker (no allocation per entry),
 //! and each entry stat'ed relative to it with `statx`, asking only for
@@ -13,39 +13,19 @@
 //! `openat`, no `openat2`, no `statx` with a mask and no listing without an
 //! allocation per name (the workspace denies `unsafe_code`).
 
-use super::batch::{BIG_DIR, StatBatch};
-use super::queue::Job;
-use super::{Kind, Local, Meta, Shared, add_file, issue, mark_visited};
+use super::super::batch::{BIG_DIR, StatBatch};
+use super::super::queue::Job;
+use super::super::{Kind, Meta, Shared, add_file, issue};
+use super::{DirFd, Reading};
 use crate::scan::pace::Pacer;
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
 use std::ffi::{CStr, OsStr};
 use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-/// Each worker's `getdents64` buffer.
-pub(super) const BUF_BYTES: usize = 32 * 1024;
-
-/// Directory descriptors kept open for their subdirectories waiting in
-/// the queue; past this, subdirectories are opened by their whole path
-/// (the soft limit on open files is often 1,024).
-pub(super) const MAX_OPEN_DIRS: usize = 128;
-
-/// An open directory, counted in [`Shared::open_dirs`] while it is.
-pub(super) struct DirFd<'a> {
-    pub fd: OwnedFd,
-    open: &'a AtomicUsize,
-}
-
-impl Drop for DirFd<'_> {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Relaxed);
-    }
-}
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The fields of a `statx` the scan uses.
 const MASK: StatxFlags = StatxFlags::TYPE
@@ -113,7 +93,7 @@ fn kind(t: FileType) -> Kind {
 
 /// Opens `job`'s directory; None: it is on another filesystem
 /// (`one_file_system`), counted by the caller.
-pub(super) fn open<'a>(
+pub(in super::super) fn open<'a>(
     shared: &Shared<'a>,
     job: &mut Job<'a>,
 ) -> io::Result<Option<Arc<DirFd<'a>>>> {
@@ -164,10 +144,15 @@ fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Meta> {
     stat_at(fd, c"", false, AtFlags::EMPTY_PATH)
 }
 
+/// Stats an open directory.
+pub(in super::super) fn stat_dir(d: &DirFd<'_>) -> io::Result<Meta> {
+    stat_fd(d.fd.as_fd())
+}
+
 /// One directory's entries, listed before any is handled (so that a large
 /// directory's stats can be shared out). One per worker, reused.
 #[derive(Default)]
-pub(super) struct Listing {
+pub(in super::super) struct Listing {
     ents: Vec<Ent>,
     /// The names, each ending with a NUL.
     names: Vec<u8>,
@@ -237,94 +222,15 @@ fn needs_stat(kind: FileType, follow: bool) -> bool {
     }
 }
 
-/// A directory being read, and where what it holds goes.
-struct Reading<'r, 'a> {
-    shared: &'r Shared<'a>,
-    local: &'r mut Local,
-    /// This worker's stack of directories to read.
-    mine: &'r mut Vec<Job<'a>>,
-    job: &'r Job<'a>,
-    fd: &'r Arc<DirFd<'a>>,
-}
-
-/// Reads one directory: its files into `local`, its subdirectories onto
-/// `mine` (this worker's stack).
-pub(super) fn read<'a>(
-    shared: &Shared<'a>,
-    mut job: Job<'a>,
-    local: &mut Local,
-    pacer: &mut Pacer,
-    buf: &mut Vec<u8>,
-    lst: &mut Listing,
-    mine: &mut Vec<Job<'a>>,
-) {
-    let opened = open(shared, &mut job);
-    // The parent may close once its last waiting child is open.
-    drop(job.parent.take());
-    let fd = match opened {
-        Ok(Some(fd)) => fd,
-        Ok(None) => {
-            local.out.stats.other_fs += 1;
-            return;
-        }
-        Err(e) => {
-            local.out.stats.dirs += 1;
-            return issue(&mut local.out, &job.path, &e);
-        }
-    };
-    local.out.stats.dirs += 1;
-    shared.counters.dirs.fetch_add(1, Relaxed);
-    let start = local.out.files.len();
-    let first_kid = mine.len();
-    let mut r = Reading {
-        shared,
-        local,
-        mine,
-        job: &job,
-        fd: &fd,
-    };
-    let entries = r.entries(pacer, buf, lst);
-    let Reading { local, mine, .. } = r;
-    // This directory's subdirectories, by name (listed so: the merge's
-    // order), and its files, by name too (the index's order).
-    let kids_at = local.kids.len();
-    local.kids.extend(mine[first_kid..].iter().map(|j| j.id));
-    if local.kids.len() > kids_at {
-        local
-            .tree
-            .push((job.id, kids_at, local.kids.len() - kids_at));
-    }
-    let files = &local.out.files[start..];
-    shared.counters.files.fetch_add(files.len() as u64, Relaxed);
-    shared
-        .counters
-        .bytes
-        .fetch_add(files.iter().map(|f| f.size).sum(), Relaxed);
-    local.runs.push((job.id, start, files.len()));
-    if entries == 0 {
-        // Listed as a folder and never stat'ed: it is now.
-        let md = if job.stat {
-            Ok((job.dev, job.ino, job.mtime_ns))
-        } else {
-            stat_fd(fd.fd.as_fd()).map(|m| (m.dev, m.ino, m.mtime_ns))
-        };
-        match md {
-            Ok((dev, ino, mtime_ns)) => local.out.empty_dirs.push(super::OtherRec {
-                dir: job.id,
-                name: None,
-                dev,
-                ino,
-                mtime_ns,
-            }),
-            Err(e) => issue(&mut local.out, &job.path, &e),
-        }
-    }
-}
-
 impl<'a> Reading<'_, 'a> {
     /// Lists the directory and handles each entry; returns how many there
     /// were (excluded ones included, `.` and `..` not).
-    fn entries(&mut self, pacer: &mut Pacer, buf: &mut Vec<u8>, lst: &mut Listing) -> u64 {
+    pub(super) fn entries(
+        &mut self,
+        pacer: &mut Pacer,
+        buf: &mut Vec<u8>,
+        lst: &mut Listing,
+    ) -> u64 {
         let (opts, job) = (self.shared.opts, self.job);
         let follow = opts.follow_symlinks;
         let dir = self.fd.fd.as_fd();
@@ -433,36 +339,6 @@ impl<'a> Reading<'_, 'a> {
         lst.ents.len() as u64
     }
 
-    /// Queues a subdirectory; `stat`: `md` is its own, from a stat (else
-    /// the device is the parent's, checked when it is opened).
-    fn push_dir(&mut self, path: PathBuf, md: &Meta, stat: bool, via_link: bool) {
-        let (shared, parent) = (self.shared, self.job);
-        let opts = shared.opts;
-        if stat && opts.one_file_system && md.dev != parent.dev {
-            self.local.out.stats.other_fs += 1;
-            return;
-        }
-        if opts.follow_symlinks && !mark_visited(shared, md) {
-            return;
-        }
-        let id = shared.next_id.fetch_add(1, Relaxed);
-        let name = path.file_name().unwrap_or_default();
-        let flags = parent.flags | opts.rules.dir_flags(name, &path);
-        self.local.dirs.push((id, path.clone()));
-        let keep = shared.open_dirs.load(Relaxed) < MAX_OPEN_DIRS;
-        self.mine.push(Job {
-            id,
-            path,
-            parent: keep.then(|| Arc::clone(self.fd)),
-            via_link,
-            stat,
-            dev: md.dev,
-            ino: md.ino,
-            mtime_ns: md.mtime_ns,
-            flags,
-        });
-    }
-
     fn symlink(&mut self, cname: &CStr) {
         self.local.out.stats.symlinks += 1;
         let (dir, job) = (self.fd.fd.as_fd(), self.job);
@@ -488,7 +364,7 @@ impl<'a> Reading<'_, 'a> {
                     || e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) =>
             {
                 match stat_at(dir, cname, false, AtFlags::empty()) {
-                    Ok(md) => self.local.out.broken_links.push(super::OtherRec {
+                    Ok(md) => self.local.out.broken_links.push(super::super::OtherRec {
                         dir: job.id,
                         name: Some(OsStr::from_bytes(name).into()),
                         dev: md.dev,

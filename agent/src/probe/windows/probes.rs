@@ -1,0 +1,153 @@
+//! The three probes over `sys::win`.
+
+use super::parse;
+use crate::probe::{Probe, ProbeError, Roots, hardware};
+use crate::sys::win;
+use sobre_proto::v1::{AgentFootprint, Inventory, UsageReport};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn failed(what: &str, e: std::io::Error) -> ProbeError {
+    ProbeError::Read {
+        path: PathBuf::from(what),
+        source: e,
+    }
+}
+
+/// Samples [`UsageReport`]s; counters are deltas since the previous one.
+#[derive(Debug)]
+pub struct UsageProbe {
+    prev: Option<((u64, u64, u64), (u64, u64))>,
+}
+
+impl UsageProbe {
+    /// `roots` are Linux's (fixture trees); Windows has none.
+    pub fn new(_roots: Roots) -> Self {
+        Self { prev: None }
+    }
+}
+
+impl Probe for UsageProbe {
+    type Output = UsageReport;
+
+    fn sample(&mut self, interval: Duration) -> Result<UsageReport, ProbeError> {
+        let cpu = win::cpu_times().map_err(|e| failed("GetSystemTimes", e))?;
+        let net = win::net_bytes().unwrap_or((0, 0));
+        let mut r = UsageReport {
+            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            uptime_s: win::uptime_s(),
+            ..UsageReport::default()
+        };
+        if let Some((pcpu, pnet)) = self.prev {
+            r.cpu_percent = parse::cpu_percent(pcpu, cpu);
+            r.net_rx_bytes = net.0.saturating_sub(pnet.0);
+            r.net_tx_bytes = net.1.saturating_sub(pnet.1);
+        }
+        self.prev = Some((cpu, net));
+        let m = win::memory().map_err(|e| failed("GlobalMemoryStatusEx", e))?;
+        r.mem_total_bytes = m.total;
+        r.mem_available_bytes = m.available;
+        // The commit beyond physical memory is what the page files hold.
+        r.swap_total_bytes = m.commit_limit.saturating_sub(m.total);
+        r.swap_used_bytes = m
+            .commit_limit
+            .saturating_sub(m.commit_free)
+            .saturating_sub(m.total.saturating_sub(m.available));
+        let list: Vec<parse::WtsSession> = win::sessions()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| parse::WtsSession {
+                user: s.user,
+                active: s.active,
+                last_input: s.last_input,
+                now: s.now,
+            })
+            .collect();
+        let s = parse::sessions(&list);
+        r.user_sessions = s.count;
+        r.input_idle_s = s.idle_s;
+        r.user_active = s.user_active();
+        Ok(r)
+    }
+}
+
+/// Samples the machine's [`Inventory`]; what Windows does not tell stays
+/// empty.
+#[derive(Debug)]
+pub struct InventoryProbe;
+
+impl InventoryProbe {
+    pub fn new(_roots: Roots) -> Self {
+        Self
+    }
+}
+
+const CURRENT_VERSION: &str = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion";
+const CPU0: &str = r"HARDWARE\DESCRIPTION\System\CentralProcessor\0";
+
+impl Probe for InventoryProbe {
+    type Output = Inventory;
+
+    fn sample(&mut self, _interval: Duration) -> Result<Inventory, ProbeError> {
+        let reg = |v| win::registry_string(CURRENT_VERSION, v);
+        let (os_name, os_version) = parse::os_name_version(
+            reg("ProductName").as_deref(),
+            reg("DisplayVersion").as_deref(),
+            reg("CurrentBuildNumber").as_deref(),
+            win::registry_u32(CURRENT_VERSION, "UBR"),
+        );
+        let dmi = win::smbios()
+            .map(|raw| parse::smbios(&raw))
+            .unwrap_or_default();
+        let (cores, threads) = win::cpu_topology().unwrap_or((1, 1));
+        let virtual_machine = hardware::is_vm_dmi(&dmi.vendor, &dmi.model);
+        let chassis = if virtual_machine {
+            "vm"
+        } else {
+            hardware::chassis_name(dmi.chassis_type)
+        };
+        Ok(Inventory {
+            hostname: win::hostname().unwrap_or_default(),
+            os_name,
+            os_version,
+            kernel: reg("CurrentBuildNumber").unwrap_or_default(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpu_model: win::registry_string(CPU0, "ProcessorNameString").unwrap_or_default(),
+            cpu_cores: cores,
+            cpu_threads: threads,
+            mem_total_bytes: win::memory().map(|m| m.total).unwrap_or(0),
+            chassis: chassis.to_owned(),
+            vendor: dmi.vendor,
+            model: dmi.model,
+            bios_date: dmi.bios_date,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            virtual_machine,
+            ..Inventory::default()
+        })
+    }
+}
+
+/// Samples the agent's own [`AgentFootprint`] (CPU, working set and its
+/// peak); the runtime fills the transport and spool counters.
+#[derive(Debug)]
+pub struct FootprintProbe;
+
+impl FootprintProbe {
+    pub fn new(_roots: Roots) -> Self {
+        Self
+    }
+}
+
+impl Probe for FootprintProbe {
+    type Output = AgentFootprint;
+
+    fn sample(&mut self, _interval: Duration) -> Result<AgentFootprint, ProbeError> {
+        let u = win::process_use().map_err(|e| failed("GetProcessTimes", e))?;
+        Ok(AgentFootprint {
+            cpu_seconds: u.cpu_100ns as f64 / 1e7,
+            peak_rss_bytes: u.peak_rss,
+            rss_bytes: u.rss,
+            ..AgentFootprint::default()
+        })
+    }
+}
