@@ -54,13 +54,7 @@ async fn reports_once_through_a_kill(t: Transport, id: &str) {
     .await;
     assert!(inv["cpu_threads"].as_u64().unwrap_or(0) >= 1, "{inv}");
     assert!(inv["mem_total_bytes"].as_u64().unwrap_or(0) > 0, "{inv}");
-    let samples = c
-        .get(&format!(
-            "/api/v1/agents/{}/samples?since=0&limit=10000",
-            agent.id
-        ))
-        .await;
-    let samples = samples.as_array().expect("samples");
+    let samples = c.samples(&agent.id).await;
     let mem = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
     assert!(
         samples

@@ -211,7 +211,8 @@ impl Collector {
     }
 
     /// Seqs of the stored usage samples of one agent, in sample order.
-    pub async fn sample_seqs(&self, agent: &str) -> Vec<u64> {
+    /// Every sample stored for `agent` (none if it is unknown).
+    pub async fn samples(&self, agent: &str) -> Vec<Value> {
         let (status, body) = self
             .get_status(&format!(
                 "/api/v1/agents/{agent}/samples?since=0&limit=10000"
@@ -221,14 +222,17 @@ impl Collector {
             return Vec::new();
         }
         let v: Value = serde_json::from_str(&body).expect("samples JSON");
-        v.as_array()
-            .expect("array")
+        v.as_array().expect("array").clone()
+    }
+
+    pub async fn sample_seqs(&self, agent: &str) -> Vec<u64> {
+        self.samples(agent)
+            .await
             .iter()
             .map(|s| s["seq"].as_u64().expect("seq"))
             .collect()
     }
 
-    /// Waits until `agent` has at least `n` stored samples.
     pub async fn wait_samples(&self, agent: &str, n: usize, timeout: Duration) -> Vec<u64> {
         wait_for(
             &format!("{n} samples from {agent}"),

@@ -1,7 +1,7 @@
 //! The campaign book and a baseline-then-count cycle on a real tree.
 
 use super::*;
-use crate::scan::tests::config;
+use crate::scan::test_support::config;
 use std::fs;
 use std::sync::atomic::AtomicBool;
 

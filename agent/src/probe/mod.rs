@@ -7,14 +7,21 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// Linux's /proc and /sys readers; on Windows only a few of their
+// helpers are used (chassis names, `status_bytes` for the scan child).
+#[cfg_attr(windows, allow(dead_code))]
 mod cpuinfo;
 pub mod display;
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) mod footprint;
+#[cfg_attr(windows, allow(dead_code))]
 mod hardware;
 #[cfg(unix)]
 mod inventory;
 pub mod power;
+#[cfg_attr(windows, allow(dead_code))]
 mod procfs;
+#[cfg_attr(windows, allow(dead_code))]
 mod sessions;
 #[cfg(unix)]
 mod usage;
@@ -98,6 +105,7 @@ pub trait Probe {
 }
 
 /// Reads a file the probe cannot work without.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) fn read_required(path: &Path) -> Result<String, ProbeError> {
     std::fs::read_to_string(path).map_err(|source| ProbeError::Read {
         path: path.to_path_buf(),

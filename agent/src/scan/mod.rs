@@ -35,6 +35,8 @@ mod save;
 mod slots;
 mod walk;
 
+#[cfg(test)]
+pub(crate) mod test_support;
 #[cfg(all(test, unix))]
 pub(crate) mod tests;
 

@@ -1,26 +1,13 @@
 //! Integration-style tests of the scan: the benchmark generator's ground
 //! truth, rescans, hostile trees, categories and privacy.
 
+pub(crate) use super::test_support::{blob, config, run};
 use super::*;
-use crate::config::StorageConfig;
 use prost::Message;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::time::Duration;
-
-pub(crate) fn config(roots: &[&Path], index: Option<&Path>) -> ScanConfig {
-    let mut c = ScanConfig::from_storage(&StorageConfig::default()).expect("defaults");
-    c.roots = roots.iter().map(|r| r.to_path_buf()).collect();
-    c.index_dir = index.map(Path::to_path_buf);
-    c.threads = 2;
-    c.cpu_budget = None;
-    c
-}
-
-pub(crate) fn run(c: &ScanConfig) -> ScanReport {
-    scan(c, &|_| {}, &AtomicBool::new(false)).expect("scan")
-}
 
 fn write(p: &Path, data: &[u8]) {
     if let Some(d) = p.parent() {
@@ -35,13 +22,6 @@ fn set_mtime(p: &Path, t: SystemTime) {
         .open(p)
         .and_then(|f| f.set_modified(t))
         .expect("set mtime");
-}
-
-/// Content that differs from any other `blob(n, seed')`.
-pub(crate) fn blob(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
-        .collect()
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! File-level helpers of the spool: error mapping, atomic replacement,
 //! directory fsync, and reading the small files at open.
 
-#[cfg(unix)]
-use std::fs::File;
 use std::fs::{self, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::path::Path;
@@ -25,18 +23,7 @@ pub(super) fn io_err(path: &Path, op: &'static str, err: io::Error) -> SpoolErro
 
 /// Makes creations, renames and deletions in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(dir, "fsync the spool directory", e))
-    }
-    #[cfg(not(unix))]
-    {
-        // Directory handles cannot be fsynced portably; NTFS journals renames.
-        let _ = dir;
-        Ok(())
-    }
+    crate::sys::sync_dir(dir).map_err(|e| io_err(dir, "fsync the spool directory", e))
 }
 
 /// Replaces `dir/name` with `bytes` atomically: a crash leaves either the old

@@ -64,6 +64,22 @@ pub(crate) fn rename_durable(src: &Path, dst: &Path) -> io::Result<()> {
     }
 }
 
+/// Makes the creations, renames and deletions in `dir` durable: on Linux
+/// an fsync of the folder; on Windows nothing to do (a folder cannot be
+/// flushed; NTFS journals its entries and [`rename_durable`] writes
+/// through).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir).and_then(|d| d.sync_all())
+    }
+    #[cfg(windows)]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
 /// Whether the agent runs with the machine's rights: root on Linux; on
 /// Windows, as a service (LocalSystem) or from an elevated prompt.
 pub(crate) fn privileged() -> bool {

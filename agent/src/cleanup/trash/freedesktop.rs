@@ -4,10 +4,9 @@
 //! move is a rename and desktops can restore it too. Never a copy, never a
 //! delete.
 
-use super::{TrashError, Trashed, io, percent_encode};
+use super::{TrashError, Trashed, io, move_with_info, percent_encode};
 use sobre_base::files;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -90,32 +89,9 @@ impl Trash {
             let mut info_name = candidate.clone();
             info_name.push(".trashinfo");
             let (dst, info_file) = (files.join(&candidate), info.join(&info_name));
-            let f = files::private_options()
-                .write(true)
-                .create_new(true)
-                .open(&info_file);
-            let mut f = match f {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io(&info_file, "create")(e)),
-            };
-            if fs::symlink_metadata(&dst).is_ok() {
-                drop(f);
-                let _ = fs::remove_file(&info_file);
-                continue;
+            if let Some(t) = move_with_info(path, dst, info_file, text.as_bytes())? {
+                return Ok(t);
             }
-            f.write_all(text.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(io(&info_file, "write"))?;
-            if let Err(e) = fs::rename(path, &dst) {
-                let _ = fs::remove_file(&info_file);
-                return Err(io(path, "move to the trash")(e));
-            }
-            return Ok(Trashed {
-                original: path.to_path_buf(),
-                file: dst,
-                info: info_file,
-            });
         }
         Err(TrashError::Exists {
             path: files.join(name),

@@ -48,6 +48,46 @@ pub struct Trashed {
     pub info: PathBuf,
 }
 
+/// Moves `path` to `dst` with its `record` in `info`: the info file is
+/// created first, exclusively, which reserves the name; then written and
+/// synced, then the entry renamed. None: the name is taken (the caller
+/// tries another); a failed move removes the info file again.
+fn move_with_info(
+    path: &Path,
+    dst: PathBuf,
+    info: PathBuf,
+    record: &[u8],
+) -> Result<Option<Trashed>, TrashError> {
+    use std::io::Write;
+    let mut f = match files::private_options()
+        .write(true)
+        .create_new(true)
+        .open(&info)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(io(&info, "create")(e)),
+    };
+    if fs::symlink_metadata(&dst).is_ok() {
+        drop(f);
+        let _ = fs::remove_file(&info);
+        return Ok(None);
+    }
+    f.write_all(record)
+        .and_then(|_| f.sync_all())
+        .map_err(io(&info, "write"))?;
+    drop(f);
+    if let Err(e) = fs::rename(path, &dst) {
+        let _ = fs::remove_file(&info);
+        return Err(io(path, "move to the trash")(e));
+    }
+    Ok(Some(Trashed {
+        original: path.to_path_buf(),
+        file: dst,
+        info,
+    }))
+}
+
 /// Puts a trashed entry back where it was, never over something new.
 pub fn restore(t: &Trashed) -> Result<(), TrashError> {
     if fs::symlink_metadata(&t.original).is_ok() {

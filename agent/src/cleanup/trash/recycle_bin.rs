@@ -7,10 +7,9 @@
 //! in UTF-16 units with its NUL (4), then the path in UTF-16 with its
 //! NUL. The move is a rename on the same volume: never a copy.
 
-use super::{TrashError, Trashed, io};
+use super::{TrashError, Trashed, io, move_with_info};
 use sobre_base::files;
 use std::fs;
-use std::io::Write;
 use std::os::windows::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -66,34 +65,9 @@ impl Trash {
                 .collect();
             let dst = can.join(format!("$R{id}{ext}"));
             let info_file = can.join(format!("$I{id}{ext}"));
-            // The $I file is created first, exclusively: it reserves the name.
-            let mut f = match files::private_options()
-                .write(true)
-                .create_new(true)
-                .open(&info_file)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io(&info_file, "create")(e)),
-            };
-            if fs::symlink_metadata(&dst).is_ok() {
-                drop(f);
-                let _ = fs::remove_file(&info_file);
-                continue;
+            if let Some(t) = move_with_info(path, dst, info_file, &record)? {
+                return Ok(t);
             }
-            f.write_all(&record)
-                .and_then(|_| f.sync_all())
-                .map_err(io(&info_file, "write"))?;
-            drop(f);
-            if let Err(e) = fs::rename(path, &dst) {
-                let _ = fs::remove_file(&info_file);
-                return Err(io(path, "move to the Recycle Bin")(e));
-            }
-            return Ok(Trashed {
-                original: path.to_path_buf(),
-                file: dst,
-                info: info_file,
-            });
         }
         Err(TrashError::Exists { path: can })
     }

@@ -163,7 +163,9 @@ mod tests {
     use crate::probe::fixture::Tree;
     use battery::tests::battery;
     use rapl::tests::{fresh_flag, set, zone};
+    #[cfg(unix)]
     use std::io;
+    #[cfg(unix)]
     use std::sync::{Arc, Mutex};
 
     const MAX: u64 = 262_143_328_850;
@@ -283,9 +285,11 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
 
+    #[cfg(unix)]
     impl io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().expect("log buffer").extend_from_slice(buf);
@@ -296,6 +300,8 @@ mod tests {
         }
     }
 
+    /// RAPL is Linux's sysfs (its paths are in the message checked).
+    #[cfg(unix)]
     #[test]
     fn unreadable_counters_fall_back_and_warn_once() {
         let t = Tree::new();

@@ -52,7 +52,8 @@ impl Probe for UsageProbe {
         r.swap_used_bytes = m
             .commit_limit
             .saturating_sub(m.commit_free)
-            .saturating_sub(m.total.saturating_sub(m.available));
+            .saturating_sub(m.total.saturating_sub(m.available))
+            .min(r.swap_total_bytes);
         let list: Vec<parse::WtsSession> = win::sessions()
             .unwrap_or_default()
             .into_iter()

@@ -5,7 +5,7 @@
 use super::{EntryRef, FILE_NAME, IndexError, MAGIC, io_err, put, zigzag};
 use crate::scan::hash::{self, Hash};
 use crate::scan::walk::shared_prefix;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -143,10 +143,8 @@ impl Writer {
         })?;
         f.sync_all().map_err(io_err(&self.tmp, "fsync"))?;
         let dst = self.dir.join(FILE_NAME);
-        fs::rename(&self.tmp, &dst).map_err(io_err(&dst, "replace"))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir, "fsync"))?;
+        crate::sys::rename_durable(&self.tmp, &dst).map_err(io_err(&dst, "replace"))?;
+        crate::sys::sync_dir(&self.dir).map_err(io_err(&self.dir, "fsync"))?;
         Ok(self.count)
     }
 }

@@ -217,6 +217,7 @@ struct Shared<'a> {
     open_dirs: &'a AtomicUsize,
     /// `openat2` is missing (before Linux 5.6) or filtered: folders are
     /// stat'ed for their device once open.
+    #[cfg_attr(windows, allow(dead_code))]
     no_openat2: AtomicBool,
     opts: &'a WalkOptions<'a>,
     counters: &'a Counters,

@@ -22,6 +22,7 @@ pub(super) struct Job<'a> {
     pub parent: Option<Arc<DirFd<'a>>>,
     /// Reached through a symbolic link being followed, or a root: opened
     /// without `O_NOFOLLOW`.
+    #[cfg_attr(windows, allow(dead_code))]
     pub via_link: bool,
     /// `dev`, `ino` and `mtime_ns` are its own, from a stat. False: it was
     /// listed as a folder and not stat'ed; `dev` is its parent's (it is
@@ -156,6 +157,7 @@ impl<'a> Queue<'a> {
 
     /// Offers a large directory's stats to the other workers, now waiting
     /// or later; false: there is no other.
+    #[cfg_attr(windows, allow(dead_code))]
     pub fn offer(&self, b: &Arc<StatBatch<'a>>) -> bool {
         if self.active.load(Relaxed) < 2 {
             return false;
@@ -166,6 +168,7 @@ impl<'a> Queue<'a> {
     }
 
     /// Takes back an offer whose chunks are all taken.
+    #[cfg_attr(windows, allow(dead_code))]
     pub fn withdraw(&self, b: &Arc<StatBatch<'a>>) {
         self.lock().help.retain(|h| !Arc::ptr_eq(h, b));
     }

@@ -10,7 +10,7 @@ mod token;
 
 pub(crate) use fs::{ident, list_dir, open_dir, rename_durable, stat_handle};
 pub(crate) use system::*;
-pub(crate) use token::{elevated, lower_priority, user_sid};
+pub(crate) use token::{elevated, user_sid};
 
 use std::ffi::OsStr;
 use std::io;
@@ -32,8 +32,15 @@ pub(crate) fn wide_path(p: &Path) -> Vec<u16> {
         Some(Component::Prefix(pre)) if matches!(pre.kind(), Prefix::Disk(_))
     ) && p.is_absolute();
     if verbatim {
+        // A verbatim path is taken as it is: `/` must be `\` there.
         let mut w: Vec<u16> = r"\\?\".encode_utf16().collect();
-        w.extend(p.as_os_str().encode_wide());
+        let slash = u16::from(b'/');
+        let back = u16::from(b'\\');
+        w.extend(
+            p.as_os_str()
+                .encode_wide()
+                .map(|c| if c == slash { back } else { c }),
+        );
         w.push(0);
         w
     } else {

@@ -22,9 +22,7 @@ use windows_sys::Win32::System::SystemInformation::{
     GetSystemFirmwareTable, GetTickCount64, GlobalMemoryStatusEx, MEMORYSTATUSEX, RSMB,
     RelationProcessorCore, SYSTEM_LOGICAL_PROCESSOR_INFORMATION,
 };
-use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetProcessIoCounters, GetProcessTimes, GetSystemTimes, IO_COUNTERS,
-};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes, GetSystemTimes};
 
 const ZERO_FT: FILETIME = FILETIME {
     dwLowDateTime: 0,
@@ -106,14 +104,12 @@ pub(crate) fn net_bytes() -> io::Result<(u64, u64)> {
 }
 
 /// What this process has used: CPU (kernel + user, 100 ns), working set
-/// and its peak (bytes), bytes read and written.
+/// and its peak (bytes).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ProcessUse {
     pub cpu_100ns: u64,
     pub rss: u64,
     pub peak_rss: u64,
-    pub read_bytes: u64,
-    pub written_bytes: u64,
 }
 
 pub(crate) fn process_use() -> io::Result<ProcessUse> {
@@ -129,16 +125,10 @@ pub(crate) fn process_use() -> io::Result<ProcessUse> {
     if unsafe { K32GetProcessMemoryInfo(GetCurrentProcess(), &mut m, m.cb) } == 0 {
         return Err(last_error());
     }
-    // SAFETY: plain data.
-    let mut io_c: IO_COUNTERS = unsafe { std::mem::zeroed() };
-    // SAFETY: a writable IO_COUNTERS; failure leaves it zero.
-    unsafe { GetProcessIoCounters(GetCurrentProcess(), &mut io_c) };
     Ok(ProcessUse {
         cpu_100ns: ft(k).saturating_add(ft(u)),
         rss: m.WorkingSetSize as u64,
         peak_rss: m.PeakWorkingSetSize as u64,
-        read_bytes: io_c.ReadTransferCount,
-        written_bytes: io_c.WriteTransferCount,
     })
 }
 
@@ -261,7 +251,11 @@ pub(crate) fn sessions() -> io::Result<Vec<Session>> {
     {
         return Err(last_error());
     }
-    // SAFETY: `count` entries at `list`.
+    if list.is_null() {
+        // Wine's stub says yes and returns nothing.
+        return Ok(Vec::new());
+    }
+    // SAFETY: `count` entries at `list`, non-null.
     let ids: Vec<(u32, bool)> = unsafe { std::slice::from_raw_parts(list, count as usize) }
         .iter()
         .map(|s| (s.SessionId, s.State == WTSActive))

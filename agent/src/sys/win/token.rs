@@ -1,5 +1,5 @@
-//! Who the agent runs as: elevated or not, the user's SID (their Recycle
-//! Bin), and the background priority a service asks for.
+//! Who the agent runs as: elevated or not, and the user's SID (their
+//! Recycle Bin).
 
 use super::{from_wide_ptr, last_error};
 use std::io;
@@ -9,10 +9,7 @@ use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
 use windows_sys::Win32::Security::{
     GetTokenInformation, TOKEN_ELEVATION, TOKEN_QUERY, TOKEN_USER, TokenElevation, TokenUser,
 };
-use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, IDLE_PRIORITY_CLASS, OpenProcessToken, PROCESS_MODE_BACKGROUND_BEGIN,
-    SetPriorityClass,
-};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
 fn process_token() -> io::Result<OwnedHandle> {
     let mut h: HANDLE = std::ptr::null_mut();
@@ -79,15 +76,4 @@ pub(crate) fn user_sid() -> io::Result<String> {
     // SAFETY: `s` came from LocalAlloc and is freed once.
     unsafe { LocalFree(s.cast()) };
     Ok(out)
-}
-
-/// The lowest CPU and I/O priority (`PROCESS_MODE_BACKGROUND_BEGIN` also
-/// lowers I/O and memory priority), as the service runs.
-pub(crate) fn lower_priority() -> io::Result<()> {
-    // SAFETY: the pseudo-handle of this process.
-    let ok = unsafe {
-        SetPriorityClass(GetCurrentProcess(), IDLE_PRIORITY_CLASS) != 0
-            && SetPriorityClass(GetCurrentProcess(), PROCESS_MODE_BACKGROUND_BEGIN) != 0
-    };
-    if ok { Ok(()) } else { Err(last_error()) }
 }

@@ -17,12 +17,13 @@ mod windows;
 use windows as os;
 
 pub(super) use os::Listing;
-#[cfg(test)]
+#[cfg(all(test, unix))]
 pub(super) use os::open;
 
 use super::queue::Job;
-use super::{Local, Meta, Shared, issue, mark_visited};
+use super::{Local, Meta, Shared, WalkOptions, issue, mark_visited};
 use crate::scan::pace::Pacer;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -61,6 +62,17 @@ struct Reading<'r, 'a> {
     mine: &'r mut Vec<Job<'a>>,
     job: &'r Job<'a>,
     fd: &'r Arc<DirFd<'a>>,
+}
+
+/// The names excluded by path in `job`'s directory: those of the excluded
+/// paths whose parent it is (found once per directory, not per entry).
+fn excluded_here<'o>(opts: &'o WalkOptions<'_>, job: &Job<'_>) -> Vec<&'o OsStr> {
+    opts.rules
+        .exclude_paths
+        .iter()
+        .filter(|p| p.parent() == Some(job.path.as_path()))
+        .filter_map(|p| p.file_name())
+        .collect()
 }
 
 /// Reads one directory: its files into `local`, its subdirectories onto

@@ -237,14 +237,7 @@ impl<'a> Reading<'_, 'a> {
         if let Err(e) = lst.list(dir, buf) {
             issue(&mut self.local.out, &job.path, &e.into());
         }
-        // Files excluded by path: only those whose parent is this directory.
-        let here: Vec<&OsStr> = opts
-            .rules
-            .exclude_paths
-            .iter()
-            .filter(|p| p.parent() == Some(job.path.as_path()))
-            .filter_map(|p| p.file_name())
-            .collect();
+        let here = super::excluded_here(opts, job);
         let mut to_stat = 0;
         for i in 0..lst.ents.len() {
             let e = lst.ents[i];

@@ -134,16 +134,13 @@ impl<'a> Reading<'_, 'a> {
         if let Err(e) = lst.list(self.fd, buf) {
             issue(&mut self.local.out, &job.path, &e);
         }
+        let here = super::excluded_here(opts, job);
         for i in 0..lst.ents.len() {
             let e = lst.ents[i];
             pacer.tick(self.shared.cancel);
             let name = lst.name(&e);
             let os = os_str(name);
-            let excluded =
-                opts.rules.excluded_name(&os)
-                    || opts.rules.exclude_paths.iter().any(|p| {
-                        p.parent() == Some(job.path.as_path()) && p.file_name() == Some(&*os)
-                    });
+            let excluded = opts.rules.excluded_name(&os) || here.contains(&&*os);
             if excluded {
                 self.local.out.stats.excluded += 1;
                 continue;
