@@ -146,7 +146,7 @@ pub struct SpoolSettings {
 impl Default for SpoolSettings {
     fn default() -> Self {
         SpoolSettings {
-            dir: PathBuf::from("/var/lib/sobre-agent/spool"),
+            dir: crate::sys::state_dir().join("spool"),
             max_bytes: 4 * 1024 * 1024,
             fsync: true,
         }
@@ -246,7 +246,7 @@ impl Default for StorageConfig {
             follow_symlinks: false,
             one_file_system: true,
             threads: 16,
-            index_dir: PathBuf::from("/var/lib/sobre-agent/index"),
+            index_dir: crate::sys::state_dir().join("index"),
             background: true,
             cpu_budget_percent: 5.0,
             cold_years: 3,
@@ -400,6 +400,16 @@ impl AgentConfig {
                 .unwrap_or(Path::new("."))
                 .join("nudges.jsonl")
         })
+    }
+
+    /// Where the Windows service logs (it has no stderr): `agent.log`
+    /// beside the spool directory.
+    pub fn log_path(&self) -> PathBuf {
+        self.spool
+            .dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("agent.log")
     }
 
     /// Where the enrolment key is kept.

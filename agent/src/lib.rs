@@ -10,6 +10,7 @@ pub mod nudges;
 pub mod probe;
 pub mod runtime;
 pub mod scan;
+pub mod service;
 pub use sobre_base::shutdown;
 pub mod spool;
 mod sys;

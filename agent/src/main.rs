@@ -62,6 +62,10 @@ enum Command {
     /// (`scan::child`): not for people.
     #[command(name = "scan-child", hide = true)]
     ScanChild,
+    /// Install, remove or run the agent as a Windows service
+    /// (`service install --help` lists the install properties).
+    #[cfg(windows)]
+    Service(sobre_agent::service::ServiceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,8 +80,16 @@ fn main() -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    sobre_agent::shutdown::init_logging("info,rumqttc=warn");
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    #[cfg(windows)]
+    let to_stderr = !matches!(command, Command::Service(_));
+    #[cfg(unix)]
+    let to_stderr = true;
+    if to_stderr {
+        // (The Windows service logs to a file of its own: no stderr there.)
+        sobre_agent::shutdown::init_logging("info,rumqttc=warn");
+    }
+    match command {
         Command::Once => once(&cfg),
         Command::Scan(args) => sobre_agent::scan::cli::run(&cfg, args, cli.config.is_some()),
         Command::Cleanup(args) => sobre_agent::cleanup::cli::run(&cfg, args, cli.config.is_some()),
@@ -105,7 +117,26 @@ fn main() -> anyhow::Result<()> {
             })?;
             Ok(())
         }
+        #[cfg(windows)]
+        Command::Service(args) => service(cfg, args),
     }
+}
+
+#[cfg(windows)]
+fn service(cfg: AgentConfig, args: sobre_agent::service::ServiceArgs) -> anyhow::Result<()> {
+    use sobre_agent::service::{self, ServiceCommand};
+    match args.command {
+        ServiceCommand::Install {
+            properties,
+            replace_config,
+        } => {
+            let props = service::Properties::parse(&properties)?;
+            service::install(&props, replace_config)?;
+        }
+        ServiceCommand::Uninstall { purge } => service::uninstall(purge)?,
+        ServiceCommand::Run => service::run(cfg)?,
+    }
+    Ok(())
 }
 
 fn nudges(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {

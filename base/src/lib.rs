@@ -11,6 +11,7 @@ pub mod civil;
 pub mod config;
 pub mod duration;
 pub mod files;
+pub mod logfile;
 pub mod mqtt_url;
 pub mod secret;
 pub mod shutdown;

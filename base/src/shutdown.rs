@@ -43,8 +43,36 @@ async fn wait_signal() {
 /// latter links in (issue 23: about 0.3 MB of the agent's binary, and of
 /// its resident code pages).
 pub fn init_logging(default_filter: &str) {
-    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(log_filter(default_filter))
+        .init();
+}
+
+/// Logs to `path` (a [`CappedLog`](crate::logfile::CappedLog) of `cap`
+/// bytes, owner-only) instead of stderr, with the same filter: for a
+/// Windows service, which has no stderr.
+pub fn init_logging_to_file(
+    default_filter: &str,
+    path: &std::path::Path,
+    cap: u64,
+) -> std::io::Result<()> {
+    use tracing_subscriber::prelude::*;
+    let log = crate::logfile::CappedLog::open(path, cap)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .finish()
+        .with(log_filter(default_filter))
+        .init();
+    Ok(())
+}
+
+fn log_filter(default_filter: &str) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::Targets;
     let from_env = std::env::var("SOBRE_LOG")
         .ok()
         .map(|s| s.parse::<Targets>());
@@ -52,14 +80,8 @@ pub fn init_logging(default_filter: &str) {
         // Logging is not set up yet: say it plainly on stderr.
         eprintln!("SOBRE_LOG ignored ({e}): use e.g. SOBRE_LOG=info,sobre_agent=debug");
     }
-    let filter = from_env
+    from_env
         .and_then(Result::ok)
         .or_else(|| default_filter.parse().ok())
-        .unwrap_or_default();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish()
-        .with(filter)
-        .init();
+        .unwrap_or_default()
 }

@@ -2,9 +2,10 @@
 //! `agent/windows/build`, run under Wine against a Linux collector on
 //! loopback: over MQTT and gRPC every seq stored once, an inventory that
 //! says Windows, samples with CPU and memory; killed mid-stream and
-//! restarted, nothing lost, nothing doubled. And its unit tests, run
-//! under Wine. Where Wine cannot stand in for Windows (WTS sessions, the
-//! service manager, SMBIOS, batteries), unit tests over recorded inputs
+//! restarted, nothing lost, nothing doubled. As a service, installed,
+//! upgraded and removed through Wine's service manager. And its unit
+//! tests, run under Wine. Where Wine cannot stand in for Windows (WTS
+//! sessions, SMBIOS, batteries), unit tests over recorded inputs
 //! cover the parsing, and ARCHITECTURE.md says how a real Windows check
 //! runs.
 
@@ -150,4 +151,98 @@ fn windows_agent_unit_tests_pass_under_wine() {
         );
         assert!(text.contains("test result: ok"), "{text}");
     }
+}
+
+/// The agent as a Windows service, under Wine's service manager: installed
+/// from MSI-like properties (as a GPO or SCCM passes them), started by the
+/// service manager, reporting; installed again as an upgrade (the config
+/// kept, the service restarted); stopped through the service manager (the
+/// agent drains and says so in its log) and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_agent_runs_as_a_service_installed_from_properties() {
+    if !wine::available() {
+        eprintln!("skipped: no Windows build or no Wine (tests/run provides both)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("collector"), CollectorOpts::default()).await;
+    let mut pfx = wine::Prefix::copy_of_shared(&dir.path().join("wineprefix"));
+    pfx.keep_alive();
+    // The test aid goes where the service's binary will be.
+    let installed = pfx.drive_c().join("Program Files/Sobre");
+    std::fs::create_dir_all(&installed).expect("mkdir");
+    std::fs::copy(wine::shim_dll(), installed.join("bcryptprimitives.dll")).expect("shim");
+    let state = pfx.drive_c().join("ProgramData/Sobre");
+    let service = |args: &[&str]| {
+        let mut cmd = pfx.command(wine::agent_exe());
+        cmd.arg("service").args(args);
+        let (ok, out, err) = pfx.run(cmd);
+        assert!(ok, "service {args:?}:\n{out}\n{err}");
+        out
+    };
+    let collector = format!("COLLECTOR=mqtt://127.0.0.1:{}", c.mqtt);
+    let install = |extra: &str| {
+        service(&[
+            "install",
+            &collector,
+            "AGENT_ID=win-service",
+            "GROUP=mairie",
+            extra,
+        ])
+    };
+    let said = install("SITE=hotel-de-ville");
+    assert!(said.contains("registered the SobreAgent service"), "{said}");
+    assert!(said.contains("started"), "{said}");
+    assert!(installed.join("sobre-agent.exe").exists(), "{said}");
+    let toml = std::fs::read_to_string(state.join("agent.toml")).expect("agent.toml");
+    assert!(
+        toml.contains(&format!("mqtt://127.0.0.1:{}", c.mqtt)),
+        "{toml}"
+    );
+
+    // Started by the service manager, not by us: it reports.
+    c.wait_samples("win-service", 1, PATIENCE).await;
+    let agent = c.get("/api/v1/agents/win-service").await;
+    assert_eq!(agent["inventory"]["group"], "mairie", "{agent}");
+    // As the service manager keeps it (Wine's `sc` has no `qc`): started
+    // at boot (Start = 2), with its config.
+    let key = r"HKLM\System\CurrentControlSet\Services\SobreAgent";
+    let mut reg = pfx.command("reg");
+    reg.args(["query", key]);
+    let (_, reg, _) = pfx.run(reg);
+    let start = reg
+        .lines()
+        .any(|l| l.split_whitespace().eq(["Start", "REG_DWORD", "0x2"]));
+    assert!(start, "{reg}");
+    assert!(reg.contains(r"agent.toml service run"), "{reg}");
+
+    // Installed again: an upgrade. The config stays; the service is
+    // stopped for the new binary and started again, and goes on.
+    let said = install("GROUP=other");
+    assert!(said.contains("kept") && said.contains("stopping"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("agent.toml")).expect("agent.toml"),
+        toml
+    );
+    let before = c.sample_seqs("win-service").await.len();
+    let seqs = c.wait_samples("win-service", before + 1, PATIENCE).await;
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "stored once: {seqs:?}"
+    );
+
+    let said = service(&["uninstall"]);
+    assert!(said.contains("removed the SobreAgent service"), "{said}");
+    assert!(said.contains("kept"), "the state stays: {said}");
+    assert!(!installed.join("sobre-agent.exe").exists(), "{said}");
+    let log = std::fs::read_to_string(state.join("agent.log")).expect("the service's log");
+    assert!(log.contains("stop asked by the service manager"), "{log}");
+    assert!(log.contains("agent stopped"), "{log}");
+    let mut query = pfx.command("reg");
+    query.args(["query", key]);
+    let (registered, _, _) = pfx.run(query);
+    assert!(!registered, "the service's key is gone");
+
+    let said = service(&["uninstall", "--purge"]);
+    assert!(!state.exists(), "purged: {said}");
 }

@@ -88,3 +88,102 @@ pub fn command(exe: &Path) -> Command {
 pub fn path(p: &Path) -> String {
     format!("Z:{}", p.display()).replace('/', "\\")
 }
+
+/// The test aid that gives Wine 8 the `ProcessPrng` Rust's std needs
+/// (`agent/windows/wine/`; real Windows has it): beside any copy of the
+/// .exe that Wine is to run.
+pub fn shim_dll() -> PathBuf {
+    out_dir().join("release/bcryptprimitives.dll")
+}
+
+/// A Wine prefix of a test's own, copied from the shared one: for a test
+/// that changes the machine (installs a service). Its Wine processes are
+/// ended when it is dropped.
+pub struct Prefix {
+    path: PathBuf,
+    keep_alive: Option<std::process::Child>,
+}
+
+impl Prefix {
+    /// A copy of the shared prefix at `path` (`tests/run` made the shared
+    /// one; a copy takes about a second).
+    pub fn copy_of_shared(path: &Path) -> Prefix {
+        let shared = out_dir()
+            .parent()
+            .expect("windows target dir")
+            .join("wineprefix");
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(&shared)
+            .arg(path)
+            .status()
+            .expect("cp");
+        assert!(ok.success(), "cannot copy {}", shared.display());
+        Prefix {
+            path: path.to_owned(),
+            keep_alive: None,
+        }
+    }
+
+    /// The prefix's `C:`.
+    pub fn drive_c(&self) -> PathBuf {
+        self.path.join("drive_c")
+    }
+
+    /// `program` (a path, or a Windows command such as `sc`) under Wine
+    /// in this prefix.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(WINE);
+        c.arg(program)
+            .env("WINEPREFIX", &self.path)
+            .env("WINEDEBUG", "-all")
+            .env("WINEDLLOVERRIDES", "mscoree,mshtml=");
+        c
+    }
+
+    /// Runs `c` (made by [`Prefix::command`]) to its end: success, stdout,
+    /// stderr. Through files, not pipes: a Wine process it starts (the
+    /// service manager, a service) may inherit them and live on, and a
+    /// pipe would then never end.
+    pub fn run(&self, mut c: Command) -> (bool, String, String) {
+        let out = self.path.with_extension("stdout");
+        let err = self.path.with_extension("stderr");
+        let file = |p: &Path| std::fs::File::create(p).expect("output file");
+        let status = c
+            .stdin(std::process::Stdio::null())
+            .stdout(file(&out))
+            .stderr(file(&err))
+            .status()
+            .expect("run under Wine");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        (status.success(), read(&out), read(&err))
+    }
+
+    /// Keeps the prefix's Wine running: Wine ends its services when the
+    /// last other process of the prefix exits (Windows would not). A
+    /// `cmd` that waits on its input, until the prefix is dropped.
+    pub fn keep_alive(&mut self) {
+        let child = self
+            .command("cmd")
+            .arg("/k")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("wine cmd");
+        self.keep_alive = Some(child);
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.keep_alive.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("/usr/lib/wine/wineserver")
+            .arg("-k")
+            .env("WINEPREFIX", &self.path)
+            .status();
+    }
+}

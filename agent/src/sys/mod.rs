@@ -96,6 +96,28 @@ pub(crate) fn privileged() -> bool {
     }
 }
 
+/// Where the agent keeps its state (spool, index, key, nudges) unless
+/// configured: `/var/lib/sobre-agent` on Linux; `%ProgramData%\Sobre` on
+/// Windows (`C:\ProgramData\Sobre` when the variable is unset), beside
+/// the service's `agent.toml`.
+pub(crate) fn state_dir() -> std::path::PathBuf {
+    #[cfg(unix)]
+    {
+        std::path::PathBuf::from("/var/lib/sobre-agent")
+    }
+    #[cfg(windows)]
+    {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        std::path::PathBuf::from(base).join("Sobre")
+    }
+}
+
+/// The lowest CPU and I/O priority, for the Windows service.
+#[cfg(windows)]
+pub(crate) fn background_priority() -> io::Result<()> {
+    win::background_priority()
+}
+
 /// Nanoseconds since 1970 from a Windows FILETIME (100 ns since 1601).
 #[cfg_attr(unix, allow(dead_code))]
 pub(crate) fn filetime_ns(ft: u64) -> i64 {

@@ -22,7 +22,10 @@ use windows_sys::Win32::System::SystemInformation::{
     GetSystemFirmwareTable, GetTickCount64, GlobalMemoryStatusEx, MEMORYSTATUSEX, RSMB,
     RelationProcessorCore, SYSTEM_LOGICAL_PROCESSOR_INFORMATION,
 };
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes, GetSystemTimes};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetProcessTimes, GetSystemTimes, IDLE_PRIORITY_CLASS,
+    PROCESS_MODE_BACKGROUND_BEGIN, SetPriorityClass,
+};
 
 const ZERO_FT: FILETIME = FILETIME {
     dwLowDateTime: 0,
@@ -300,4 +303,25 @@ pub(crate) fn sessions() -> io::Result<Vec<Session>> {
         unsafe { WTSFreeMemory(p.cast()) };
     }
     Ok(out)
+}
+
+/// The service's priority: the idle CPU class, then background mode (the
+/// lowest I/O and memory priority), so the person's work always comes
+/// first. The scan process it starts inherits the idle class. (Wine has
+/// no background mode: the idle class alone is then set, and the error
+/// said.)
+pub(crate) fn background_priority() -> io::Result<()> {
+    // SAFETY: the pseudo-handle of this process, always valid.
+    if unsafe { SetPriorityClass(GetCurrentProcess(), IDLE_PRIORITY_CLASS) } == 0 {
+        return Err(last_error());
+    }
+    // SAFETY: as above.
+    if unsafe { SetPriorityClass(GetCurrentProcess(), PROCESS_MODE_BACKGROUND_BEGIN) } == 0 {
+        let e = last_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("idle CPU class set; no background I/O mode: {e}"),
+        ));
+    }
+    Ok(())
 }
