@@ -499,6 +499,13 @@ mod tests {
                 .storage
                 .cache_dirs
                 .truncate(cfg.storage.cache_dirs.len());
+            // The example shows Linux's state folder; Windows' default is
+            // %ProgramData%\Sobre (sys::state_dir).
+            expected.spool.dir.clone_from(&cfg.spool.dir);
+            expected
+                .storage
+                .index_dir
+                .clone_from(&cfg.storage.index_dir);
         }
         assert_eq!(cfg, expected);
     }

@@ -313,6 +313,8 @@ mod tests {
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(args, ["--config", "/pd/Sobre/agent.toml", "service", "run"]);
+        let config = l.config().to_string_lossy().into_owned();
+        assert_eq!(args, ["--config", config.as_str(), "service", "run"]);
+        assert!(config.ends_with("agent.toml"), "{config}");
     }
 }
