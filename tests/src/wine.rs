@@ -72,12 +72,20 @@ pub fn unit_tests() -> Vec<PathBuf> {
 /// (`target/windows/wineprefix`, created on first use), Wine's own
 /// messages off.
 pub fn command(exe: &Path) -> Command {
-    let prefix = out_dir()
+    in_prefix(&shared_prefix(), exe)
+}
+
+fn shared_prefix() -> PathBuf {
+    out_dir()
         .parent()
         .expect("windows target dir")
-        .join("wineprefix");
+        .join("wineprefix")
+}
+
+/// `program` under Wine in `prefix`, Wine's own messages off.
+fn in_prefix(prefix: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(WINE);
-    c.arg(exe)
+    c.arg(program)
         .env("WINEPREFIX", prefix)
         .env("WINEDEBUG", "-all")
         .env("WINEDLLOVERRIDES", "mscoree,mshtml=");
@@ -108,10 +116,7 @@ impl Prefix {
     /// A copy of the shared prefix at `path` (`tests/run` made the shared
     /// one; a copy takes about a second).
     pub fn copy_of_shared(path: &Path) -> Prefix {
-        let shared = out_dir()
-            .parent()
-            .expect("windows target dir")
-            .join("wineprefix");
+        let shared = shared_prefix();
         let ok = Command::new("cp")
             .arg("-a")
             .arg(&shared)
@@ -133,12 +138,7 @@ impl Prefix {
     /// `program` (a path, or a Windows command such as `sc`) under Wine
     /// in this prefix.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(WINE);
-        c.arg(program)
-            .env("WINEPREFIX", &self.path)
-            .env("WINEDEBUG", "-all")
-            .env("WINEDLLOVERRIDES", "mscoree,mshtml=");
-        c
+        in_prefix(&self.path, program)
     }
 
     /// Runs `c` (made by [`Prefix::command`]) to its end: success, stdout,
