@@ -419,7 +419,16 @@ pub fn scan(
             return;
         }
         let cats = report::file_cats(&walked, d);
-        if let Err(e) = save::save_index(dir, &roots, None, false, &walked, d, &cats, false) {
+        if let Err(e) = save::save_index(
+            dir,
+            &roots,
+            None,
+            false,
+            &walked,
+            d,
+            &cats,
+            save::Scope::Walked,
+        ) {
             tracing::warn!(error = %e, "cannot save the storage index checkpoint");
         }
         last_save = Instant::now();
@@ -502,7 +511,12 @@ pub fn scan(
                 && unchanged
                     .as_ref()
                     .is_some_and(|u| u.finish(old, &roots, &dedup, &cats));
-            save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, complete)
+            let scope = if complete {
+                save::Scope::Complete
+            } else {
+                save::Scope::Partial
+            };
+            save::save_index(dir, &roots, old, same, &walked, &dedup, &cats, scope)
         });
         (saved, t.elapsed().as_millis() as u64)
     };

@@ -12,7 +12,7 @@
 use super::group::Known;
 use super::index::{self, EntryKind, EntryRef, Index};
 use super::save::Unchanged;
-use super::walk::{FileRec, Walked};
+use super::walk::Walked;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ pub(super) fn read<'w>(dir: &Path, w: &'w Walked, each: &mut dyn FnMut(Known)) -
     let t = Instant::now();
     let mut unchanged = Unchanged::new(w);
     let mut find = Finder {
-        files: &w.files,
+        w,
         next: 0,
         sorted: None,
         in_step: true,
@@ -70,7 +70,7 @@ pub(super) fn read<'w>(dir: &Path, w: &'w Walked, each: &mut dyn FnMut(Known)) -
 /// one of the few after it (a file added); anything else (a file moved)
 /// is looked up by (dev, inode) in a table made on the first such miss.
 struct Finder<'a> {
-    files: &'a [FileRec],
+    w: &'a Walked,
     next: usize,
     sorted: Option<Vec<(u64, u64, u32)>>,
     /// Every entry found was the file expected next.
@@ -90,7 +90,7 @@ impl Finder<'_> {
         // Found first, hashes or not: the next entry is then looked for
         // where it should be.
         let i = self.find(e.dev, e.ino)?;
-        let f = &self.files[i];
+        let f = &self.w.files[i];
         let some = e.prefix.is_some() || e.full.is_some();
         (some && f.size == e.size && f.mtime_ns == e.mtime_ns).then_some(Known {
             file: i as u32,
@@ -99,23 +99,24 @@ impl Finder<'_> {
     }
 
     fn find(&mut self, dev: u64, ino: u64) -> Option<usize> {
-        let ahead = self.files.get(self.next..).unwrap_or_default();
+        let w = self.w;
+        let ahead = w.files.get(self.next..).unwrap_or_default();
         if let Some(k) = ahead
             .iter()
             .take(LOOK_AHEAD + 1)
-            .position(|f| (f.dev, f.ino) == (dev, ino))
+            .position(|f| (f.ino, w.dev(f)) == (ino, dev))
         {
             self.next += k + 1;
             self.in_step &= k == 0;
             return Some(self.next - 1);
         }
         self.in_step = false;
-        let files = self.files;
         let sorted = self.sorted.get_or_insert_with(|| {
-            let mut v: Vec<(u64, u64, u32)> = files
+            let mut v: Vec<(u64, u64, u32)> = w
+                .files
                 .iter()
                 .enumerate()
-                .map(|(i, f)| (f.dev, f.ino, i as u32))
+                .map(|(i, f)| (w.dev(f), f.ino, i as u32))
                 .collect();
             v.sort_unstable();
             v
@@ -138,27 +139,24 @@ mod tests {
     /// on the 200,000-file rescan).
     #[test]
     fn entries_without_hashes_keep_the_finder_in_step() {
-        let files: Vec<FileRec> = (0..100)
-            .map(|i| {
-                let mut f = FileRec::default();
-                (f.dev, f.ino, f.size) = (1, 1000 + i, 10);
-                f
-            })
-            .collect();
+        let mut w = Walked::default();
+        for i in 0..100 {
+            w.push_test_file(1, 1000 + i, 10);
+        }
         let mut find = Finder {
-            files: &files,
+            w: &w,
             next: 0,
             sorted: None,
             in_step: true,
         };
         let mut known = Vec::new();
-        for (i, f) in files.iter().enumerate() {
+        for (i, f) in w.files.iter().enumerate() {
             let hashed = i % 10 == 0;
             let e = EntryRef {
                 path: b"/x",
                 kind: EntryKind::File,
                 cats: 0,
-                dev: f.dev,
+                dev: w.dev(f),
                 ino: f.ino,
                 size: f.size,
                 mtime_ns: f.mtime_ns,

@@ -126,7 +126,7 @@ fn hex<S: serde::Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
 /// Per-file categories, duplicates included, in walk order.
 pub(crate) fn file_cats(w: &Walked, d: &Dedup) -> Vec<Cats> {
     let mut cats: Vec<Cats> = w.files.iter().map(|f| f.cats).collect();
-    for g in &d.groups {
+    for (_, g) in d.groups.iter() {
         let keep = kept(w, d, g);
         for &s in g {
             let file = d.slots[s as usize].file;
@@ -258,7 +258,7 @@ pub(crate) fn fill(
 
 fn duplicates(r: &mut ScanReport, w: &Walked, d: &Dedup) {
     let size_of = |g: &[u32]| w.files[d.slots[g[0] as usize].file as usize].size;
-    let mut order: Vec<&Vec<u32>> = d.groups.iter().collect();
+    let mut order: Vec<&[u32]> = d.groups.iter().map(|(_, g)| g).collect();
     order.sort_by_cached_key(|g| Reverse(size_of(g) * (g.len() as u64 - 1)));
     for g in &order {
         let n = g.len() as u64;

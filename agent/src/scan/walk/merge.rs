@@ -63,6 +63,7 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
         let part = u16::try_from(w).unwrap_or(u16::MAX);
         runs.extend(l.runs.iter().map(|&(d, s, n)| (d, part, s, n)));
         out.names.push(l.out.names.pop().unwrap_or_default());
+        out.devs.push(l.out.devs.pop().unwrap_or_default());
         out.empty_dirs.append(&mut l.out.empty_dirs);
         out.broken_links.append(&mut l.out.broken_links);
         out.stats.add(&l.out.stats);
@@ -89,7 +90,7 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
     // Files: each directory's run, in directory order (no global sort),
     // one record per physical file: the first name in path order wins.
     runs.sort_unstable_by_key(|r| (remap[r.0 as usize], r.1, r.2));
-    out.files = in_tree_order(&mut parts, &runs, &remap, follow, &mut out.stats);
+    out.files = in_tree_order(&mut parts, &runs, &remap, follow, &out.devs, &mut out.stats);
     drop(parts);
     for o in out.empty_dirs.iter_mut().chain(out.broken_links.iter_mut()) {
         o.dir = remap[o.dir as usize];
@@ -111,6 +112,7 @@ fn in_tree_order(
     runs: &[(u32, u16, usize, usize)],
     remap: &[u32],
     follow: bool,
+    devs: &[Vec<u64>],
     stats: &mut super::WalkStats,
 ) -> Vec<super::FileRec> {
     let big = (0..parts.len())
@@ -137,9 +139,11 @@ fn in_tree_order(
     let mut rank = 0u32;
     for &(dir, part, start, n) in runs {
         let at = offset[usize::from(part)] + start;
+        let dev_of = devs.get(usize::from(part)).map_or(&[][..], |d| d);
         let mut k = 0;
         for f in files.get_mut(at..at + n).unwrap_or_default() {
-            if (f.multi_link || follow) && !seen.insert((f.dev, f.ino)) {
+            let dev = dev_of.get(usize::from(f.dev)).copied().unwrap_or(0);
+            if (f.multi_link() || follow) && !seen.insert((dev, f.ino)) {
                 stats.hard_link_names += 1;
                 continue;
             }

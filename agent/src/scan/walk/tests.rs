@@ -32,7 +32,15 @@ fn found(w: &Walked) -> Found {
         files: w
             .files
             .iter()
-            .map(|f| (w.path(f), (f.dev, f.ino), f.size, f.mtime_ns, f.multi_link))
+            .map(|f| {
+                (
+                    w.path(f),
+                    (w.dev(f), f.ino),
+                    f.size,
+                    f.mtime_ns,
+                    f.multi_link(),
+                )
+            })
             .collect(),
         empty_dirs: w.empty_dirs.iter().map(|o| w.other_path(o)).collect(),
         broken_links: w
@@ -105,15 +113,7 @@ fn reference(root: &Path, rules: &Rules) -> Found {
 }
 
 fn walk_with(root: &Path, rules: &Rules, threads: usize) -> Walked {
-    let opts = WalkOptions {
-        rules,
-        follow_symlinks: false,
-        one_file_system: true,
-        threads,
-        budget: None,
-        poll: Duration::from_millis(100),
-        now_ns: 0,
-    };
+    let opts = WalkOptions::for_tests(rules, threads);
     let w = walk(
         &[root.to_path_buf()],
         &opts,
@@ -231,7 +231,7 @@ fn the_walks_device_numbers_are_those_of_std() {
     let w = walk_with(dir.path(), &rules, 1);
     let md = fs::metadata(dir.path().join("f")).expect("md");
     let f = &w.files[0];
-    assert_eq!((f.dev, f.ino, f.size), (md.dev(), md.ino(), 1));
+    assert_eq!((w.dev(f), f.ino, f.size), (md.dev(), md.ino(), 1));
     assert_eq!(f.mtime_ns, mtime_ns(&md));
 }
 
@@ -245,15 +245,7 @@ fn a_folder_listed_but_not_stated_is_not_entered_on_another_filesystem() {
         return; // No separate /proc here: nothing to cross.
     }
     let rules = config(&[Path::new("/")], None).rules;
-    let opts = WalkOptions {
-        rules: &rules,
-        follow_symlinks: false,
-        one_file_system: true,
-        threads: 1,
-        budget: None,
-        poll: Duration::from_millis(100),
-        now_ns: 0,
-    };
+    let opts = WalkOptions::for_tests(&rules, 1);
     let (cancel, counters, open_dirs) = (
         AtomicBool::new(false),
         Counters::default(),
@@ -315,4 +307,37 @@ fn a_large_folder_stated_by_several_workers_finds_what_paths_find() {
             "{threads} threads"
         );
     }
+}
+
+/// 200,000 records are most of a scan's memory: 8 bytes more each is
+/// 1.6 MB more at the peak (issue 23).
+#[test]
+fn a_file_record_is_40_bytes() {
+    assert_eq!(std::mem::size_of::<FileRec>(), 40);
+}
+
+/// The device and the hard-link mark share their words with others (an
+/// index into a table, the name length's top bit): both read back.
+#[test]
+fn a_files_device_and_links_read_back_with_several_workers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for d in 0..8 {
+        for f in 0..20 {
+            put(&dir.path().join(format!("d{d}/f{f}")), b"x");
+        }
+    }
+    fs::hard_link(dir.path().join("d0/f0"), dir.path().join("d7/z")).expect("link");
+    let rules = rules_for(dir.path());
+    let w = walk_with(dir.path(), &rules, 4);
+    for f in &w.files {
+        let md = fs::metadata(w.path(f)).expect("md");
+        assert_eq!((w.dev(f), f.ino), (md.dev(), md.ino()), "{:?}", w.path(f));
+        assert_eq!(f.multi_link(), md.nlink() > 1, "{:?}", w.path(f));
+        assert_eq!(w.name_bytes(f), md_name(&w.path(f)));
+    }
+    assert_eq!(w.files.len(), 160);
+}
+
+fn md_name(p: &Path) -> &[u8] {
+    p.file_name().expect("name").as_bytes()
 }
