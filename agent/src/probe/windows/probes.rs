@@ -1,9 +1,9 @@
 //! The three probes over `sys::win`.
 
-use super::parse;
+use super::{battery, parse};
 use crate::probe::{Probe, ProbeError, Roots, hardware};
 use crate::sys::win;
-use sobre_proto::v1::{AgentFootprint, Inventory, UsageReport};
+use sobre_proto::v1::{AgentFootprint, Battery, Inventory, UsageReport};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -110,6 +110,31 @@ impl Probe for UsageProbe {
     }
 }
 
+/// The system batteries' capacities: none on a desktop, under Wine, or
+/// where Windows refuses (said at debug level).
+fn batteries() -> Vec<Battery> {
+    match win::battery_informations() {
+        Ok(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| battery::battery_information(&format!("BAT{i}"), raw))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "no battery information");
+            Vec::new()
+        }
+    }
+}
+
+/// The batteries' discharge power, in W, while the machine runs on them
+/// (`PowerProbe`'s measured source, as Linux's `power_now`).
+pub(crate) fn discharge_w() -> Option<f64> {
+    let raw = win::system_battery_state()
+        .inspect_err(|e| tracing::debug!(error = %e, "no battery state"))
+        .ok()?;
+    battery::discharge_w(&raw)
+}
+
 /// Samples the machine's [`Inventory`]; what Windows does not tell stays
 /// empty.
 #[derive(Debug)]
@@ -161,6 +186,7 @@ impl Probe for InventoryProbe {
             bios_date: dmi.bios_date,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             virtual_machine,
+            batteries: batteries(),
             ..Inventory::default()
         })
     }
