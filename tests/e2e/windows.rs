@@ -3,7 +3,8 @@
 //! loopback: over MQTT and gRPC every seq stored once, an inventory that
 //! says Windows, samples with CPU and memory; killed mid-stream and
 //! restarted, nothing lost, nothing doubled. As a service, installed,
-//! upgraded and removed through Wine's service manager. And its unit
+//! upgraded and removed through Wine's service manager, from the
+//! command line, the zip's install.cmd and the .msi. And its unit
 //! tests, run under Wine. Where Wine cannot stand in for Windows (WTS
 //! sessions, SMBIOS, batteries), unit tests over recorded inputs
 //! cover the parsing, and ARCHITECTURE.md says how a real Windows check
@@ -285,6 +286,24 @@ async fn windows_agent_runs_as_a_service_installed_from_properties() {
     assert!(!state.exists(), "purged: {said}");
 }
 
+/// What `agent/windows/package` made (`zip` or `msi`); None (and the
+/// test skips) without it or Wine, unless `tests/run` made them.
+fn packaged(ext: &str) -> Option<PathBuf> {
+    if !wine::available() {
+        eprintln!("skipped: no Windows build or no Wine (tests/run provides both)");
+        return None;
+    }
+    let p = wine::package(ext);
+    if p.is_none() {
+        assert!(
+            std::env::var_os("SOBRE_WINE_TESTS").is_none(),
+            "SOBRE_WINE_TESTS is set but there is no .{ext}: run agent/windows/package"
+        );
+        eprintln!("skipped: no .{ext} (agent/windows/package makes it)");
+    }
+    p
+}
+
 /// The zip `agent/windows/package` makes, rolled out as a GPO startup
 /// script or SCCM would: unzipped, `install.cmd` with properties. Wrong
 /// ones are refused with the reason and a non-zero exit code, leaving no
@@ -293,16 +312,7 @@ async fn windows_agent_runs_as_a_service_installed_from_properties() {
 /// `install.cmd` did is in `install.log`, without the properties.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_agent_installs_from_the_zip_with_install_cmd() {
-    if !wine::available() {
-        eprintln!("skipped: no Windows build or no Wine (tests/run provides both)");
-        return;
-    }
-    let Some(zip) = wine::package_zip() else {
-        assert!(
-            std::env::var_os("SOBRE_WINE_TESTS").is_none(),
-            "SOBRE_WINE_TESTS is set but there is no zip: run agent/windows/package"
-        );
-        eprintln!("skipped: no zip (agent/windows/package makes it)");
+    let Some(zip) = packaged("zip") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -385,4 +395,62 @@ async fn windows_agent_installs_from_the_zip_with_install_cmd() {
     let (code, said) = script("uninstall.cmd", &["--purge"]);
     assert_eq!(code, Some(0), "{said}");
     assert!(!m.state.exists(), "purged: {said}");
+}
+
+/// The .msi `agent/windows/package` makes, as SCCM runs it (`msiexec /i …
+/// /qn` and properties, from a script). A wrong COLLECTOR makes the
+/// agent refuse, and Windows Installer rolls back: no binary, no
+/// service. Right properties install the agent (a value with spaces
+/// included), which reports, and a product Programs and Features lists;
+/// `msiexec /x` removes the service and the binary and keeps the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_agent_installs_from_the_msi() {
+    let Some(msi) = packaged("msi") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("collector"), CollectorOpts::default()).await;
+    let m = Machine::new(&dir.path().join("wineprefix"));
+    std::fs::copy(&msi, m.pfx.drive_c().join("sobre.msi")).expect("copy the msi");
+    // A script, as an admin or SCCM writes the command line: Wine's
+    // msiexec then sees it as Windows' would.
+    let msiexec = |line: &str| {
+        let script = m.pfx.drive_c().join("msi.cmd");
+        let body = format!("@echo off\r\nmsiexec {line}\r\nexit /b %ERRORLEVEL%\r\n");
+        std::fs::write(&script, body).expect("msi.cmd");
+        let mut cmd = m.pfx.command("cmd");
+        cmd.args(["/c", r"C:\msi.cmd"]);
+        let (code, out, err) = m.pfx.run_code(cmd);
+        (code, format!("{out}{err}"))
+    };
+
+    let (code, said) = msiexec(r"/i C:\sobre.msi /qn COLLECTOR=ftp://x GROUP=mairie");
+    assert!(code.is_some_and(|c| c != 0), "{code:?}\n{said}");
+    assert!(!m.installed.join("sobre-agent.exe").exists(), "rolled back");
+    assert!(m.service_key().is_none(), "rolled back");
+
+    let (code, said) = msiexec(&format!(
+        r#"/i C:\sobre.msi /qn COLLECTOR=mqtt://127.0.0.1:{} AGENT_ID=win-msi GROUP=mairie SITE="Hotel de ville""#,
+        c.mqtt
+    ));
+    assert_eq!(code, Some(0), "{said}");
+    c.wait_samples("win-msi", 1, PATIENCE).await;
+    let agent = c.get("/api/v1/agents/win-msi").await;
+    assert_eq!(agent["inventory"]["group"], "mairie", "{agent}");
+    assert_eq!(agent["inventory"]["site"], "Hotel de ville", "{agent}");
+    m.assert_registered();
+    let mut reg = m.pfx.command("reg");
+    reg.args([
+        "query",
+        r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall",
+        "/s",
+    ]);
+    let (_, products, _) = m.pfx.run(reg);
+    assert!(products.contains("Sobre agent"), "{products}");
+
+    let (code, said) = msiexec(r"/x C:\sobre.msi /qn");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(!m.installed.join("sobre-agent.exe").exists(), "{said}");
+    m.assert_stopped_cleanly();
+    assert!(m.state.join("agent.toml").exists(), "the state stays");
 }

@@ -58,15 +58,16 @@ pub fn agent_exe() -> PathBuf {
     p
 }
 
-/// The zip `agent/windows/package` made, `sobre-agent-<version>-windows-x86_64.zip`
-/// (the workspace's version, this crate's too), if it is there.
-pub fn package_zip() -> Option<PathBuf> {
+/// What `agent/windows/package` made, `sobre-agent-<version>-windows-x86_64.<ext>`
+/// (`zip` or `msi`; the workspace's version, this crate's too), if it is
+/// there.
+pub fn package(ext: &str) -> Option<PathBuf> {
     let name = format!(
-        "sobre-agent-{}-windows-x86_64.zip",
+        "sobre-agent-{}-windows-x86_64.{ext}",
         env!("CARGO_PKG_VERSION")
     );
-    let zip = out_dir().parent()?.join(name);
-    zip.exists().then_some(zip)
+    let file = out_dir().parent()?.join(name);
+    file.exists().then_some(file)
 }
 
 /// The unit-test executables `agent/windows/build --tests` listed.
