@@ -3,7 +3,8 @@
 //! loopback: over MQTT and gRPC every seq stored once, an inventory that
 //! says Windows, samples with CPU and memory; killed mid-stream and
 //! restarted, nothing lost, nothing doubled. As a service, installed,
-//! upgraded and removed through Wine's service manager. And its unit
+//! upgraded and removed through Wine's service manager, from the
+//! command line, the zip's install.cmd and the .msi. And its unit
 //! tests, run under Wine. Where Wine cannot stand in for Windows (WTS
 //! sessions, SMBIOS, batteries), unit tests over recorded inputs
 //! cover the parsing, and ARCHITECTURE.md says how a real Windows check
@@ -11,6 +12,7 @@
 
 use crate::PATIENCE;
 use sobre_tests::{Agent, AgentOpts, Collector, CollectorOpts, Transport, wait_for, wine};
+use std::path::{Path, PathBuf};
 
 async fn reports_once_through_a_kill(t: Transport, id: &str) {
     if !wine::available() {
@@ -153,6 +155,64 @@ fn windows_agent_unit_tests_pass_under_wine() {
     }
 }
 
+/// A Wine prefix of a test's own, kept running (as Windows would: see
+/// [`wine::Prefix::keep_alive`]), with the test aid where the service's
+/// binary goes; where an install puts things.
+struct Machine {
+    pfx: wine::Prefix,
+    /// `C:\Program Files\Sobre`
+    installed: PathBuf,
+    /// `C:\ProgramData\Sobre`
+    state: PathBuf,
+}
+
+const SERVICE_KEY: &str = r"HKLM\System\CurrentControlSet\Services\SobreAgent";
+
+impl Machine {
+    fn new(at: &Path) -> Machine {
+        let mut pfx = wine::Prefix::copy_of_shared(at);
+        pfx.keep_alive();
+        let installed = pfx.drive_c().join("Program Files/Sobre");
+        std::fs::create_dir_all(&installed).expect("mkdir");
+        std::fs::copy(wine::shim_dll(), installed.join("bcryptprimitives.dll")).expect("shim");
+        let state = pfx.drive_c().join("ProgramData/Sobre");
+        Machine {
+            pfx,
+            installed,
+            state,
+        }
+    }
+
+    /// The service's registry key as `reg query` lists it, if it is there
+    /// (Wine's `sc` has no `qc`).
+    fn service_key(&self) -> Option<String> {
+        let mut reg = self.pfx.command("reg");
+        reg.args(["query", SERVICE_KEY]);
+        let (there, out, _) = self.pfx.run(reg);
+        there.then_some(out)
+    }
+
+    /// Registered as the install does it: started at boot (Start = 2),
+    /// with its config.
+    fn assert_registered(&self) {
+        let reg = self.service_key().expect("the service's key");
+        let start = reg
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Start", "REG_DWORD", "0x2"]));
+        assert!(start, "{reg}");
+        assert!(reg.contains(r"agent.toml service run"), "{reg}");
+    }
+
+    /// The installed agent stopped through the service manager: it
+    /// drained and said so in its log.
+    fn assert_stopped_cleanly(&self) {
+        let log = std::fs::read_to_string(self.state.join("agent.log")).expect("the service's log");
+        assert!(log.contains("stop asked by the service manager"), "{log}");
+        assert!(log.contains("agent stopped"), "{log}");
+        assert!(self.service_key().is_none(), "the service's key is gone");
+    }
+}
+
 /// The agent as a Windows service, under Wine's service manager: installed
 /// from MSI-like properties (as a GPO or SCCM passes them), started by the
 /// service manager, reporting; installed again as an upgrade (the config
@@ -166,17 +226,12 @@ async fn windows_agent_runs_as_a_service_installed_from_properties() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Collector::start(&dir.path().join("collector"), CollectorOpts::default()).await;
-    let mut pfx = wine::Prefix::copy_of_shared(&dir.path().join("wineprefix"));
-    pfx.keep_alive();
-    // The test aid goes where the service's binary will be.
-    let installed = pfx.drive_c().join("Program Files/Sobre");
-    std::fs::create_dir_all(&installed).expect("mkdir");
-    std::fs::copy(wine::shim_dll(), installed.join("bcryptprimitives.dll")).expect("shim");
-    let state = pfx.drive_c().join("ProgramData/Sobre");
+    let m = Machine::new(&dir.path().join("wineprefix"));
+    let (installed, state) = (&m.installed, &m.state);
     let service = |args: &[&str]| {
-        let mut cmd = pfx.command(wine::agent_exe());
+        let mut cmd = m.pfx.command(wine::agent_exe());
         cmd.arg("service").args(args);
-        let (ok, out, err) = pfx.run(cmd);
+        let (ok, out, err) = m.pfx.run(cmd);
         assert!(ok, "service {args:?}:\n{out}\n{err}");
         out
     };
@@ -204,17 +259,7 @@ async fn windows_agent_runs_as_a_service_installed_from_properties() {
     c.wait_samples("win-service", 1, PATIENCE).await;
     let agent = c.get("/api/v1/agents/win-service").await;
     assert_eq!(agent["inventory"]["group"], "mairie", "{agent}");
-    // As the service manager keeps it (Wine's `sc` has no `qc`): started
-    // at boot (Start = 2), with its config.
-    let key = r"HKLM\System\CurrentControlSet\Services\SobreAgent";
-    let mut reg = pfx.command("reg");
-    reg.args(["query", key]);
-    let (_, reg, _) = pfx.run(reg);
-    let start = reg
-        .lines()
-        .any(|l| l.split_whitespace().eq(["Start", "REG_DWORD", "0x2"]));
-    assert!(start, "{reg}");
-    assert!(reg.contains(r"agent.toml service run"), "{reg}");
+    m.assert_registered();
 
     // Installed again: an upgrade. The config stays; the service is
     // stopped for the new binary and started again, and goes on.
@@ -235,14 +280,177 @@ async fn windows_agent_runs_as_a_service_installed_from_properties() {
     assert!(said.contains("removed the SobreAgent service"), "{said}");
     assert!(said.contains("kept"), "the state stays: {said}");
     assert!(!installed.join("sobre-agent.exe").exists(), "{said}");
-    let log = std::fs::read_to_string(state.join("agent.log")).expect("the service's log");
-    assert!(log.contains("stop asked by the service manager"), "{log}");
-    assert!(log.contains("agent stopped"), "{log}");
-    let mut query = pfx.command("reg");
-    query.args(["query", key]);
-    let (registered, _, _) = pfx.run(query);
-    assert!(!registered, "the service's key is gone");
+    m.assert_stopped_cleanly();
 
     let said = service(&["uninstall", "--purge"]);
     assert!(!state.exists(), "purged: {said}");
+}
+
+/// What `agent/windows/package` made (`zip` or `msi`); None (and the
+/// test skips) without it or Wine, unless `tests/run` made them.
+fn packaged(ext: &str) -> Option<PathBuf> {
+    if !wine::available() {
+        eprintln!("skipped: no Windows build or no Wine (tests/run provides both)");
+        return None;
+    }
+    let p = wine::package(ext);
+    if p.is_none() {
+        assert!(
+            std::env::var_os("SOBRE_WINE_TESTS").is_none(),
+            "SOBRE_WINE_TESTS is set but there is no .{ext}: run agent/windows/package"
+        );
+        eprintln!("skipped: no .{ext} (agent/windows/package makes it)");
+    }
+    p
+}
+
+/// The zip `agent/windows/package` makes, rolled out as a GPO startup
+/// script or SCCM would: unzipped, `install.cmd` with properties. Wrong
+/// ones are refused with the reason and a non-zero exit code, leaving no
+/// service, binary or config; right ones install the service, which
+/// reports; `uninstall.cmd` removes it, `--purge` the state too. What
+/// `install.cmd` did is in `install.log`, without the properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_agent_installs_from_the_zip_with_install_cmd() {
+    let Some(zip) = packaged("zip") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("collector"), CollectorOpts::default()).await;
+    let m = Machine::new(&dir.path().join("wineprefix"));
+    let unzipped = m.pfx.drive_c().join("sobre-zip");
+    let ok = std::process::Command::new("unzip")
+        .arg("-q")
+        .arg(&zip)
+        .arg("-d")
+        .arg(&unzipped)
+        .status()
+        .expect("unzip");
+    assert!(ok.success(), "unzip {}", zip.display());
+    let mut names: Vec<String> = std::fs::read_dir(&unzipped)
+        .expect("unzipped")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want = [
+        "README.txt",
+        "agent.example.toml",
+        "install.cmd",
+        "sobre-agent.exe",
+        "uninstall.cmd",
+    ];
+    assert_eq!(names, want);
+    for text in ["install.cmd", "uninstall.cmd", "README.txt"] {
+        let b = std::fs::read(unzipped.join(text)).expect("read");
+        let lf = b.iter().filter(|&&c| c == b'\n').count();
+        let crlf = b.windows(2).filter(|w| w == b"\r\n").count();
+        assert!(lf > 0 && lf == crlf, "{text}: CRLF line endings");
+    }
+    std::fs::copy(wine::shim_dll(), unzipped.join("bcryptprimitives.dll")).expect("shim");
+    let script = |name: &str, args: &[&str]| {
+        let mut cmd = m.pfx.command("cmd");
+        cmd.arg("/c")
+            .arg(format!(r"C:\sobre-zip\{name}"))
+            .args(args);
+        let (code, out, err) = m.pfx.run_code(cmd);
+        (code, format!("{out}{err}"))
+    };
+    let collector = format!("COLLECTOR=mqtt://127.0.0.1:{}", c.mqtt);
+
+    let refused: [(&[&str], &str); 3] = [
+        (&[&collector, "COLECTOR=x"], "unknown property \"COLECTOR\""),
+        (&["GROUP=mairie"], "COLLECTOR= is missing"),
+        (&["COLLECTOR=mqtts://127.0.0.1:8883"], "ca_file"),
+    ];
+    for (args, reason) in refused {
+        let (code, said) = script("install.cmd", args);
+        assert!(code.is_some_and(|c| c != 0), "{args:?}: {code:?}\n{said}");
+        assert!(said.contains(reason), "{args:?}:\n{said}");
+        assert!(!m.installed.join("sobre-agent.exe").exists(), "{args:?}");
+        assert!(!m.state.join("agent.toml").exists(), "{args:?}");
+        assert!(m.service_key().is_none(), "{args:?}");
+    }
+
+    let (code, said) = script(
+        "install.cmd",
+        &[&collector, "AGENT_ID=win-zip", "GROUP=mairie"],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("registered the SobreAgent service"), "{said}");
+    c.wait_samples("win-zip", 1, PATIENCE).await;
+    let agent = c.get("/api/v1/agents/win-zip").await;
+    assert_eq!(agent["inventory"]["group"], "mairie", "{agent}");
+    m.assert_registered();
+    let log = std::fs::read_to_string(m.state.join("install.log")).expect("install.log");
+    assert_eq!(log.matches("==== exit code 0").count(), 1, "{log}");
+    assert_eq!(log.matches("==== exit code 1").count(), 3, "{log}");
+    assert!(log.contains("COLLECTOR= is missing"), "{log}");
+    assert!(!log.contains("AGENT_ID=win-zip"), "no properties: {log}");
+
+    let (code, said) = script("uninstall.cmd", &[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("removed the SobreAgent service"), "{said}");
+    assert!(!m.installed.join("sobre-agent.exe").exists(), "{said}");
+    m.assert_stopped_cleanly();
+    let (code, said) = script("uninstall.cmd", &["--purge"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(!m.state.exists(), "purged: {said}");
+}
+
+/// The .msi `agent/windows/package` makes, as SCCM runs it (`msiexec /i …
+/// /qn` and properties, from a script). A wrong COLLECTOR makes the
+/// agent refuse, and Windows Installer rolls back: no binary, no
+/// service. Right properties install the agent (a value with spaces
+/// included), which reports, and a product Programs and Features lists;
+/// `msiexec /x` removes the service and the binary and keeps the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_agent_installs_from_the_msi() {
+    let Some(msi) = packaged("msi") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("collector"), CollectorOpts::default()).await;
+    let m = Machine::new(&dir.path().join("wineprefix"));
+    std::fs::copy(&msi, m.pfx.drive_c().join("sobre.msi")).expect("copy the msi");
+    // A script, as an admin or SCCM writes the command line: Wine's
+    // msiexec then sees it as Windows' would.
+    let msiexec = |line: &str| {
+        let script = m.pfx.drive_c().join("msi.cmd");
+        let body = format!("@echo off\r\nmsiexec {line}\r\nexit /b %ERRORLEVEL%\r\n");
+        std::fs::write(&script, body).expect("msi.cmd");
+        let mut cmd = m.pfx.command("cmd");
+        cmd.args(["/c", r"C:\msi.cmd"]);
+        let (code, out, err) = m.pfx.run_code(cmd);
+        (code, format!("{out}{err}"))
+    };
+
+    let (code, said) = msiexec(r"/i C:\sobre.msi /qn COLLECTOR=ftp://x GROUP=mairie");
+    assert!(code.is_some_and(|c| c != 0), "{code:?}\n{said}");
+    assert!(!m.installed.join("sobre-agent.exe").exists(), "rolled back");
+    assert!(m.service_key().is_none(), "rolled back");
+
+    let (code, said) = msiexec(&format!(
+        r#"/i C:\sobre.msi /qn COLLECTOR=mqtt://127.0.0.1:{} AGENT_ID=win-msi GROUP=mairie SITE="Hotel de ville""#,
+        c.mqtt
+    ));
+    assert_eq!(code, Some(0), "{said}");
+    c.wait_samples("win-msi", 1, PATIENCE).await;
+    let agent = c.get("/api/v1/agents/win-msi").await;
+    assert_eq!(agent["inventory"]["group"], "mairie", "{agent}");
+    assert_eq!(agent["inventory"]["site"], "Hotel de ville", "{agent}");
+    m.assert_registered();
+    let mut reg = m.pfx.command("reg");
+    reg.args([
+        "query",
+        r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall",
+        "/s",
+    ]);
+    let (_, products, _) = m.pfx.run(reg);
+    assert!(products.contains("Sobre agent"), "{products}");
+
+    let (code, said) = msiexec(r"/x C:\sobre.msi /qn");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(!m.installed.join("sobre-agent.exe").exists(), "{said}");
+    m.assert_stopped_cleanly();
+    assert!(m.state.join("agent.toml").exists(), "the state stays");
 }

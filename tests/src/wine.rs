@@ -58,6 +58,18 @@ pub fn agent_exe() -> PathBuf {
     p
 }
 
+/// What `agent/windows/package` made, `sobre-agent-<version>-windows-x86_64.<ext>`
+/// (`zip` or `msi`; the workspace's version, this crate's too), if it is
+/// there.
+pub fn package(ext: &str) -> Option<PathBuf> {
+    let name = format!(
+        "sobre-agent-{}-windows-x86_64.{ext}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let file = out_dir().parent()?.join(name);
+    file.exists().then_some(file)
+}
+
 /// The unit-test executables `agent/windows/build --tests` listed.
 pub fn unit_tests() -> Vec<PathBuf> {
     std::fs::read_to_string(out_dir().join("unit-tests.list"))
@@ -145,7 +157,13 @@ impl Prefix {
     /// stderr. Through files, not pipes: a Wine process it starts (the
     /// service manager, a service) may inherit them and live on, and a
     /// pipe would then never end.
-    pub fn run(&self, mut c: Command) -> (bool, String, String) {
+    pub fn run(&self, c: Command) -> (bool, String, String) {
+        let (code, out, err) = self.run_code(c);
+        (code == Some(0), out, err)
+    }
+
+    /// As [`Prefix::run`], with the exit code (None if killed).
+    pub fn run_code(&self, mut c: Command) -> (Option<i32>, String, String) {
         let out = self.path.with_extension("stdout");
         let err = self.path.with_extension("stderr");
         let file = |p: &Path| std::fs::File::create(p).expect("output file");
@@ -156,7 +174,7 @@ impl Prefix {
             .status()
             .expect("run under Wine");
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        (status.success(), read(&out), read(&err))
+        (status.code(), read(&out), read(&err))
     }
 
     /// Keeps the prefix's Wine running: Wine ends its services when the

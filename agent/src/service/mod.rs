@@ -76,6 +76,10 @@ pub enum ServiceError {
     UnknownProperty(String),
     #[error("{0:?} is not PROPERTY=VALUE (e.g. COLLECTOR=mqtt://sobre.example:1883)")]
     NotAProperty(String),
+    #[error(
+        "COLLECTOR= is missing: a first install (or --replace-config) writes agent.toml from it, e.g. COLLECTOR=mqtts://sobre.example:8883"
+    )]
+    NoCollector,
     #[error("COLLECTOR={0:?}: give mqtt://, mqtts://, http:// (gRPC) or https:// (gRPC over TLS)")]
     Collector(String),
     #[error("the properties make an invalid agent.toml: {0}")]
@@ -168,6 +172,16 @@ impl Properties {
 
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
+    }
+
+    /// The `agent.toml` an install writes (a first one, or
+    /// `--replace-config`): as [`Properties::agent_toml`], and with a
+    /// collector, for an agent installed without one would report nowhere.
+    pub fn config_to_write(&self, state: &Path) -> Result<String, ServiceError> {
+        if self.get("COLLECTOR").is_none() {
+            return Err(ServiceError::NoCollector);
+        }
+        self.agent_toml(state)
     }
 
     /// The `agent.toml` these properties make, with the state under
@@ -273,6 +287,23 @@ mod tests {
         let none = props(&[]).expect("valid");
         assert!(none.is_empty());
         AgentConfig::parse(&none.agent_toml(Path::new("/s")).expect("valid")).expect("valid");
+    }
+
+    #[test]
+    fn a_config_is_written_only_with_a_collector() {
+        let state = Path::new("/s");
+        for p in [&[][..], &["GROUP=mairie"], &["COLLECTOR="]] {
+            let e = props(p)
+                .expect("valid")
+                .config_to_write(state)
+                .expect_err("refused");
+            assert!(matches!(e, ServiceError::NoCollector), "{p:?}: {e}");
+        }
+        let p = props(&["COLLECTOR=mqtt://10.0.0.5:1883"]).expect("valid");
+        assert_eq!(
+            p.config_to_write(state).expect("valid"),
+            p.agent_toml(state).expect("valid")
+        );
     }
 
     #[test]

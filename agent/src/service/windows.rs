@@ -46,10 +46,16 @@ pub fn install(props: &Properties, replace_config: bool) -> Result<Layout, Servi
         return Err(ServiceError::NotElevated);
     }
     let l = layout();
-    let toml = props.agent_toml(&l.state)?;
-    sobre_base::files::create_private_dir(&l.state).map_err(io("cannot create", &l.state))?;
     let config = l.config();
-    if config.exists() && !replace_config {
+    let keep = config.exists() && !replace_config;
+    // Checked before anything is made: a refused install leaves nothing.
+    let toml = if keep {
+        props.agent_toml(&l.state)?
+    } else {
+        props.config_to_write(&l.state)?
+    };
+    sobre_base::files::create_private_dir(&l.state).map_err(io("cannot create", &l.state))?;
+    if keep {
         let note = if props.is_empty() {
             ""
         } else {

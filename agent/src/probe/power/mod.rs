@@ -127,7 +127,9 @@ impl PowerProbe {
         if let Some(sample) = self.rapl_sample(secs) {
             return sample;
         }
-        if let Some(watts) = battery::discharge_w(&self.roots.sys, &mut self.optional) {
+        let battery = battery::discharge_w(&self.roots.sys, &mut self.optional)
+            .or_else(|| self.os_battery_w());
+        if let Some(watts) = battery {
             return PowerSample::from_parts(
                 PowerSource::Battery,
                 watts as f32,
@@ -135,6 +137,17 @@ impl PowerProbe {
             );
         }
         self.model.estimate(interval, cpu_busy)
+    }
+
+    /// The batteries' discharge where the OS has no sysfs: Windows'
+    /// `SYSTEM_BATTERY_STATE`, on the host's own roots only (a fixture
+    /// tree's probe never asks the machine it runs on).
+    fn os_battery_w(&self) -> Option<f64> {
+        #[cfg(windows)]
+        if self.roots == Roots::host() {
+            return super::windows::discharge_w();
+        }
+        None
     }
 
     /// The RAPL measurement over `secs`, if there is one: counters read, a

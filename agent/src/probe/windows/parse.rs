@@ -123,6 +123,31 @@ pub(crate) fn os_name_version(
     (name, version)
 }
 
+/// One physical drive's byte counters (see `sys::win::DriveBytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DriveBytes {
+    pub drive: u32,
+    pub read: u64,
+    pub written: u64,
+}
+
+/// Bytes read and written between two readings of the physical drives,
+/// as on Linux: summed over the drives in both readings; a drive that is
+/// new (plugged in) or whose counter went back (reset) adds 0.
+pub(crate) fn disk_bytes(prev: &[DriveBytes], cur: &[DriveBytes]) -> (u64, u64) {
+    cur.iter()
+        .filter_map(|c| {
+            let p = prev.iter().find(|p| p.drive == c.drive)?;
+            Some((
+                c.read.saturating_sub(p.read),
+                c.written.saturating_sub(p.written),
+            ))
+        })
+        .fold((0, 0), |(r, w), (dr, dw)| {
+            (r.saturating_add(dr), w.saturating_add(dw))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +258,27 @@ mod tests {
             ("Windows Server 2022 Standard", "20348")
         );
         assert_eq!(os_name_version(None, None, None, None).0, "Windows");
+    }
+
+    #[test]
+    fn disk_bytes_summed_over_the_drives_in_both_readings() {
+        let d = |drive, read, written| DriveBytes {
+            drive,
+            read,
+            written,
+        };
+        let prev = [d(0, 1000, 5000), d(1, 10, 20), d(3, 7, 7)];
+        // Drive 0 read 500 and wrote 100; drive 1 reset (counts 0); drive
+        // 3 went away; drive 4 is new (no baseline, counts 0).
+        let cur = [d(0, 1500, 5100), d(1, 2, 30), d(4, 9_999, 9_999)];
+        assert_eq!(disk_bytes(&prev, &cur), (500, 110));
+        // No drive answering (Wine), before or now: nothing, no failure.
+        assert_eq!(disk_bytes(&[], &cur), (0, 0));
+        assert_eq!(disk_bytes(&prev, &[]), (0, 0));
+        assert_eq!(disk_bytes(&prev, &prev), (0, 0));
+        // Huge counters add up without overflowing.
+        let big = [d(0, u64::MAX, u64::MAX), d(1, u64::MAX, u64::MAX)];
+        let zero = [d(0, 0, 0), d(1, 0, 0)];
+        assert_eq!(disk_bytes(&zero, &big), (u64::MAX, u64::MAX));
     }
 }

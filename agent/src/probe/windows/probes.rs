@@ -1,9 +1,9 @@
 //! The three probes over `sys::win`.
 
-use super::parse;
+use super::{battery, parse};
 use crate::probe::{Probe, ProbeError, Roots, hardware};
 use crate::sys::win;
-use sobre_proto::v1::{AgentFootprint, Inventory, UsageReport};
+use sobre_proto::v1::{AgentFootprint, Battery, Inventory, UsageReport};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,13 +17,47 @@ fn failed(what: &str, e: std::io::Error) -> ProbeError {
 /// Samples [`UsageReport`]s; counters are deltas since the previous one.
 #[derive(Debug)]
 pub struct UsageProbe {
-    prev: Option<((u64, u64, u64), (u64, u64))>,
+    prev: Option<Counters>,
+    /// Whether the disk counters' absence was logged (once).
+    said_no_disk: bool,
+}
+
+/// The counters a sample's deltas are taken from.
+#[derive(Debug)]
+struct Counters {
+    cpu: (u64, u64, u64),
+    net: (u64, u64),
+    disks: Vec<parse::DriveBytes>,
 }
 
 impl UsageProbe {
     /// `roots` are Linux's (fixture trees); Windows has none.
     pub fn new(_roots: Roots) -> Self {
-        Self { prev: None }
+        Self {
+            prev: None,
+            said_no_disk: false,
+        }
+    }
+
+    /// The physical drives' counters; none (disk bytes 0) where Windows
+    /// keeps none or refuses them (Wine), said once at debug level.
+    fn disks(&mut self) -> Vec<parse::DriveBytes> {
+        match win::drive_bytes() {
+            Ok(d) => d
+                .into_iter()
+                .map(|d| parse::DriveBytes {
+                    drive: d.drive,
+                    read: d.read,
+                    written: d.written,
+                })
+                .collect(),
+            Err(e) => {
+                if !std::mem::replace(&mut self.said_no_disk, true) {
+                    tracing::debug!(error = %e, "no disk counters (IOCTL_DISK_PERFORMANCE): disk bytes 0");
+                }
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -31,19 +65,23 @@ impl Probe for UsageProbe {
     type Output = UsageReport;
 
     fn sample(&mut self, interval: Duration) -> Result<UsageReport, ProbeError> {
-        let cpu = win::cpu_times().map_err(|e| failed("GetSystemTimes", e))?;
-        let net = win::net_bytes().unwrap_or((0, 0));
+        let now = Counters {
+            cpu: win::cpu_times().map_err(|e| failed("GetSystemTimes", e))?,
+            net: win::net_bytes().unwrap_or((0, 0)),
+            disks: self.disks(),
+        };
         let mut r = UsageReport {
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             uptime_s: win::uptime_s(),
             ..UsageReport::default()
         };
-        if let Some((pcpu, pnet)) = self.prev {
-            r.cpu_percent = parse::cpu_percent(pcpu, cpu);
-            r.net_rx_bytes = net.0.saturating_sub(pnet.0);
-            r.net_tx_bytes = net.1.saturating_sub(pnet.1);
+        if let Some(prev) = &self.prev {
+            r.cpu_percent = parse::cpu_percent(prev.cpu, now.cpu);
+            r.net_rx_bytes = now.net.0.saturating_sub(prev.net.0);
+            r.net_tx_bytes = now.net.1.saturating_sub(prev.net.1);
+            (r.disk_read_bytes, r.disk_written_bytes) = parse::disk_bytes(&prev.disks, &now.disks);
         }
-        self.prev = Some((cpu, net));
+        self.prev = Some(now);
         let m = win::memory().map_err(|e| failed("GlobalMemoryStatusEx", e))?;
         r.mem_total_bytes = m.total;
         r.mem_available_bytes = m.available;
@@ -70,6 +108,31 @@ impl Probe for UsageProbe {
         r.user_active = s.user_active();
         Ok(r)
     }
+}
+
+/// The system batteries' capacities: none on a desktop, under Wine, or
+/// where Windows refuses (said at debug level).
+fn batteries() -> Vec<Battery> {
+    match win::battery_informations() {
+        Ok(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| battery::battery_information(&format!("BAT{i}"), raw))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "no battery information");
+            Vec::new()
+        }
+    }
+}
+
+/// The batteries' discharge power, in W, while the machine runs on them
+/// (`PowerProbe`'s measured source, as Linux's `power_now`).
+pub(crate) fn discharge_w() -> Option<f64> {
+    let raw = win::system_battery_state()
+        .inspect_err(|e| tracing::debug!(error = %e, "no battery state"))
+        .ok()?;
+    battery::discharge_w(&raw)
 }
 
 /// Samples the machine's [`Inventory`]; what Windows does not tell stays
@@ -123,6 +186,7 @@ impl Probe for InventoryProbe {
             bios_date: dmi.bios_date,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             virtual_machine,
+            batteries: batteries(),
             ..Inventory::default()
         })
     }

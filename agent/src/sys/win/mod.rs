@@ -4,11 +4,15 @@
 //! pointer leaves these modules but as `OwnedHandle`).
 #![allow(unsafe_code)]
 
+mod disk;
 mod fs;
+mod power;
 mod system;
 mod token;
 
+pub(crate) use disk::drive_bytes;
 pub(crate) use fs::{ident, list_dir, open_dir, rename_durable, stat_handle};
+pub(crate) use power::{battery_informations, system_battery_state};
 pub(crate) use system::*;
 pub(crate) use token::{elevated, user_sid};
 
