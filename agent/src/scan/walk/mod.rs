@@ -212,7 +212,7 @@ pub(crate) struct WalkOptions<'a> {
     pub now_ns: i64,
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 impl<'a> WalkOptions<'a> {
     /// A foreground walk by `threads` that stays on one filesystem, at
     /// the epoch (the tests' walk).
