@@ -109,16 +109,17 @@ cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { 
 # A collector config in DIR/collector.toml, its data in DIR/data, every
 # listener on a free loopback port, agents without enrolment (the load
 # generator's simulated agents do not enrol: SECURITY.md), then EXTRA
-# (TOML sections). Sets HTTP_PORT and GRPC_PORT.
+# (TOML sections). Sets HTTP_PORT, GRPC_PORT and MQTT_PORT.
 collector_config() { # collector_config DIR EXTRA
   HTTP_PORT=$(free_port)
   GRPC_PORT=$(free_port)
+  MQTT_PORT=$(free_port)
   cat >"$1/collector.toml" <<EOF
 data_dir = "$1/data"
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
 [mqtt]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:$MQTT_PORT"
 [grpc]
 listen = "127.0.0.1:$GRPC_PORT"
 [security]
