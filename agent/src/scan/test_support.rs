@@ -50,3 +50,19 @@ fn a_small_tree_with_duplicates_is_scanned_on_every_system() {
         report.duplicates
     );
 }
+
+/// A hard link is one file on every system: on Linux the walk tells by the
+/// link count, on Windows (no link count in a listing) by the file id.
+#[test]
+fn a_hard_link_is_one_file_on_every_system() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("a")).expect("mkdir");
+    std::fs::create_dir_all(home.join("b")).expect("mkdir");
+    std::fs::write(home.join("a/photo.jpg"), blob(7000, 3)).expect("write");
+    std::fs::hard_link(home.join("a/photo.jpg"), home.join("b/photo.jpg")).expect("link");
+    let report = run(&config(&[&home], None));
+    assert_eq!((report.files, report.bytes), (1, 7000), "{report:?}");
+    assert_eq!(report.walk.hard_link_names, 1, "{:?}", report.walk);
+    assert_eq!(report.duplicates.groups, 0, "{:?}", report.duplicates);
+}

@@ -92,6 +92,11 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
     runs.sort_unstable_by_key(|r| (remap[r.0 as usize], r.1, r.2));
     out.files = in_tree_order(&mut parts, &runs, &remap, follow, &out.devs, &mut out.stats);
     drop(parts);
+    // Windows' listings give no link count: hard links are found here, by
+    // file id, among all files (with links followed, already done above).
+    if cfg!(windows) && !follow {
+        drop_repeated_ids(&mut out);
+    }
     for o in out.empty_dirs.iter_mut().chain(out.broken_links.iter_mut()) {
         o.dir = remap[o.dir as usize];
     }
@@ -99,6 +104,32 @@ pub(super) fn merge(seed: Local, locals: Vec<Local>, n_dirs: usize, follow: bool
     out.broken_links
         .sort_unstable_by(|a, b| (a.dir, &a.name).cmp(&(b.dir, &b.name)));
     out
+}
+
+/// Keeps one record per (device, file id), the first in path order, and
+/// counts the others as extra names: one sort of the files' indices (4
+/// bytes each, not a set of every id).
+pub(super) fn drop_repeated_ids(w: &mut Walked) {
+    let mut order: Vec<u32> = (0..w.files.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| {
+        let f = &w.files[i as usize];
+        (w.dev(f), f.ino, i)
+    });
+    let mut keep = vec![true; w.files.len()];
+    for pair in order.windows(2) {
+        let (a, b) = (&w.files[pair[0] as usize], &w.files[pair[1] as usize]);
+        if (w.dev(a), a.ino) == (w.dev(b), b.ino) {
+            keep[pair[1] as usize] = false;
+        }
+    }
+    drop(order);
+    let before = w.files.len();
+    let mut i = 0;
+    w.files.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    w.stats.hard_link_names += (before - w.files.len()) as u64;
 }
 
 /// The workers' files in one vector, in the order of `runs` (sorted), one
@@ -207,6 +238,28 @@ fn tree_order(
 
 #[cfg(test)]
 mod tests {
+    /// Hard links on Windows (the same file id under two names): the first
+    /// name in path order is kept, the others counted.
+    #[test]
+    fn repeated_file_ids_are_kept_once() {
+        let mut w = super::Walked::default();
+        for (dev, ino) in [
+            (1, 10),
+            (1, 11),
+            (2, 10),
+            (1, 10),
+            (1, 12),
+            (1, 11),
+            (1, 10),
+        ] {
+            w.push_test_file(dev, ino, 5);
+        }
+        super::drop_repeated_ids(&mut w);
+        let ids: Vec<(u64, u64)> = w.files.iter().map(|f| (w.dev(f), f.ino)).collect();
+        assert_eq!(ids, [(1, 10), (1, 11), (2, 10), (1, 12)]);
+        assert_eq!(w.stats.hard_link_names, 3);
+    }
+
     use std::path::PathBuf;
 
     #[test]
