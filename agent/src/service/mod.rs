@@ -74,8 +74,12 @@ pub enum ServiceError {
         "unknown property {0:?}: use COLLECTOR, ENROL_TOKEN, ENROL_ENDPOINT, CA_FILE, GROUP, SITE or AGENT_ID"
     )]
     UnknownProperty(String),
-    #[error("{0:?} is not PROPERTY=VALUE (e.g. COLLECTOR=mqtt://sobre.example:1883)")]
-    NotAProperty(String),
+    /// Only its position is said: a stray word may be a token's value
+    /// (`ENROL_TOKEN= abc`), and errors go to install logs.
+    #[error(
+        "argument {0} is not PROPERTY=VALUE (e.g. COLLECTOR=mqtt://sobre.example:1883; quote a value with spaces)"
+    )]
+    NotAProperty(usize),
     #[error(
         "COLLECTOR= is missing: a first install (or --replace-config) writes agent.toml from it, e.g. COLLECTOR=mqtts://sobre.example:8883"
     )]
@@ -148,10 +152,8 @@ impl Properties {
     /// name wins, as with msiexec).
     pub fn parse(args: &[String]) -> Result<Properties, ServiceError> {
         let mut p = Properties::default();
-        for a in args {
-            let (k, v) = a
-                .split_once('=')
-                .ok_or_else(|| ServiceError::NotAProperty(a.clone()))?;
+        for (i, a) in args.iter().enumerate() {
+            let (k, v) = a.split_once('=').ok_or(ServiceError::NotAProperty(i + 1))?;
             let k = KNOWN
                 .iter()
                 .find(|n| n.eq_ignore_ascii_case(k.trim()))
@@ -311,7 +313,12 @@ mod tests {
         let e = props(&["COLECTOR=mqtt://x"]).expect_err("refused");
         assert!(e.to_string().contains("COLECTOR"), "{e}");
         let e = props(&["mqtt://x"]).expect_err("refused");
-        assert!(matches!(e, ServiceError::NotAProperty(_)), "{e}");
+        assert!(matches!(e, ServiceError::NotAProperty(1)), "{e}");
+        // A token's value split from its name is not echoed (install logs).
+        let e =
+            props(&["COLLECTOR=mqtt://x", "ENROL_TOKEN=", "s3cret-value"]).expect_err("refused");
+        assert!(matches!(e, ServiceError::NotAProperty(3)), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = props(&["COLLECTOR=ftp://x"])
             .expect("valid")
             .agent_toml(Path::new("/s"))
