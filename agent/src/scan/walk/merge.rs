@@ -1,7 +1,7 @@
 //! Putting the walk's workers' finds together: one vector of files in
 //! path order, gathered directory by directory.
 
-use super::{Local, MAX_ISSUES, Walked};
+use super::{Local, MAX_ISSUES, Walked, dev_at};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -170,10 +170,9 @@ fn in_tree_order(
     let mut rank = 0u32;
     for &(dir, part, start, n) in runs {
         let at = offset[usize::from(part)] + start;
-        let dev_of = devs.get(usize::from(part)).map_or(&[][..], |d| d);
         let mut k = 0;
         for f in files.get_mut(at..at + n).unwrap_or_default() {
-            let dev = dev_of.get(usize::from(f.dev)).copied().unwrap_or(0);
+            let dev = dev_at(devs, part, f.dev);
             if (f.multi_link() || follow) && !seen.insert((dev, f.ino)) {
                 stats.hard_link_names += 1;
                 continue;

@@ -152,11 +152,7 @@ impl Walked {
 
     /// A file's device (its `st_dev`; its volume's serial on Windows).
     pub fn dev(&self, f: &FileRec) -> u64 {
-        let table = self.devs.get(usize::from(f.name.part));
-        table
-            .and_then(|t| t.get(usize::from(f.dev)))
-            .copied()
-            .unwrap_or(0)
+        dev_at(&self.devs, f.name.part, f.dev)
     }
 
     /// Adds a file of size `size` on device `dev` (in the first worker's
@@ -170,13 +166,8 @@ impl Walked {
         if devs {
             self.devs.push(Vec::new());
         }
-        let table = &mut self.devs[0];
-        let d = table.iter().position(|&x| x == dev).unwrap_or(table.len());
-        if d == table.len() {
-            table.push(dev);
-        }
         self.files.push(FileRec {
-            dev: u16::try_from(d).expect("few test devices"),
+            dev: dev_index(&mut self.devs[0], dev).expect("few test devices"),
             ino,
             size,
             ..FileRec::default()
@@ -461,24 +452,16 @@ fn add_file(out: &mut Walked, opts: &WalkOptions<'_>, dir: u32, name: &[u8], md:
         out.devs.push(Vec::new());
     }
     let (names, devs) = (&mut out.names[0], &mut out.devs[0]);
-    // The last device first: a folder's files are on its device.
-    let dev = devs
-        .iter()
-        .rposition(|&d| d == md.dev)
-        .unwrap_or(devs.len());
     let fits = u32::try_from(names.len()).ok().zip(
         u16::try_from(name.len())
             .ok()
             .filter(|&l| l < MULTI_LINK)
-            .zip(u16::try_from(dev).ok()),
+            .zip(dev_index(devs, md.dev)),
     );
     let Some((at, (len, dev))) = fits else {
         let e = io::Error::other("too many names or devices in one scan worker");
         return issue(out, Path::new(&*os_str(name)), &e);
     };
-    if usize::from(dev) == devs.len() {
-        devs.push(md.dev);
-    }
     names.extend_from_slice(name);
     let links = if md.nlink > 1 { MULTI_LINK } else { 0 };
     out.files.push(FileRec {
@@ -496,6 +479,26 @@ fn add_file(out: &mut Walked, opts: &WalkOptions<'_>, dir: u32, name: &[u8], md:
             .rules
             .file_cats(&os_str(name), flags, md.size, md.mtime_ns, opts.now_ns),
     });
+}
+
+/// Where `dev` is in a worker's device table, added if new (None past
+/// 65,536 devices). The last one first: a folder's files are on its device.
+fn dev_index(table: &mut Vec<u64>, dev: u64) -> Option<u16> {
+    let i = table.iter().rposition(|&d| d == dev).unwrap_or(table.len());
+    let i = u16::try_from(i).ok()?;
+    if usize::from(i) == table.len() {
+        table.push(dev);
+    }
+    Some(i)
+}
+
+/// The device at `index` in worker `part`'s table (0 if there is none).
+fn dev_at(tables: &[Vec<u64>], part: u16, index: u16) -> u64 {
+    let table = tables.get(usize::from(part));
+    table
+        .and_then(|t| t.get(usize::from(index)))
+        .copied()
+        .unwrap_or(0)
 }
 
 pub(crate) fn issue(out: &mut Walked, path: &Path, e: &io::Error) {
