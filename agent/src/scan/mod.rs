@@ -21,6 +21,7 @@
 //! between stages and when cancelled, so the next scan resumes from the
 //! index.
 
+mod by_size;
 pub mod child;
 pub mod cli;
 mod group;
